@@ -1,0 +1,3 @@
+from lossdial.cli import main
+
+main()

@@ -1,0 +1,225 @@
+"""The `lossdial` command line: parses, calls library functions, prints."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train one imbalanced classifier over a family of loss settings (LCT), then dial the "
+                       "precision/recall operating point after training.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+class _ProgressCallback:
+    """Draws a rich progress bar over training steps; prints validation lines when they appear."""
+
+    def __init__(self, progress: Progress, label: str):
+        self.progress, self.label, self.task = progress, label, None
+
+    def on_start(self, total_steps: int, start_step: int) -> None:
+        self.task = self.progress.add_task(self.label, total=total_steps, completed=start_step, info="")
+
+    def on_step(self, step: int) -> None:
+        self.progress.update(self.task, completed=step)
+
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+        info = f"epoch {epoch} loss {record['train_loss']:.4f}"
+        if "val" in record:
+            info += f" | val AUC {record['val']['auc']:.3f} AP {record['val']['ap']:.3f}"
+        self.progress.update(self.task, info=info)
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                    console=err_console, disable=quiet, transient=False)
+
+
+def _run_training(cfg, out: Path, *, resume: bool, force: bool, quiet: bool, label: str, device: str | None):
+    from lossdial.train import train
+
+    with _progress(quiet) as progress:
+        return train(cfg, out, resume=resume, force=force, device=device,
+                     callback=_ProgressCallback(progress, label))
+
+
+def _load_config_or_fail(config: Path | None, overrides: list[str], resume_dir: Path | None = None):
+    from lossdial.config import ConfigError, load_config
+
+    try:
+        if config is None:
+            if resume_dir is None:
+                _fail("give a CONFIG.yaml (or --out RUN --resume to continue a run with its saved config)")
+            return load_config(resume_dir / "config.yaml", overrides)
+        return load_config(config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="YAML config (omit with --resume to reuse the run's own)."),
+    set_: list[str] = typer.Option([], "--set", help="Dotted override, e.g. --set optim.lr=0.05 (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The run directory (default runs/NAME/TIMESTAMP)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in --out."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the effective config and exit."),
+    device: Optional[str] = typer.Option(None, help="Override train.device (auto, cpu, cuda, cuda:1, ...)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a baseline or LCT model from a YAML config into a run directory."""
+    if resume and out is None:
+        _fail("--resume needs --out RUN_DIR naming the run to continue")
+    cfg = _load_config_or_fail(config, set_, out if resume else None)
+    if print_config:
+        console.print(cfg.to_yaml(), highlight=False, markup=False)
+        return
+    out = out or _default_out(cfg.name)
+    from lossdial.rundir import RunError
+
+    try:
+        result = _run_training(cfg, out, resume=resume, force=force, quiet=quiet,
+                               label="LCT" if cfg.lct.enabled else "baseline", device=device)
+    except (RunError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"run directory: [bold]{result.run_dir}[/]  ({result.steps} steps, {result.seconds:.1f} s)")
+    _print_rows(result.final.get("rows", []), title=f"{cfg.name}: validation split")
+
+
+_COLUMNS = [("auc", "AUC"), ("ap", "AP"), ("brier", "Brier"), ("ece", "ECE"), ("f1", "best F1"),
+            ("precision@recall=0.9", "P@R=0.9"), ("precision", "P@thr"), ("recall", "R@thr")]
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _lam_str(lam: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:g}" for k, v in lam.items())
+
+
+def _print_rows(rows: list[dict[str, Any]], title: str, label: str | None = None,
+                table: Table | None = None, show: bool = True) -> Table:
+    if table is None:
+        table = Table(title=title, title_justify="left")
+        table.add_column("model")
+        table.add_column("lambda")
+        for _, head in _COLUMNS:
+            table.add_column(head, justify="right")
+    for r in rows:
+        m = r["metrics"]
+        table.add_row(label or "", _lam_str(r["lambda"]), *[_fmt(m.get(k)) for k, _ in _COLUMNS])
+    if show:
+        console.print(table)
+    return table
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="A finished run directory."),
+    lambda_: Optional[str] = typer.Option(None, "--lambda", help='Lambda values, e.g. "tau=0:4:33" or "tau=0,1,2".'),
+    split: str = typer.Option("val", help="val (default) or test. Choose lambda and threshold on val only."),
+    threshold: Optional[float] = typer.Option(None, help="Decision threshold for precision/recall columns."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    device: str = typer.Option("auto", help="cpu, cuda, auto."),
+) -> None:
+    """Metrics of a finished run at several lambda values, on the validation (or test) split."""
+    from lossdial.conditioning import parse_lambda_grid
+    from lossdial.evaluate import evaluate_run, load_run
+    from lossdial.rundir import RunError
+
+    try:
+        loaded = load_run(run, device=device)
+        lambdas = parse_lambda_grid(lambda_) if lambda_ else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rows = evaluate_run(loaded, lambdas, split=split, threshold=threshold)
+    except (RunError, ValueError, KeyError) as exc:
+        _fail(str(exc).strip("'\""))
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    if as_json:
+        print(json.dumps({"run": str(run), "split": split, "rows": rows}, indent=2))
+        return
+    counts = loaded.data["counts"][split]
+    _print_rows(rows, title=f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives)",
+                label="LCT" if loaded.is_lct else "baseline")
+
+
+@app.command()
+def demo(
+    quick: bool = typer.Option(False, "--quick", help="A short run (< 30 s) for smoke tests."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Put the runs at OUT/baseline and OUT/lct."),
+    force: bool = typer.Option(False, "--force", help="Overwrite runs already in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Baseline vs LCT on an imbalanced digits task (digit 8 vs the rest), on the CPU in about a minute."""
+    from lossdial.demo import demo_configs, dial_summary
+    from lossdial.data import build_task
+    from lossdial.rundir import RunError
+
+    base_cfg, lct_cfg = demo_configs(quick=quick)
+    out = out or _default_out("demo")
+    task = build_task(lct_cfg.data)
+    d = task.describe()["counts"]
+    console.print(f"[bold]Task:[/] sklearn digits, positive class '8' vs the other digits, beta = "
+                  f"{lct_cfg.data.beta:g} (validation and test holdouts carved first, then training positives "
+                  f"subsampled)")
+    for s in ("train", "val", "test"):
+        console.print(f"  {s:<5} {d[s][1]:>4} positives  {d[s][0]:>5} negatives")
+    t0 = time.perf_counter()
+    try:
+        base = _run_training(base_cfg, out / "baseline", resume=False, force=force, quiet=quiet,
+                             label="baseline (VS, tau=%g)" % base_cfg.loss.params["tau"], device="cpu")
+        lct = _run_training(lct_cfg, out / "lct", resume=False, force=force, quiet=quiet,
+                            label="LCT (tau ~ %s)" % lct_cfg.lct.lambdas["tau"], device="cpu")
+    except (RunError, ValueError) as exc:
+        _fail(str(exc))
+    elapsed = time.perf_counter() - t0
+    title = (f"Validation split ({d['val'][1]} positives / {d['val'][0]} negatives); precision and recall at "
+             f"threshold {lct_cfg.evaluate.threshold:g}")
+    table = _print_rows(base.final["rows"], title=title, label="baseline", show=False)
+    _print_rows(lct.final["rows"], title=title, label="LCT", table=table, show=False)
+    console.print(table)
+    s = dial_summary(lct.final["rows"])
+    console.print(
+        f"One LCT model, dialled over tau: AUC stays within {s['auc'][0]:.3f}-{s['auc'][1]:.3f} (the ranking "
+        f"barely moves) while recall at the default threshold spans {s['recall'][0]:.2f}-{s['recall'][1]:.2f}, "
+        f"precision {s['precision'][0]:.2f}-{s['precision'][1]:.2f} and Brier {s['brier'][0]:.3f}-"
+        f"{s['brier'][1]:.3f}: tau moves the operating point and the calibration.", highlight=False)
+    console.print(f"Trained both models in {elapsed:.1f} s on the CPU.")
+    console.print(f"Run directories: baseline [bold]{base.run_dir}[/], LCT [bold]{lct.run_dir}[/]")
+    console.print(f"Next: lossdial evaluate {lct.run_dir} --lambda \"tau=0:3:13\"")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted; resume with `lossdial train --out RUN --resume`")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

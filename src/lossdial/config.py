@@ -1,0 +1,273 @@
+"""Validated run configuration: YAML + dotted overrides -> :class:`Config`.
+
+Every section forbids unknown keys, so a typo fails on load with the key's dotted path::
+
+    >>> cfg = load_config("configs/demo_digits.yaml", overrides=["optim.lr=0.05"])
+    >>> cfg.optim.lr
+    0.05
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the dotted key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the data come from and how the imbalanced binary task is built."""
+
+    source: Literal["digits", "breast_cancer"] = "digits"
+    positive_class: str = Field(
+        "8", description="Name of the positive (minority) class; mapped to label 1."
+    )
+    negative_classes: list[str] | None = Field(
+        None, description="Names of the negative classes; default: every other class."
+    )
+    beta: float | None = Field(
+        50.0, description="Imbalance ratio n_neg / n_pos of the training split; null keeps it natural."
+    )
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    min_holdout_positives: int = Field(30, ge=1)
+    seed: int = Field(0, description="Seed of the split and subsampling stream (kept apart from the training seed).")
+
+    @field_validator("beta")
+    @classmethod
+    def _beta_ge_one(cls, v: float | None) -> float | None:
+        if v is not None and v < 1:
+            raise ValueError("beta is n_neg / n_pos of the training split and must be >= 1 (or null)")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "DataConfig":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% of the data for training")
+        return self
+
+
+class ModelConfig(_Section):
+    backbone: str = "small_cnn"
+    backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
+    film: Literal["identity", "reference"] = Field(
+        "identity", description="FiLM form for LCT runs (ignored by baseline runs, which use a plain head)."
+    )
+    film_hidden: int = Field(128, ge=1)
+    placement: Literal["features", "logits"] = "features"
+
+
+class LossConfig(_Section):
+    family: Literal["vs", "focal", "ldam", "logit_adjust", "weighted_ce", "smoothing"] = "vs"
+    params: dict[str, Any] = Field(
+        default_factory=lambda: {"omega": 0.5, "gamma": 0.2, "tau": 1.0},
+        description="Fixed hyperparameters of the loss family; LCT-conditioned names override these.",
+    )
+
+
+class LCTConfig(_Section):
+    enabled: bool = False
+    # `lambda` is a Python keyword, so the attribute is `lambdas` with YAML key `lambda`.
+    lambdas: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="lambda",
+        description='Distribution per conditioned hyperparameter, e.g. {tau: "L(0,3,0.33)"}.',
+    )
+    per_sample: bool = Field(False, description="Draw one lambda per sample instead of one per batch.")
+    normalize: bool = Field(True, description="Feed lambda to FiLM mapped to [-1, 1] over its support.")
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _needs_lambda(self) -> "LCTConfig":
+        if self.enabled and not self.lambdas:
+            raise ValueError('lct.enabled is true but lct.lambda is empty; e.g. lambda: {tau: "L(0,3,0.33)"}')
+        return self
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(2e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(_Section):
+    kind: Literal["step", "cosine", "constant"] = "step"
+    warmup_epochs: float = Field(5.0, ge=0)
+    milestones: list[float] = Field(
+        default_factory=lambda: [0.8, 0.9],
+        description="Step schedule: fractions of training at which lr is multiplied by `factor`.",
+    )
+    factor: float = Field(0.1, gt=0, le=1)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Cosine floor as a fraction of lr.")
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not (0 < m < 1) for m in v) or sorted(v) != v:
+            raise ValueError("milestones are increasing fractions of training in (0, 1), e.g. [0.8, 0.9]")
+        return v
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    grad_clip: float | None = Field(0.5, gt=0, description="Max global gradient norm; null disables.")
+    ema_decay: float | None = Field(0.99, gt=0, lt=1, description="EMA of weights used for evaluation; null disables.")
+    augment: Literal["none", "flip", "crop", "crop_flip"] = "none"
+    crop_padding: int = Field(4, ge=0)
+    eval_every: int = Field(10, ge=0, description="Validate every N epochs (0: only at the end).")
+    checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: at the end of each epoch).")
+    device: str = Field("auto", description='"auto", "cpu", "cuda", "cuda:1", "mps", ...')
+    amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU).")
+    drop_last: bool = False
+
+
+class EvaluateConfig(_Section):
+    lambda_grid: str | dict[str, Any] | None = Field(
+        None,
+        alias="lambda",
+        description='Lambda values scored by `evaluate`, e.g. "tau=0:3:7"; default 7 points over the support.',
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="Default decision threshold on the positive score.")
+    batch_size: int = Field(1024, ge=1)
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class Config(_Section):
+    name: str = "run"
+    seed: int = Field(0, description="Drives initialisation, shuffling, lambda draws and augmentation (separate streams).")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    lct: LCTConfig = Field(default_factory=LCTConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="after")
+    def _loss_params_known(self) -> "Config":
+        from lossdial.losses import LOSSES
+
+        cls = LOSSES[self.loss.family]
+        known = set(_loss_param_names(cls))
+        unknown = sorted(set(self.loss.params) - known)
+        if unknown:
+            raise ValueError(
+                f"loss.params has {unknown} which {self.loss.family!r} does not take; valid: {sorted(known)}"
+            )
+        if self.lct.enabled:
+            valid = set(cls.hparam_names)
+            bad = sorted(set(self.lct.lambdas) - valid)
+            if bad:
+                raise ValueError(
+                    f"lct.lambda conditions on {bad}, which the {self.loss.family!r} loss cannot take per "
+                    f"batch; conditionable names: {sorted(valid)}"
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _loss_param_names(cls: type) -> list[str]:
+    import inspect
+
+    sig = inspect.signature(cls.__init__)
+    skip = {"self", "class_counts", "reduction", "positive_index"}
+    return [
+        n
+        for n, p in sig.parameters.items()
+        if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `lossdial train --print-config` shows every valid key)"
+        elif "input" in e and e["type"] not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``"optim.lr=0.05"`` into (["optim", "lr"], 0.05); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value, e.g. optim.lr=0.05")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for ov in overrides or []:
+        path, value = parse_override(ov)
+        node = out
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {ov!r}: {part!r} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config ({source}): the top level must be a mapping of sections")
+    merged = apply_overrides(raw, overrides)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def packaged_config_path(name: str) -> Path:
+    """Path of a config shipped inside the package (e.g. ``"demo_digits"``)."""
+    p = Path(__file__).parent / "configs" / f"{name}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"no packaged config named {name!r}")
+    return p

@@ -1,0 +1,83 @@
+"""An in-memory batch loader and batched on-device augmentation.
+
+The whole split lives in one tensor (on the training device for CIFAR-scale data); each epoch's order
+is a permutation drawn from a generator seeded by (seed, epoch), so a run resumed mid-epoch replays
+exactly the same batches without saving the permutation.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers via NumPy's SeedSequence (stable across machines and versions)."""
+    a, b = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2)
+    return ((int(a) << 32) | int(b)) & ((1 << 63) - 1)
+
+
+def make_generator(*parts: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(derive_seed(*parts))
+    return g
+
+
+class TensorLoader:
+    """Batches of (x, y) from tensors, shuffled per epoch by a seed-derived permutation."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False):
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} rows, y has {len(y)}")
+        if len(x) == 0:
+            raise ValueError("cannot build a loader over an empty split")
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last and len(x) >= batch_size
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(len(self.x))
+        return torch.randperm(len(self.x), generator=make_generator(self.seed, 0x10AD, epoch))
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches of `epoch`, skipping the first `start` (used by resume)."""
+        perm = self.order(epoch).to(self.x.device)
+        for b in range(start, len(self)):
+            ix = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.x[ix], self.y[ix]
+
+
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Vectorised random crop (zero padding) and/or horizontal flip of a [B, C, H, W] batch.
+
+    Draws come from the CPU `generator` (so CPU and GPU runs see the same augmentations) and are moved
+    to the batch's device; there is no Python loop over images.
+    """
+    if mode == "none":
+        return x
+    if x.ndim != 4:
+        raise ValueError(f"augmentation {mode!r} needs image batches [B, C, H, W], got shape {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    if mode in ("crop", "crop_flip") and padding > 0:
+        off = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
+        xp = F.pad(x, (padding, padding, padding, padding))
+        rows = (off[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (off[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(c, device=x.device)[None, :, None, None]
+        x = xp[bi, ci, rows, cols]
+    if mode in ("flip", "crop_flip"):
+        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x

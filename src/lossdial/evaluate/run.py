@@ -1,0 +1,89 @@
+"""Load a finished run directory and evaluate it at chosen lambda values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from lossdial.config import Config, config_from_dict
+from lossdial.data.task import Task, build_task
+from lossdial.evaluate.metrics import binary_metrics
+from lossdial.evaluate.scoring import score_lambdas
+from lossdial.rundir import RunDir, RunError
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    config: Config
+    model: torch.nn.Module  # evaluation weights (EMA when the run used it), eval mode
+    space: Any  # LambdaSpace or None for a baseline run
+    data: dict[str, Any]  # data.json
+    device: torch.device
+
+    @property
+    def is_lct(self) -> bool:
+        return self.space is not None
+
+    def task(self) -> Task:
+        """Rebuild the data splits, checking them against the indices saved at training time."""
+        task = build_task(self.config.data)
+        saved = np.load(RunDir(self.path).splits)
+        for k in ("train", "val", "test"):
+            if not np.array_equal(saved[k], getattr(task.indices, k)):
+                raise RunError(f"the {k} split rebuilt from {self.path}/config.yaml differs from splits.npz; "
+                               f"the data source or library version changed since training")
+        return task
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    from lossdial.conditioning import LambdaSpace
+    from lossdial.train.checkpoint import load_weights
+    from lossdial.train.factory import build_model_from_config, resolve_device
+
+    run = RunDir(path)
+    run.require_complete()
+    cfg = config_from_dict(yaml.safe_load(run.config.read_text()), source=str(run.config))
+    data = run.read_json(run.data)
+    space = LambdaSpace.from_dict(run.read_json(run.lambda_space)) if run.lambda_space.is_file() else None
+    dev = resolve_device(device)
+    model = build_model_from_config(cfg, data["input_shape"], space.dim if space is not None else 0)
+    load_weights(run.weights, model)
+    model.to(dev).eval()
+    return LoadedRun(path=run.path, config=cfg, model=model, space=space, data=data, device=dev)
+
+
+def evaluate_run(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | None = None, *,
+                 split: str = "val", threshold: float | None = None, task: Task | None = None
+                 ) -> list[dict[str, Any]]:
+    """Metrics per lambda value on `split` ("val" or "test"). Values outside the training support warn."""
+    if split not in ("val", "test", "train"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    task = task or loaded.task()
+    data = getattr(task, split)
+    thr = loaded.config.evaluate.threshold if threshold is None else threshold
+    if loaded.is_lct:
+        if not lambdas:
+            from lossdial.train.loop import default_eval_grid
+
+            lambdas = default_eval_grid(loaded.config, loaded.space)
+        for lam in lambdas:
+            loaded.space.check_support(lam)
+    else:
+        if lambdas:
+            raise ValueError("this is a baseline run (fixed loss hyperparameters, no FiLM); it has no lambda "
+                             "to vary. Drop --lambda, or evaluate an LCT run")
+        lambdas = None
+    scores = score_lambdas(loaded.model, data.x, lambdas, loaded.space, device=loaded.device,
+                           batch_size=loaded.config.evaluate.batch_size)
+    y = data.y.numpy()
+    rows = []
+    for k, s in enumerate(scores):
+        lam = dict(lambdas[k]) if lambdas else dict(loaded.config.loss.params)
+        rows.append({"lambda": lam, "metrics": binary_metrics(y, s, threshold=thr)})
+    return rows

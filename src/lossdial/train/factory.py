@@ -1,0 +1,97 @@
+"""Build the pieces of a run from its config: lambda space, loss, model, optimizer, schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from lossdial.config import Config
+from lossdial.data.loader import derive_seed
+
+
+def resolve_device(spec: str | torch.device | None) -> torch.device:
+    """"auto" -> CUDA if available, then MPS, else CPU; anything else is passed to torch.device."""
+    if isinstance(spec, torch.device):
+        return spec
+    if spec in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={spec!r} but CUDA is not available here; use \"auto\" or \"cpu\"")
+    return dev
+
+
+def build_lambda_space(cfg: Config):
+    """The LCT lambda space, or None for a baseline run."""
+    if not cfg.lct.enabled:
+        return None
+    from lossdial.conditioning import LambdaSpace, parse_lct
+
+    return LambdaSpace(parse_lct(cfg.lct.lambdas), normalize=cfg.lct.normalize, per_sample=cfg.lct.per_sample)
+
+
+def build_loss_fn(cfg: Config, class_counts: Sequence[int]):
+    from lossdial.losses import build_loss
+
+    return build_loss(cfg.loss.family, list(class_counts), **cfg.loss.params)
+
+
+def build_model_from_config(cfg: Config, input_shape: Sequence[int], lambda_dim: int, num_classes: int = 2):
+    """Build the network with its own seeded generator (the global RNG is left as it was)."""
+    from lossdial.models import build_model
+
+    conditioned = lambda_dim > 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, 0x1417))
+        return build_model(
+            backbone=cfg.model.backbone,
+            num_classes=num_classes,
+            lambda_dim=lambda_dim,
+            film=cfg.model.film if conditioned else None,
+            film_hidden=cfg.model.film_hidden,
+            placement=cfg.model.placement,
+            in_channels=int(input_shape[0]) if len(input_shape) == 3 else 1,
+            input_shape=tuple(input_shape),
+            **cfg.model.backbone_kwargs,
+        )
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD or AdamW; weight decay is not applied to biases and normalisation parameters."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: Config) -> float:
+    """Multiplier of the base lr at optimizer step `step` (0-based): linear warm-up, then step/cosine."""
+    s = cfg.schedule
+    warm = int(round(s.warmup_epochs * steps_per_epoch))
+    if warm > 0 and step < warm:
+        return (step + 1) / warm
+    if s.kind == "constant":
+        return 1.0
+    if s.kind == "step":
+        passed = sum(step >= int(round(m * total_steps)) for m in s.milestones)
+        return s.factor ** passed
+    t = (step - warm) / max(1, total_steps - warm)
+    return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    total = cfg.train.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, steps_per_epoch, cfg))

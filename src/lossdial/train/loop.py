@@ -1,0 +1,276 @@
+"""The training loop shared by baseline and LCT runs.
+
+One loop: a baseline run is an LCT run with no lambda space (fixed loss hyperparameters, plain head).
+Each step draws lambda once per batch (or per sample), feeds ``space.encode(lam)`` to the network and the
+same raw values to the loss. Random streams are separate and seeded from ``config.seed``: model init,
+shuffling (per epoch), lambda draws, augmentation, and the global torch RNG (dropout), all saved in the
+checkpoint so a killed run resumes to bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lossdial.config import Config, config_from_dict
+from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator
+from lossdial.data.task import Task, build_task
+from lossdial.evaluate.metrics import binary_metrics
+from lossdial.evaluate.scoring import score_lambdas
+from lossdial.rundir import RunDir, RunError, atomic_write_text, write_json
+from lossdial.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from lossdial.train.factory import (
+    build_lambda_space,
+    build_loss_fn,
+    build_model_from_config,
+    build_optimizer,
+    build_scheduler,
+    resolve_device,
+)
+
+RUN_FILES = ("config.yaml", "data.json", "splits.npz", "lambda_space.json", "checkpoint.pt",
+             "model.safetensors", "metrics.jsonl", "COMPLETE")
+
+
+class Callback(Protocol):
+    """Progress hooks (the CLI draws a progress bar with them; the library itself never prints)."""
+
+    def on_start(self, total_steps: int, start_step: int) -> None: ...
+    def on_step(self, step: int) -> None: ...
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    seconds: float
+    final: dict[str, Any] = field(default_factory=dict)
+
+
+def reference_lambda(space) -> dict[str, float] | None:
+    """The lambda at which training progress is logged: each distribution's mean."""
+    if space is None:
+        return None
+    return {n: float(d.mean) for n, d in space.distributions.items()}
+
+
+def default_eval_grid(cfg: Config, space, k: int = 7) -> list[dict[str, float]] | None:
+    if space is None:
+        return None
+    from lossdial.conditioning import grid_points_from_space, parse_lambda_grid
+
+    if cfg.evaluate.lambda_grid is not None:
+        return parse_lambda_grid(cfg.evaluate.lambda_grid)
+    return grid_points_from_space(space, k)
+
+
+def _prepare_run_dir(run: RunDir, cfg: Config, resume: bool, force: bool) -> bool:
+    """Check what is in the run directory; return True if training should resume from a checkpoint."""
+    p = run.path
+    if p.exists() and not p.is_dir():
+        raise RunError(f"--out {p} exists and is not a directory")
+    present = [f for f in RUN_FILES if (p / f).exists()] if p.is_dir() else []
+    others = [x.name for x in p.iterdir() if x.name not in RUN_FILES and not x.name.startswith(".")] \
+        if p.is_dir() else []
+    if force:
+        if others:
+            raise RunError(f"--force would delete {p}, which holds files that are not a lossdial run "
+                           f"({others[:3]}); choose another --out")
+        for f in present:
+            (p / f).unlink()
+        return False
+    if run.is_complete:
+        if resume:
+            return True
+        raise RunError(f"{p} already holds a finished run; pass --force to overwrite it, or choose another --out")
+    if present and not resume:
+        raise RunError(f"{p} holds an unfinished run; pass --resume to continue it or --force to restart it")
+    if others and not present:
+        raise RunError(f"--out {p} is a non-empty directory that is not a lossdial run; choose another --out")
+    if resume and not run.checkpoint.is_file():
+        if present:
+            raise RunError(f"cannot resume {p}: it has no checkpoint.pt yet; restart it with --force")
+        return False  # nothing to resume: start fresh (a killed job restarted with --resume works)
+    if resume:
+        saved = config_from_dict(__import__("yaml").safe_load(run.config.read_text()), source=str(run.config))
+        if saved.to_dict() != cfg.to_dict():
+            raise RunError(f"cannot resume {p}: its config.yaml differs from the config given; resume with "
+                           f"the same config (or omit CONFIG to use the saved one)")
+    return resume
+
+
+def _write_run_header(run: RunDir, cfg: Config, task: Task, space) -> None:
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, cfg.to_yaml())
+    write_json(run.data, task.describe())
+    np.savez(run.splits, train=task.indices.train, val=task.indices.val, test=task.indices.test)
+    if space is not None:
+        write_json(run.lambda_space, space.to_dict())
+
+
+def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = False,
+          callback: Callback | None = None, device: str | torch.device | None = None) -> TrainResult:
+    """Train the run `cfg` describes into the run directory `out` (see docs/ARCHITECTURE.md)."""
+    run = RunDir(out)
+    resuming = _prepare_run_dir(run, cfg, resume, force)
+    if resuming and run.is_complete:
+        return TrainResult(run_dir=run.path, steps=0, seconds=0.0, final=_final_record(run))
+    dev = resolve_device(device if device is not None else cfg.train.device)
+    task = build_task(cfg.data)
+    if resuming:
+        saved = np.load(run.splits)
+        if not all(np.array_equal(saved[k], getattr(task.indices, k)) for k in ("train", "val", "test")):
+            raise RunError(f"cannot resume {run.path}: the data split rebuilt from the config differs from "
+                           f"splits.npz (did the data or library version change?)")
+    space = build_lambda_space(cfg)
+    if not resuming:
+        _write_run_header(run, cfg, task, space)
+
+    fork_devices = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(derive_seed(cfg.seed, 0x6107))
+        return _train(cfg, run, task, space, dev, resuming, callback)
+
+
+def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resuming: bool,
+           callback: Callback | None) -> TrainResult:
+    t0 = time.perf_counter()
+    tc = cfg.train
+    lambda_dim = space.dim if space is not None else 0
+    model = build_model_from_config(cfg, task.input_shape, lambda_dim).to(dev)
+    loss_fn = build_loss_fn(cfg, task.class_counts).to(dev)
+    loader = TensorLoader(task.train.x.to(dev), task.train.y.to(dev), tc.batch_size, shuffle=True,
+                          seed=derive_seed(cfg.seed, 0x5FF1), drop_last=tc.drop_last)
+    steps_per_epoch = len(loader)
+    total_steps = tc.epochs * steps_per_epoch
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
+    ema = None
+    if tc.ema_decay is not None:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
+    lam_gen = make_generator(cfg.seed, 0x1A3B)
+    aug_gen = make_generator(cfg.seed, 0xA06E)
+    state = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0}
+
+    if resuming:
+        ck = load_checkpoint(run.checkpoint, map_location=dev)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        lam_gen.set_state(ck["rng"]["lambda"])
+        aug_gen.set_state(ck["rng"]["augment"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        if dev.type == "cuda" and "cuda" in ck["rng"]:
+            torch.cuda.set_rng_state(ck["rng"]["cuda"], dev)
+        state.update({k: ck["state"][k] for k in state})
+
+    def snapshot() -> dict[str, Any]:
+        rng = {"lambda": lam_gen.get_state(), "augment": aug_gen.get_state(), "torch": torch.get_rng_state()}
+        if dev.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(dev)
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
+                "rng": rng, "state": dict(state)}
+
+    eval_model = ema.module if ema is not None else model
+    ref_lam = reference_lambda(space)
+    if callback is not None:
+        callback.on_start(total_steps, state["step"])
+    if not resuming:
+        run.log({"event": "start", "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                 "device": str(dev), "train_counts": task.class_counts,
+                 "torch": torch.__version__, "python": platform.python_version()})
+
+    amp = tc.amp and dev.type == "cuda"
+    model.train()
+    loss_acc = torch.zeros((), device=dev)
+    while state["epoch"] < tc.epochs:
+        epoch = state["epoch"]
+        for xb, yb in loader.batches(epoch, start=state["batch"]):
+            xb = augment_batch(xb, tc.augment, aug_gen, tc.crop_padding)
+            if space is not None:
+                lam = {k: v.to(dev) for k, v in space.sample(len(yb), lam_gen).items()}
+                z = space.encode(lam, batch_size=len(yb)).to(dev)
+            else:
+                lam, z = None, None
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(xb, z)
+            loss = loss_fn(logits.float(), yb, lam=lam)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_acc += loss.detach()
+            state["loss_count"] += 1
+            state["batch"] += 1
+            state["step"] += 1
+            if callback is not None:
+                callback.on_step(state["step"])
+            if tc.checkpoint_every and state["step"] % tc.checkpoint_every == 0 \
+                    and state["batch"] < steps_per_epoch:
+                state["loss_sum"] += float(loss_acc)
+                loss_acc.zero_()
+                save_checkpoint(run.checkpoint, snapshot())
+        # end of epoch
+        state["loss_sum"] += float(loss_acc)
+        loss_acc.zero_()
+        train_loss = state["loss_sum"] / max(1, state["loss_count"])
+        if not np.isfinite(train_loss):
+            raise FloatingPointError(
+                f"training loss became {train_loss} in epoch {epoch + 1}; lower optim.lr or set train.grad_clip")
+        record: dict[str, Any] = {"event": "epoch", "epoch": epoch + 1, "step": state["step"],
+                                  "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                                  "seconds": time.perf_counter() - t0}
+        last = epoch + 1 == tc.epochs
+        if tc.eval_every and ((epoch + 1) % tc.eval_every == 0) and not last:
+            scores = score_lambdas(eval_model, task.val.x, [ref_lam] if ref_lam else None, space,
+                                   batch_size=cfg.evaluate.batch_size, device=dev, amp=amp)[0]
+            m = binary_metrics(task.val.y.numpy(), scores, threshold=cfg.evaluate.threshold)
+            record["val"] = {k: m[k] for k in ("auc", "ap", "brier", "f1")}
+            if ref_lam:
+                record["val_lambda"] = ref_lam
+        state.update({"epoch": epoch + 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0})
+        run.log(record)
+        save_checkpoint(run.checkpoint, snapshot())
+        if callback is not None:
+            callback.on_epoch_end(epoch + 1, record)
+
+    final = _final_evaluation(cfg, task, space, eval_model, dev, amp)
+    save_weights(run.weights, eval_model)
+    run.log(final)
+    write_json(run.complete_marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                     "steps": state["step"], "seconds": time.perf_counter() - t0})
+    return TrainResult(run_dir=run.path, steps=state["step"], seconds=time.perf_counter() - t0, final=final)
+
+
+def _final_evaluation(cfg: Config, task: Task, space, model, dev, amp) -> dict[str, Any]:
+    """Validation metrics at every point of the evaluation grid (never the test split)."""
+    grid = default_eval_grid(cfg, space)
+    scores = score_lambdas(model, task.val.x, grid, space, batch_size=cfg.evaluate.batch_size,
+                           device=dev, amp=amp)
+    rows = []
+    for k, s in enumerate(scores):
+        m = binary_metrics(task.val.y.numpy(), s, threshold=cfg.evaluate.threshold)
+        rows.append({"lambda": grid[k] if grid else dict(cfg.loss.params), "metrics": m})
+    return {"event": "final", "split": "val", "rows": rows}
+
+
+def _final_record(run: RunDir) -> dict[str, Any]:
+    for rec in reversed(run.read_log()):
+        if rec.get("event") == "final":
+            return rec
+    return {}
