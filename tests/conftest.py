@@ -1,0 +1,13 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def tiny_overrides():
+    """Overrides that make the demo config train in about a second (for loop/CLI tests)."""
+    return ["train.epochs=2", "train.eval_every=1", "schedule.warmup_epochs=0",
+            "model.backbone_kwargs.width=8", "train.batch_size=128"]
