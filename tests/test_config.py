@@ -43,7 +43,7 @@ def test_override_syntax_errors():
     with pytest.raises(ConfigError, match="key.path=value"):
         config_from_dict({}, ["optim.lr"])
     with pytest.raises(ConfigError, match="is not a section"):
-        config_from_dict({}, ["name.x=1"])
+        config_from_dict({"name": "a"}, ["name.x=1"])
 
 
 def test_missing_file():

@@ -47,11 +47,11 @@ def binary_labels(y: np.ndarray, class_names: list[str], positive_class: str,
 
 
 def _stratified_take(idx_by_class: dict[int, np.ndarray], fraction: float, min_pos: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Take `fraction` of each class (>= min_pos positives) from shuffled per-class pools."""
+                     full_sizes: dict[int, int]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Take `fraction` of each class's full size (>= min_pos positives) from shuffled per-class pools."""
     taken, rest = [], {}
     for c, idx in idx_by_class.items():
-        k = int(round(fraction * len(idx)))
+        k = int(round(fraction * full_sizes[c]))
         if c == 1:
             k = max(k, min_pos)
         if k >= len(idx):
@@ -79,10 +79,11 @@ def make_splits(labels: np.ndarray, *, val_fraction: float, test_fraction: float
         if len(idx) == 0:
             raise ValueError(f"the task has no {'positive' if c else 'negative'} samples")
         by_class[c] = idx[rng.permutation(len(idx))]
+    full = {c: len(v) for c, v in by_class.items()}
     test = np.zeros(0, dtype=np.int64)
     if test_fraction is not None:
-        test, by_class = _stratified_take(by_class, test_fraction, min_holdout_positives, rng)
-    val, by_class = _stratified_take(by_class, val_fraction, min_holdout_positives, rng)
+        test, by_class = _stratified_take(by_class, test_fraction, min_holdout_positives, full)
+    val, by_class = _stratified_take(by_class, val_fraction, min_holdout_positives, full)
     neg, pos = by_class[0], by_class[1]
     if beta is not None:
         n_pos = int(np.floor(len(neg) / beta))

@@ -1,0 +1,326 @@
+"""Tests for lossdial.models: FiLM, ConditionedClassifier, backbones, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lossdial.models import (
+    BACKBONES,
+    CifarResNet,
+    ConditionedClassifier,
+    FiLM,
+    MLPBackbone,
+    SmallCNN,
+    build_backbone,
+    build_model,
+    count_parameters,
+    torchvision_backbone,
+)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------- FiLM
+@pytest.mark.parametrize("z_shape", [(5, 3), (1, 3), (3,)])
+def test_identity_film_is_identity_at_init(z_shape):
+    torch.manual_seed(0)
+    film = FiLM(3, 8, mode="identity")
+    h = torch.randn(5, 8, generator=_gen())
+    for seed in range(3):
+        z = torch.randn(*z_shape, generator=_gen(seed)) * 10
+        assert torch.equal(film(h, z), h)
+
+
+def test_reference_film_depends_on_z_at_init():
+    torch.manual_seed(0)
+    film = FiLM(2, 8, mode="reference")
+    h = torch.randn(4, 8, generator=_gen())
+    z1, z2 = torch.tensor([0.0, 0.0]), torch.tensor([3.0, -1.0])
+    assert not torch.allclose(film(h, z1), film(h, z2))
+    sigma, _ = film.sigma_mu(z2)
+    assert not torch.allclose(sigma, torch.ones_like(sigma))
+
+
+def _set_film_weights(film: FiLM) -> None:
+    g = _gen(1)
+    with torch.no_grad():
+        for p in film.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("mode", ["identity", "reference"])
+def test_film_formula(mode):
+    film = FiLM(2, 6, hidden=16, mode=mode)
+    _set_film_weights(film)
+    h = torch.randn(4, 6, generator=_gen(2))
+    z = torch.randn(4, 2, generator=_gen(3))
+    with torch.no_grad():
+        sigma = film.sigma_net[2](torch.relu(film.sigma_net[0](z)))
+        mu = film.mu_net[2](torch.relu(film.mu_net[0](z)))
+        expected = h * (1 + sigma) + mu if mode == "identity" else sigma * h + mu
+        out = film(h, z)
+        s, m = film.sigma_mu(z)
+        scale, shift = film.scale_shift(z)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(s, sigma)
+    torch.testing.assert_close(m, mu)
+    torch.testing.assert_close(scale * h + shift, out)
+
+
+def test_film_validation():
+    with pytest.raises(ValueError, match="identity, reference"):
+        FiLM(1, 4, mode="bogus")
+    film = FiLM(2, 4)
+    with pytest.raises(ValueError, match="lambda_dim=2"):
+        film(torch.randn(3, 4), torch.randn(3, 5))
+    with pytest.raises(ValueError, match="batch size"):
+        film(torch.randn(3, 4), torch.randn(2, 2))
+
+
+# ------------------------------------------------------------------------------ ConditionedClassifier
+_BACKBONE_CASES = {
+    "resnet20": dict(input_shape=(3, 8, 8)),
+    "small_cnn": dict(input_shape=(1, 8, 8), width=8),
+    "mlp": dict(input_shape=(1, 8, 8), hidden=(32, 16)),
+}
+
+
+@pytest.mark.parametrize("name", list(_BACKBONE_CASES))
+@pytest.mark.parametrize("film,placement", [(None, "features"), ("identity", "features"),
+                                            ("reference", "features"), ("reference", "logits"),
+                                            ("identity", "logits")])
+def test_forward_equals_head_of_features(name, film, placement):
+    kw = _BACKBONE_CASES[name]
+    lambda_dim = 0 if film is None else 2
+    model = build_model(name, num_classes=3, lambda_dim=lambda_dim, film=film, placement=placement, seed=0,
+                        **kw).eval()
+    assert model.conditioned == (film is not None)
+    x = torch.randn(4, *kw["input_shape"], generator=_gen())
+    z = None if film is None else torch.randn(4, 2, generator=_gen(1))
+    with torch.no_grad():
+        feats = model.features(x)
+        assert feats.shape == (4, model.feature_dim)
+        logits = model(x, z)
+        assert logits.shape == (4, 3)
+        assert torch.equal(model.head(feats, z), logits)
+        if film is None:  # a plain head ignores z
+            assert torch.equal(model(x, torch.randn(4, 2)), logits)
+        else:
+            torch.testing.assert_close(model.fold_head(z[:1])(feats), model.head(feats, z[:1]),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_z_broadcasting_and_errors():
+    model = build_model("mlp", num_classes=2, lambda_dim=3, film="reference", in_features=10, hidden=(8,),
+                        seed=0).eval()
+    x = torch.randn(5, 10, generator=_gen())
+    z = torch.tensor([0.1, -0.5, 2.0])
+    with torch.no_grad():
+        full = model(x, z.expand(5, 3))
+        torch.testing.assert_close(model(x, z), full)
+        torch.testing.assert_close(model(x, z[None]), full)
+    with pytest.raises(ValueError, match="pass z = LambdaSpace.encode"):
+        model(x)
+    with pytest.raises(ValueError, match="lambda_dim=3"):
+        model(x, torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="lambda_dim=3"):
+        model(x, torch.zeros(2))
+
+
+def test_plain_model_when_lambda_dim_zero_or_film_none():
+    assert not build_model("mlp", 2, lambda_dim=0, in_features=4, hidden=(4,)).conditioned
+    m = build_model("mlp", 2, lambda_dim=2, film=None, in_features=4, hidden=(4,))
+    assert not m.conditioned and m.film is None
+    assert m(torch.randn(3, 4)).shape == (3, 2)
+
+
+def test_classifier_validation():
+    with pytest.raises(ValueError, match="placement"):
+        ConditionedClassifier(nn.Identity(), 4, 2, lambda_dim=1, placement="middle")
+    with pytest.raises(ValueError, match="identity, reference"):
+        ConditionedClassifier(nn.Identity(), 4, 2, lambda_dim=1, film="foo")
+
+
+def test_film_dims_follow_placement():
+    m = build_model("resnet32", 2, lambda_dim=3, placement="features")
+    assert m.film.feature_dim == 64 and m.film.lambda_dim == 3 and m.film.hidden == 128
+    m = build_model("resnet32", 2, lambda_dim=3, placement="logits")
+    assert m.film.feature_dim == 2
+
+
+@pytest.mark.parametrize("mode", ["identity", "reference"])
+@pytest.mark.parametrize("placement", ["features", "logits"])
+def test_gradient_reaches_film(mode, placement):
+    model = build_model("small_cnn", 2, lambda_dim=2, film=mode, placement=placement, input_shape=(1, 8, 8),
+                        width=4, seed=0)
+    x = torch.randn(6, 1, 8, 8, generator=_gen())
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    z = torch.rand(6, 2, generator=_gen(1))
+    nn.functional.cross_entropy(model(x, z), y).backward()
+    film = model.film
+    if mode == "reference":
+        grads = [p.grad for p in film.parameters()]
+    else:  # zero-initialised last layers still get gradients at init
+        grads = [film.sigma_net[-1].weight.grad, film.sigma_net[-1].bias.grad,
+                 film.mu_net[-1].weight.grad, film.mu_net[-1].bias.grad]
+    for g in grads:
+        assert g is not None and g.abs().sum() > 0
+
+
+def test_build_model_seed_is_reproducible_and_leaves_global_rng():
+    state = torch.get_rng_state()
+    a = build_model("resnet20", 2, lambda_dim=1, seed=3)
+    b = build_model("resnet20", 2, lambda_dim=1, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+# ----------------------------------------------------------------------------------------- backbones
+@pytest.mark.parametrize("depth,expected", [(20, 269_722), (32, 464_154), (56, 853_018)])
+def test_cifar_resnet_parameter_count(depth, expected):
+    model = build_model(f"resnet{depth}", num_classes=10)
+    assert count_parameters(model) == expected
+    assert model.feature_dim == 64
+
+
+def test_cifar_resnet_features_and_depth_validation():
+    net = CifarResNet(32)
+    assert net.feature_dim == 64
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+    small = CifarResNet(20, in_channels=1)
+    assert small(torch.randn(2, 1, 8, 8)).shape == (2, 64)
+    assert small(torch.randn(2, 1, 9, 11)).shape == (2, 64)  # odd sizes: option-A shortcut matches conv
+    for bad in (33, 2, 19):
+        with pytest.raises(ValueError, match="6n \\+ 2"):
+            CifarResNet(bad)
+    # option-A shortcuts are parameter-free: no 1x1 conv anywhere
+    assert not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in net.modules())
+
+
+def test_mlp_and_small_cnn():
+    mlp = MLPBackbone(64, hidden=(32, 16), dropout=0.1, batchnorm=True)
+    assert mlp.feature_dim == 16 and mlp(torch.randn(4, 1, 8, 8)).shape == (4, 16)
+    assert any(isinstance(m, nn.BatchNorm1d) for m in mlp.modules())
+    assert MLPBackbone(5, hidden=()).feature_dim == 5
+    cnn = SmallCNN(in_channels=1, width=8)
+    assert cnn.feature_dim == 16 and cnn(torch.randn(3, 1, 8, 8)).shape == (3, 16)
+
+
+def test_registry_names_and_errors():
+    for name in ("resnet20", "resnet32", "resnet56", "mlp", "small_cnn", "resnet18", "resnet50",
+                 "resnext50_32x4d", "convnext_tiny"):
+        assert name in BACKBONES
+    with pytest.raises(ValueError, match="resnet32.*small_cnn"):
+        build_backbone("nope")
+    with pytest.raises(ValueError, match="resnet50"):
+        build_backbone("tv:resnet20")  # tv: prefix is for torchvision names only
+    with pytest.raises(TypeError, match="bogus"):
+        build_backbone("resnet20", bogus=1)
+    with pytest.raises(ValueError, match="input_shape"):
+        build_backbone("mlp")
+    with pytest.raises(ValueError, match="disagrees"):
+        build_backbone("small_cnn", in_channels=3, input_shape=(1, 8, 8))
+    net, dim = build_backbone("small_cnn", input_shape=(1, 8, 8), width=4)
+    assert dim == 8 and net(torch.randn(2, 1, 8, 8)).shape == (2, 8)
+    net, dim = build_backbone("mlp", input_shape=(7,), hidden=(5,))
+    assert dim == 5
+
+
+def test_count_parameters_trainable_only():
+    m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    m[0].weight.requires_grad_(False)
+    assert count_parameters(m) == 16 + 10
+    assert count_parameters(m, trainable_only=True) == 4 + 10
+
+
+# ------------------------------------------------------------------------------- torchvision backbones
+def test_torchvision_resnet18_random_init_and_weights_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    net, dim = build_backbone("resnet18")
+    assert dim == 512
+    net.eval()
+    x = torch.randn(2, 3, 64, 64, generator=_gen())
+    with torch.no_grad():
+        ref = net(x)
+    assert ref.shape == (2, 512)
+
+    # a full torchvision state dict (with an fc classifier) as a user would have from ImageNet training
+    full = {**net.state_dict(), "fc.weight": torch.randn(1000, 512), "fc.bias": torch.zeros(1000)}
+    path = tmp_path / "r18.pth"
+    torch.save(full, path)
+    loaded, dim2 = build_backbone("tv:resnet18", weights_path=path)
+    assert dim2 == 512
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), ref)
+
+    from safetensors.torch import save_file
+
+    st = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(st))
+    loaded_st, _ = torchvision_backbone("resnet18", weights_path=st)
+    assert all(torch.equal(loaded_st.state_dict()[k], v) for k, v in net.state_dict().items())
+
+    # DataParallel-style prefix and a wrapping checkpoint dict are unwrapped
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, wrapped)
+    loaded_w, _ = torchvision_backbone("resnet18", weights_path=wrapped)
+    assert all(torch.equal(loaded_w.state_dict()[k], v) for k, v in net.state_dict().items())
+
+    # grayscale stem adaptation keeps the rest of the weights
+    gray, _ = torchvision_backbone("resnet18", in_channels=1, weights_path=path)
+    torch.testing.assert_close(gray.conv1.weight, net.conv1.weight.sum(1, keepdim=True))
+    assert gray(torch.randn(2, 1, 32, 32)).shape == (2, 512)
+
+
+def test_torchvision_bad_weights_files(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(ValueError, match="could not read weights file"):
+        torchvision_backbone("resnet18", weights_path=garbage)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "extra.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(ValueError, match="missing keys: .*unexpected keys: extra.weight"):
+        torchvision_backbone("resnet18", weights_path=wrong)
+    r34 = tmp_path / "r34.pth"
+    net34, _ = torchvision_backbone("resnet34")
+    torch.save(net34.state_dict(), r34)
+    with pytest.raises(ValueError, match="unexpected keys: layer1.2"):
+        torchvision_backbone("resnet18", weights_path=r34)
+    with pytest.raises(FileNotFoundError):
+        torchvision_backbone("resnet18", weights_path=tmp_path / "absent.pth")
+
+
+def test_torchvision_unknown_name():
+    with pytest.raises(ValueError, match="convnext_tiny"):
+        torchvision_backbone("vgg16")
+
+
+def test_torchvision_in_model_logits_placement():
+    model = build_model("resnet18", num_classes=2, lambda_dim=1, film="reference", placement="logits",
+                        in_channels=1, seed=0).eval()
+    x = torch.randn(2, 1, 32, 32, generator=_gen())
+    z = torch.tensor([0.5])
+    with torch.no_grad():
+        assert torch.equal(model(x, z), model.head(model.features(x), z))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,dim", [("resnet50", 2048), ("resnext50_32x4d", 2048), ("convnext_tiny", 768),
+                                      ("resnext101_32x8d", 2048), ("convnext_base", 1024)])
+def test_torchvision_large_backbones(name, dim, tmp_path):
+    net, d = build_backbone(f"tv:{name}", in_channels=1)
+    assert d == dim
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 1, 64, 64)).shape == (1, dim)
+    full, _ = torchvision_backbone(name)
+    path = tmp_path / "w.pth"
+    torch.save(full.state_dict(), path)
+    loaded, _ = torchvision_backbone(name, weights_path=path)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in full.state_dict().items())
