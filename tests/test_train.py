@@ -1,0 +1,141 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lossdial.config import load_config, packaged_config_path
+from lossdial.rundir import RunError
+from lossdial.train import lr_factor, train
+
+
+def _cfg(overrides):
+    return load_config(packaged_config_path("demo_digits"), overrides)
+
+
+class _KillAt:
+    """Simulates a kill: raises in the middle of training after `step` optimizer steps."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_start(self, total, start):
+        pass
+
+    def on_step(self, step):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, epoch, record):
+        pass
+
+
+@pytest.mark.parametrize("lct", [True, False])
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, tiny_overrides, lct):
+    ov = tiny_overrides + ["train.epochs=3", "train.batch_size=64", "train.checkpoint_every=5",
+                           f"lct.enabled={str(lct).lower()}", "lct.per_sample=true", "train.augment=crop"]
+    cfg = _cfg(ov)
+    full = train(cfg, tmp_path / "full", device="cpu")
+    # 16 steps per epoch: kill at step 23 (mid-epoch 2, 3 steps after the checkpoint at step 20)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", device="cpu", callback=_KillAt(23))
+    assert not (tmp_path / "killed" / "COMPLETE").exists()
+    with pytest.raises(RunError, match="--resume"):
+        train(cfg, tmp_path / "killed", device="cpu")
+    resumed = train(cfg, tmp_path / "killed", device="cpu", resume=True)
+    assert resumed.steps == full.steps
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    cb = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
+
+
+def test_run_directory_contents_and_protection(tmp_path, tiny_overrides):
+    cfg = _cfg(tiny_overrides)
+    out = tmp_path / "run"
+    res = train(cfg, out, device="cpu")
+    for f in ("config.yaml", "data.json", "splits.npz", "lambda_space.json", "checkpoint.pt",
+              "model.safetensors", "metrics.jsonl", "COMPLETE"):
+        assert (out / f).is_file(), f
+    data = json.loads((out / "data.json").read_text())
+    assert data["counts"]["train"] == [data["counts"]["train"][0], data["counts"]["train"][0] // 50]
+    space = json.loads((out / "lambda_space.json").read_text())
+    assert space["names"] == ["tau"] and space["supports"]["tau"] == [0.0, 3.0]
+    log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in log] == ["start", "epoch", "epoch", "final"]
+    assert "val" in log[1]  # eval_every=1 logs validation metrics
+    assert res.final["split"] == "val" and len(res.final["rows"]) == 7
+    with pytest.raises(RunError, match="already holds a finished run"):
+        train(cfg, out, device="cpu")
+    again = train(cfg, out, device="cpu", force=True)
+    assert again.steps == res.steps
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not a lossdial run"):
+        train(cfg, tmp_path / "other", device="cpu")
+    with pytest.raises(RunError, match="not a lossdial run"):
+        train(cfg, tmp_path / "other", device="cpu", force=True)
+
+
+def test_resume_rejects_a_different_config(tmp_path, tiny_overrides):
+    cfg = _cfg(tiny_overrides)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "r", device="cpu", callback=_KillAt(10))
+    with pytest.raises(RunError, match="differs"):
+        train(_cfg(tiny_overrides + ["optim.lr=0.01"]), tmp_path / "r", device="cpu", resume=True)
+
+
+def test_same_seed_same_weights_different_seed_differs(tmp_path, tiny_overrides):
+    a = train(_cfg(tiny_overrides), tmp_path / "a", device="cpu")
+    b = train(_cfg(tiny_overrides), tmp_path / "b", device="cpu")
+    c = train(_cfg(tiny_overrides + ["seed=1"]), tmp_path / "c", device="cpu")
+    wa, wb, wc = (load_file(str(r.run_dir / "model.safetensors")) for r in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    # seeds change training, not the data subsample
+    assert (a.run_dir / "splits.npz").read_bytes() == (c.run_dir / "splits.npz").read_bytes()
+
+
+def test_lr_schedule_warmup_step_cosine():
+    cfg = _cfg(["schedule.kind=step", "schedule.warmup_epochs=1", "train.epochs=10"])
+    f = [lr_factor(s, 100, 10, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[79] == 1.0 and f[80] == pytest.approx(0.1) and f[90] == pytest.approx(0.01)
+    cos = _cfg(["schedule.kind=cosine", "schedule.warmup_epochs=0", "train.epochs=10"])
+    g = [lr_factor(s, 100, 10, cos) for s in range(101)]
+    assert g[0] == pytest.approx(1.0) and g[50] == pytest.approx(0.5) and g[100] == pytest.approx(0.0)
+
+
+def test_lambda_fed_to_loss_equals_lambda_encoded_for_net(tmp_path, tiny_overrides, monkeypatch):
+    """The same draw goes to the network (encoded) and to the loss (raw values)."""
+    from lossdial.conditioning import LambdaSpace
+
+    seen = []
+    orig_encode = LambdaSpace.encode
+
+    def spy_encode(self, lam, batch_size=None):
+        z = orig_encode(self, lam, batch_size)
+        seen.append(("net", {k: torch.as_tensor(v).clone() for k, v in lam.items()}))
+        return z
+
+    monkeypatch.setattr(LambdaSpace, "encode", spy_encode)
+    from lossdial.losses import VSLoss
+
+    orig_fwd = VSLoss.forward
+
+    def spy_fwd(self, logits, targets, lam=None):
+        seen.append(("loss", {k: v.clone() for k, v in lam.items()}))
+        return orig_fwd(self, logits, targets, lam)
+
+    monkeypatch.setattr(VSLoss, "forward", spy_fwd)
+    train(_cfg(tiny_overrides + ["train.epochs=1", "train.eval_every=0", "lct.per_sample=true"]),
+          tmp_path / "r", device="cpu")
+    pairs = [(seen[i], seen[i + 1]) for i in range(0, len(seen) - 1) if seen[i][0] == "net" and seen[i + 1][0] == "loss"]
+    assert len(pairs) >= 5
+    for (_, a), (_, b) in pairs:
+        assert torch.equal(a["tau"], b["tau"]) and a["tau"].ndim == 1
