@@ -107,8 +107,12 @@ def train(
     _print_rows(result.final.get("rows", []), title=f"{cfg.name}: validation split")
 
 
-_COLUMNS = [("auc", "AUC"), ("ap", "AP"), ("brier", "Brier"), ("ece", "ECE"), ("f1", "best F1"),
-            ("precision@recall=0.9", "P@R=0.9"), ("precision", "P@thr"), ("recall", "R@thr")]
+_COLUMNS = [("auc", "AUC"), ("ap", "AP"), ("brier", "Brier"), ("ece", "ECE"), ("f1", "bestF1"),
+            ("precision@recall=0.9", "P@R.9"), ("precision", "P@thr"), ("recall", "R@thr")]
+
+
+_CAPTION = ("bestF1: best F1 over thresholds; P@R.9: precision at recall 0.9; P@thr / R@thr: precision "
+            "and recall at the decision threshold")
 
 
 def _fmt(v: Any) -> str:
@@ -120,16 +124,20 @@ def _lam_str(lam: dict[str, float]) -> str:
 
 
 def _print_rows(rows: list[dict[str, Any]], title: str, label: str | None = None,
-                table: Table | None = None, show: bool = True) -> Table:
+                table: Table | None = None, show: bool = True, keys: list[str] | None = None,
+                suffix: str = "") -> Table:
+    """Rows of {lambda, metrics}; `keys` limits the lambda column to the conditioned names."""
     if table is None:
-        table = Table(title=title, title_justify="left")
-        table.add_column("model")
-        table.add_column("lambda")
+        table = Table(title=title, title_justify="left", caption=_CAPTION, caption_justify="left",
+                      pad_edge=False, collapse_padding=True)
+        table.add_column("model", no_wrap=True)
+        table.add_column("lambda", no_wrap=True)
         for _, head in _COLUMNS:
-            table.add_column(head, justify="right")
+            table.add_column(head, justify="right", no_wrap=True)
     for r in rows:
         m = r["metrics"]
-        table.add_row(label or "", _lam_str(r["lambda"]), *[_fmt(m.get(k)) for k, _ in _COLUMNS])
+        lam = {k: v for k, v in r["lambda"].items() if keys is None or k in keys}
+        table.add_row(label or "", _lam_str(lam) + suffix, *[_fmt(m.get(k)) for k, _ in _COLUMNS])
     if show:
         console.print(table)
     return table
@@ -164,7 +172,8 @@ def evaluate(
         return
     counts = loaded.data["counts"][split]
     _print_rows(rows, title=f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives)",
-                label="LCT" if loaded.is_lct else "baseline")
+                label="LCT" if loaded.is_lct else "baseline",
+                keys=list(loaded.space.names) if loaded.is_lct else None)
 
 
 @app.command()
@@ -199,8 +208,10 @@ def demo(
     elapsed = time.perf_counter() - t0
     title = (f"Validation split ({d['val'][1]} positives / {d['val'][0]} negatives); precision and recall at "
              f"threshold {lct_cfg.evaluate.threshold:g}")
-    table = _print_rows(base.final["rows"], title=title, label="baseline", show=False)
-    _print_rows(lct.final["rows"], title=title, label="LCT", table=table, show=False)
+    keys = list(lct_cfg.lct.lambdas)
+    table = _print_rows(base.final["rows"], title=title, label="baseline", show=False, keys=keys,
+                        suffix=" fixed")
+    _print_rows(lct.final["rows"], title=title, label="LCT", table=table, show=False, keys=keys)
     console.print(table)
     s = dial_summary(lct.final["rows"])
     console.print(
