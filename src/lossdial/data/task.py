@@ -14,7 +14,12 @@ from lossdial.data.splits import SplitIndices, binary_labels, make_splits
 
 @dataclass
 class Split:
-    x: torch.Tensor  # float32, already normalised
+    """Raw inputs (uint8 or float images [N, C, H, W], float tables [N, F]) and 0/1 labels.
+
+    Inputs are *not* normalised: :class:`Normalizer` runs on the fly, on the device, after augmentation.
+    """
+
+    x: torch.Tensor
     y: torch.Tensor  # int64, 0/1
 
     def __len__(self) -> int:
@@ -34,7 +39,7 @@ class Task:
     indices: SplitIndices
     input_shape: tuple[int, ...]
     kind: str
-    normalization: dict[str, Any] = field(default_factory=dict)
+    normalizer: Normalizer | None = None
     source_meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,29 +57,48 @@ class Task:
             "counts": {s: getattr(self, s).counts for s in ("train", "val", "test")},
             "imbalance_ratio": n0 / n1,
             "train_prevalence": n1 / (n0 + n1),
-            "normalization": self.normalization,
+            "normalization": self.normalizer.to_dict() if self.normalizer is not None else None,
             "source": self.source_meta,
         }
 
 
-def _normalizer(x_train: np.ndarray, kind: str) -> dict[str, Any]:
-    if kind == "image":  # per-channel mean/std over the training split
-        axes = (0, 2, 3)
-        mean = x_train.mean(axis=axes)
-        std = x_train.std(axis=axes)
-    else:  # per-feature standardisation
-        mean = x_train.mean(axis=0)
-        std = x_train.std(axis=0)
-    std = np.where(std > 1e-8, std, 1.0)
-    return {"mean": mean.astype(float).tolist(), "std": std.astype(float).tolist(), "kind": kind}
+class Normalizer:
+    """(x - mean) / std per channel (images) or per feature (tables), on any device, to float32.
 
+    Statistics are fitted on the training split only and saved in the run directory (data.json), so
+    evaluation and prediction apply exactly the same transform.
+    """
 
-def apply_normalization(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
-    mean = np.asarray(norm["mean"], dtype=np.float32)
-    std = np.asarray(norm["std"], dtype=np.float32)
-    if norm["kind"] == "image":
-        mean, std = mean[None, :, None, None], std[None, :, None, None]
-    return ((x - mean) / std).astype(np.float32)
+    def __init__(self, mean, std, kind: str):
+        self.mean = [float(v) for v in mean]
+        self.std = [float(v) for v in std]
+        self.kind = kind
+        self._cache: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def fit(cls, x_train: np.ndarray | torch.Tensor, kind: str) -> "Normalizer":
+        x = torch.as_tensor(x_train).double()
+        axes = (0, 2, 3) if kind == "image" else (0,)
+        mean = x.mean(dim=axes)
+        std = x.std(dim=axes, unbiased=False)
+        std = torch.where(std > 1e-8, std, torch.ones_like(std))
+        return cls(mean.tolist(), std.tolist(), kind)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = x.device
+        if key not in self._cache:
+            shape = (1, -1, 1, 1) if self.kind == "image" else (1, -1)
+            self._cache[key] = (torch.tensor(self.mean, device=x.device).view(shape),
+                                torch.tensor(self.std, device=x.device).view(shape))
+        mean, std = self._cache[key]
+        return (x.float() - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+        return cls(d["mean"], d["std"], d["kind"])
 
 
 def build_task(data_cfg) -> Task:
@@ -86,14 +110,13 @@ def build_task(data_cfg) -> Task:
                       test_fraction=None if pool.test is not None else data_cfg.test_fraction,
                       min_holdout_positives=data_cfg.min_holdout_positives, beta=data_cfg.beta,
                       seed=data_cfg.seed)
-    norm = _normalizer(pool.x[idx.train], pool.kind)
+    norm = Normalizer.fit(pool.x[idx.train], pool.kind)
 
     def split(ix: np.ndarray) -> Split:
-        return Split(x=torch.from_numpy(apply_normalization(pool.x[ix], norm)),
-                     y=torch.from_numpy(labels[ix].copy()))
+        return Split(x=torch.from_numpy(pool.x[ix].copy()), y=torch.from_numpy(labels[ix].copy()))
 
     neg_name = "not_" + str(data_cfg.positive_class) if neg is None else "+".join(map(str, neg))
     return Task(train=split(idx.train), val=split(idx.val), test=split(idx.test),
                 class_names=[neg_name, str(data_cfg.positive_class)], indices=idx,
-                input_shape=tuple(pool.x.shape[1:]), kind=pool.kind, normalization=norm,
+                input_shape=tuple(pool.x.shape[1:]), kind=pool.kind, normalizer=norm,
                 source_meta=pool.meta)

@@ -80,7 +80,7 @@ def evaluate_run(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | Non
                              "to vary. Drop --lambda, or evaluate an LCT run")
         lambdas = None
     scores = score_lambdas(loaded.model, data.x, lambdas, loaded.space, device=loaded.device,
-                           batch_size=loaded.config.evaluate.batch_size)
+                           batch_size=loaded.config.evaluate.batch_size, transform=task.normalizer)
     y = data.y.numpy()
     rows = []
     for k, s in enumerate(scores):

@@ -11,10 +11,11 @@ import torch
 @torch.no_grad()
 def score_lambdas(model, x: torch.Tensor, lambdas: Sequence[Mapping[str, float]] | None, space=None, *,
                   batch_size: int = 1024, device: torch.device | str = "cpu",
-                  amp: bool = False) -> np.ndarray:
+                  amp: bool = False, transform=None) -> np.ndarray:
     """Positive-class probabilities, shape [K, N] (K = len(lambdas), or 1 for an unconditioned model).
 
-    The backbone runs once per input batch; only ``model.head`` runs K times.
+    The backbone runs once per input batch; only ``model.head`` runs K times. ``transform`` (e.g. the
+    run's :class:`~lossdial.data.task.Normalizer`) is applied to each raw input batch on the device.
     """
     device = torch.device(device)
     conditioned = getattr(model, "conditioned", False)
@@ -30,6 +31,8 @@ def score_lambdas(model, x: torch.Tensor, lambdas: Sequence[Mapping[str, float]]
     try:
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device, non_blocking=True)
+            if transform is not None:
+                xb = transform(xb)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                                 enabled=amp and device.type == "cuda"):
                 feats = model.features(xb)

@@ -197,7 +197,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     while state["epoch"] < tc.epochs:
         epoch = state["epoch"]
         for xb, yb in loader.batches(epoch, start=state["batch"]):
-            xb = augment_batch(xb, tc.augment, aug_gen, tc.crop_padding)
+            xb = task.normalizer(augment_batch(xb, tc.augment, aug_gen, tc.crop_padding))
             if space is not None:
                 lam = {k: v.to(dev) for k, v in space.sample(len(yb), lam_gen).items()}
                 z = space.encode(lam, batch_size=len(yb)).to(dev)
@@ -238,7 +238,8 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         last = epoch + 1 == tc.epochs
         if tc.eval_every and ((epoch + 1) % tc.eval_every == 0) and not last:
             scores = score_lambdas(eval_model, task.val.x, [ref_lam] if ref_lam else None, space,
-                                   batch_size=cfg.evaluate.batch_size, device=dev, amp=amp)[0]
+                                   batch_size=cfg.evaluate.batch_size, device=dev, amp=amp,
+                                   transform=task.normalizer)[0]
             m = binary_metrics(task.val.y.numpy(), scores, threshold=cfg.evaluate.threshold)
             record["val"] = {k: m[k] for k in ("auc", "ap", "brier", "f1")}
             if ref_lam:
@@ -261,7 +262,7 @@ def _final_evaluation(cfg: Config, task: Task, space, model, dev, amp) -> dict[s
     """Validation metrics at every point of the evaluation grid (never the test split)."""
     grid = default_eval_grid(cfg, space)
     scores = score_lambdas(model, task.val.x, grid, space, batch_size=cfg.evaluate.batch_size,
-                           device=dev, amp=amp)
+                           device=dev, amp=amp, transform=task.normalizer)
     rows = []
     for k, s in enumerate(scores):
         m = binary_metrics(task.val.y.numpy(), s, threshold=cfg.evaluate.threshold)
