@@ -224,6 +224,230 @@ def demo(
     console.print(f"Next: lossdial evaluate {lct.run_dir} --lambda \"tau=0:3:13\"")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Operating points: sweep, pick, predict, export, report
+
+def _parse_costs(text: Optional[str]) -> tuple[float, float]:
+    if not text:
+        return (1.0, 1.0)
+    vals = {}
+    for part in text.replace(",", " ").split():
+        k, _, v = part.partition("=")
+        if k not in ("fp", "fn") or not v:
+            _fail(f"--cost {text!r} must look like 'fp=1,fn=20'")
+        try:
+            vals[k] = float(v)
+        except ValueError:
+            _fail(f"--cost {text!r}: {v!r} is not a number")
+    return (vals.get("fp", 1.0), vals.get("fn", 1.0))
+
+
+def _load_or_fail(run: Path, device: str):
+    from lossdial.evaluate import load_run
+    from lossdial.rundir import RunError
+
+    try:
+        return load_run(run, device=device)
+    except (RunError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def sweep(
+    run: Path = typer.Argument(..., help="A finished run directory."),
+    split: str = typer.Option("val", help="val (default) or test."),
+    lambda_: Optional[str] = typer.Option(None, "--lambda", help='e.g. "tau=0:4:33" (default: 33 points over the support).'),
+    prevalence: Optional[float] = typer.Option(None, help="Positive prevalence for precision-type metrics "
+                                               "(default: the training prevalence)."),
+    cost: Optional[str] = typer.Option(None, help="Costs for the `cost` column, e.g. 'fp=1,fn=20'."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Every operating point: metrics for K lambda values x all thresholds; writes RUN/sweeps/SPLIT.{csv,json}."""
+    from lossdial.conditioning import parse_lambda_grid
+    from lossdial.evaluate.select import sweep_split
+
+    loaded = _load_or_fail(run, device)
+    try:
+        lambdas = parse_lambda_grid(lambda_) if lambda_ else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = sweep_split(loaded, split, lambdas, prevalence=prevalence, costs=_parse_costs(cost))
+            table = result.table
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc).strip("'\""))
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    out = Path(run) / "sweeps"
+    result.to_csv(out / f"{split}.csv")
+    result.to_json(out / f"{split}.json", extra={"run": str(run)})
+    counts = loaded.data["counts"][split]
+    src = "given" if prevalence is not None else "the training prevalence"
+    title = (f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives); precision-type metrics at "
+             f"prevalence {result.prevalence:.4f} ({src})")
+    _print_rows(table, title=title, label="LCT" if loaded.is_lct else "baseline",
+                keys=list(loaded.space.names) if loaded.is_lct else None)
+    console.print(f"wrote {out / (split + '.csv')} and {out / (split + '.json')}")
+
+
+@app.command()
+def pick(
+    run: Path = typer.Argument(..., help="A finished run directory."),
+    at: Optional[str] = typer.Option(None, "--at", help='Constraint, e.g. "recall>=0.95" or "precision>=0.9".'),
+    maximize: Optional[str] = typer.Option(None, help="precision, recall, f1, ap, auc, balanced_accuracy, accuracy."),
+    minimize: Optional[str] = typer.Option(None, help="brier, ece, cost."),
+    name: str = typer.Option(..., "--name", help="Name of the point in the model card (e.g. screening)."),
+    lambda_: Optional[str] = typer.Option(None, "--lambda", help="Lambda grid to search (default 33 points)."),
+    prevalence: Optional[float] = typer.Option(None, help="Prevalence for precision-type metrics (default: training)."),
+    cost: Optional[str] = typer.Option(None, help="'fp=1,fn=20' for --minimize cost."),
+    conservative: bool = typer.Option(False, help="Require the Clopper-Pearson lower bound of recall to meet --at."),
+    confidence: float = typer.Option(0.95, help="Confidence of the Clopper-Pearson bound."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the test intervals."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Choose (lambda, threshold) on the validation split, then measure it once on test; writes the model card."""
+    from lossdial.conditioning import parse_lambda_grid
+    from lossdial.evaluate.select import SelectionSpec, select_point
+    from lossdial.evaluate.sweep import NoFeasiblePoint
+    from lossdial.report.card import add_point, card_paths
+
+    if maximize and minimize:
+        _fail("give --maximize or --minimize, not both")
+    objective = maximize or minimize or "f1"
+    loaded = _load_or_fail(run, device)
+    spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
+                         confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost))
+    try:
+        lambdas = parse_lambda_grid(lambda_) if lambda_ else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            entry = select_point(loaded, spec, lambdas=lambdas, n_boot=n_boot)
+    except NoFeasiblePoint as exc:
+        c = exc.closest
+        err_console.print(f"[bold red]no point meets the constraint:[/] {exc}", highlight=False)
+        err_console.print(f"closest on validation: recall {c.metrics['recall']:.3f}, precision "
+                          f"{c.metrics['precision']:.3f} at lambda {c.lam}, threshold {c.threshold:.6g}")
+        raise typer.Exit(1)
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc).strip("'\""))
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    add_point(loaded, name, entry)
+    t = Table(title=f"point '{name}': lambda {_lam_str(entry['lambda']) or '(fixed)'}, threshold "
+                    f"{entry['threshold']:.6g}; prevalence {entry['prevalence']:.4f}", title_justify="left")
+    t.add_column("metric")
+    t.add_column(f"validation ({entry['n_pos']['val']} pos)", justify="right")
+    t.add_column(f"test ({entry['n_pos']['test']} pos)", justify="right")
+    t.add_column("test 95% CI", justify="right")
+    from lossdial.report.card import CARD_METRICS
+
+    for k in CARD_METRICS:
+        ci = entry["test_ci95"].get(k)
+        t.add_row(k, _fmt(entry["val"].get(k)), _fmt(entry["test"].get(k)),
+                  f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    console.print(t)
+    console.print("chosen on the validation split; the test split was scored once, after the point was fixed.")
+    console.print(f"model card: {card_paths(run)[0]} and {card_paths(run)[1]}")
+
+
+def _point_from_options(loaded, at: Optional[str], lambda_: Optional[str], threshold: Optional[float]):
+    from lossdial.conditioning import parse_lambda_grid
+    from lossdial.report.card import load_card
+
+    if at:
+        card = load_card(loaded.path) or {"points": {}}
+        if at not in card["points"]:
+            _fail(f"no point named {at!r} in {loaded.path}/model_card.json; known: {sorted(card['points'])}. "
+                  f"Create one with `lossdial pick {loaded.path} --name {at} ...`")
+        p = card["points"][at]
+        return p["lambda"] if loaded.is_lct else None, float(p["threshold"])
+    if threshold is None:
+        _fail("give --at NAME (a point from `lossdial pick`) or --threshold (and --lambda for an LCT run)")
+    lam = None
+    if loaded.is_lct:
+        if not lambda_:
+            _fail("an LCT run needs --lambda, e.g. --lambda tau=1.5")
+        grid = parse_lambda_grid(lambda_)
+        if len(grid) != 1:
+            _fail(f"--lambda must name one value per hyperparameter, got {len(grid)} combinations")
+        lam = grid[0]
+    return lam, float(threshold)
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="A finished run directory."),
+    input_: Path = typer.Argument(..., metavar="INPUT", help="Image folder/file, .npz (x [, ids]) or .csv."),
+    at: Optional[str] = typer.Option(None, "--at", help="A named point from the model card."),
+    lambda_: Optional[str] = typer.Option(None, "--lambda", help="Explicit lambda, e.g. tau=1.5."),
+    threshold: Optional[float] = typer.Option(None, help="Explicit threshold on P(positive)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default RUN/predictions/NAME.csv)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Score new data with the run's own preprocessing; writes a CSV of id, score, decision."""
+    from lossdial.predict import PredictInputError, predict as predict_fn, read_inputs, write_predictions
+
+    loaded = _load_or_fail(run, device)
+    lam, thr = _point_from_options(loaded, at, lambda_, threshold)
+    try:
+        ids, x = read_inputs(input_, loaded.data)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scores, decisions = predict_fn(loaded, x, lam, thr)
+    except (PredictInputError, ValueError, KeyError) as exc:
+        _fail(str(exc).strip("'\""))
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    out = out or Path(run) / "predictions" / f"{at or 'custom'}-{Path(input_).stem}.csv"
+    write_predictions(out, ids, scores, decisions)
+    console.print(f"{len(ids)} inputs scored at lambda {_lam_str(lam) if lam else '(fixed)'}, threshold {thr:.6g}: "
+                  f"{int(decisions.sum())} predicted positive. Wrote {out}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="A finished run directory."),
+    at: str = typer.Option(..., "--at", help="A named point from the model card."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default RUN/export/NAME)."),
+) -> None:
+    """Fold FiLM at the point's lambda into a plain linear head; write TorchScript + state dict."""
+    from lossdial.export import export_run
+    from lossdial.report.card import load_card
+
+    loaded = _load_or_fail(run, "cpu")
+    card = load_card(run) or {"points": {}}
+    if at not in card["points"]:
+        _fail(f"no point named {at!r} in {run}/model_card.json; known: {sorted(card['points'])}")
+    out = out or Path(run) / "export" / at
+    meta = export_run(loaded, at, card["points"][at], out)
+    console.print(f"exported point '{at}' (lambda {meta['lambda']}, threshold {meta['threshold']:.6g}) to {out}: "
+                  f"model.ts (TorchScript: torch.jit.load), weights.safetensors, export.json")
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="One LCT run (first) and any baseline runs to overlay."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html and PNGs (default FIRST_RUN/report)."),
+    split: str = typer.Option("val", help="Split for the curves (val by default)."),
+    lambda_: Optional[str] = typer.Option(None, "--lambda", help="Lambda values to draw (default 5 over the support)."),
+    prevalence: Optional[float] = typer.Option(None, help="Prevalence for precision-type metrics (default: training)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """A self-contained HTML report with PR/ROC curves, metrics vs lambda, reliability and confusion matrices."""
+    from lossdial.conditioning import parse_lambda_grid
+    from lossdial.report.html import build_report
+
+    loaded = [_load_or_fail(r, device) for r in runs]
+    out = out or Path(runs[0]) / "report"
+    try:
+        lambdas = parse_lambda_grid(lambda_) if lambda_ else None
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            page = build_report(loaded, out, split=split, lambdas=lambdas, prevalence=prevalence)
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc).strip("'\""))
+    console.print(f"report: {page}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,14 +1,19 @@
-"""Metrics, lambda x threshold scoring, and evaluation of finished runs."""
+"""Metrics, lambda x threshold sweeps, operating-point selection, evaluation of finished runs."""
 
-from lossdial.evaluate.metrics import (
+from lossdial.evaluate.classification import (
     best_f1,
     binary_metrics,
     expected_calibration_error,
     precision_at_recall,
+    prevalence_weights,
     recall_at_precision,
 )
 from lossdial.evaluate.run import LoadedRun, evaluate_run, load_run
 from lossdial.evaluate.scoring import score_lambdas
+from lossdial.evaluate.sweep import NoFeasiblePoint, OperatingPoint, SweepResult, parse_constraint, sweep
 
-__all__ = ["LoadedRun", "best_f1", "binary_metrics", "evaluate_run", "expected_calibration_error",
-           "load_run", "precision_at_recall", "recall_at_precision", "score_lambdas"]
+metrics = binary_metrics  # the name the issue's Python surface uses: lossdial.evaluate.metrics(...)
+
+__all__ = ["LoadedRun", "NoFeasiblePoint", "OperatingPoint", "SweepResult", "best_f1", "binary_metrics",
+           "evaluate_run", "expected_calibration_error", "load_run", "metrics", "parse_constraint",
+           "precision_at_recall", "prevalence_weights", "recall_at_precision", "score_lambdas", "sweep"]

@@ -12,7 +12,7 @@ import yaml
 
 from lossdial.config import Config, config_from_dict
 from lossdial.data.task import Task, build_task
-from lossdial.evaluate.metrics import binary_metrics
+from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
 from lossdial.rundir import RunDir, RunError
 

@@ -1,0 +1,70 @@
+"""Export a run at one operating point as a plain PyTorch model (no lossdial needed to deploy).
+
+FiLM at a fixed lambda is an affine map with constant sigma and mu, so it folds into the final linear
+layer (``ConditionedClassifier.fold_head``). The exported module takes RAW inputs (as stored in the
+run's splits), applies the run's normalisation, and returns P(positive), shape [B].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from lossdial.rundir import atomic_write_bytes, write_json
+
+
+class ExportedClassifier(nn.Module):
+    """normalise -> backbone -> folded linear head -> softmax[:, 1]."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear, mean: list[float], std: list[float], image: bool):
+        super().__init__()
+        shape = (1, -1, 1, 1) if image else (1, -1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.backbone((x.float() - self.mean) / self.std)
+        return torch.softmax(self.head(h.flatten(1)), dim=1)[:, 1]
+
+
+def build_exported(loaded, lam: Mapping[str, float] | None) -> ExportedClassifier:
+    import copy
+
+    model = loaded.model
+    z = loaded.space.encode(lam, batch_size=1) if loaded.is_lct else None
+    with torch.no_grad():
+        head = model.fold_head(z.to(loaded.device) if z is not None else None)
+    norm = loaded.data["normalization"]
+    exp = ExportedClassifier(copy.deepcopy(model.backbone), head, norm["mean"], norm["std"],
+                             image=norm["kind"] == "image")
+    return exp.eval()
+
+
+def export_run(loaded, name: str, point: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Write state dict (safetensors), TorchScript and metadata for `point` into `out_dir`."""
+    from safetensors.torch import save
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lam = point.get("lambda") if loaded.is_lct else None
+    module = build_exported(loaded, lam).to("cpu")
+    sd = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    atomic_write_bytes(out / "weights.safetensors", save(sd))
+    example = torch.zeros((2, *loaded.data["input_shape"]), dtype=torch.float32)
+    with torch.no_grad():
+        traced = torch.jit.trace(module, example, check_trace=False)
+    tmp = out / ".model.ts.tmp"
+    traced.save(str(tmp))
+    tmp.replace(out / "model.ts")
+    meta = {"name": name, "lambda": lam, "threshold": point["threshold"], "input_shape": loaded.data["input_shape"],
+            "input": "raw inputs as in the run's data (normalisation is inside the model)",
+            "output": "P(positive) per sample; predict positive when output >= threshold",
+            "positive_class": loaded.data["class_names"][1], "run": str(loaded.path),
+            "files": {"torchscript": "model.ts", "state_dict": "weights.safetensors"}}
+    write_json(out / "export.json", meta)
+    return meta

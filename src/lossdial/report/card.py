@@ -1,0 +1,99 @@
+"""The model card: RUN/model_card.json (machine-readable) and RUN/model_card.md (for people).
+
+``points.<name>`` holds ``lambda``, ``threshold``, and ``val`` / ``test`` metric mappings keyed by the
+sweep table's metric names, plus the test bootstrap intervals and how many positives each split had.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lossdial.rundir import RunDir, atomic_write_text, write_json
+
+CARD_FORMAT_VERSION = 1
+CARD_METRICS = ("recall", "precision", "f1_at_threshold", "auc", "ap", "brier", "ece", "balanced_accuracy", "cost")
+
+
+def card_paths(run: str | Path) -> tuple[Path, Path]:
+    p = Path(run)
+    return p / "model_card.json", p / "model_card.md"
+
+
+def load_card(run: str | Path) -> dict[str, Any] | None:
+    path = card_paths(run)[0]
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def base_card(loaded) -> dict[str, Any]:
+    cfg = loaded.config
+    d = loaded.data
+    return {
+        "format_version": CARD_FORMAT_VERSION,
+        "run": str(loaded.path),
+        "model": {"backbone": cfg.model.backbone, "film": cfg.model.film if loaded.is_lct else None,
+                  "lct": loaded.is_lct},
+        "data": {"source": cfg.data.source, "class_names": d["class_names"], "positive_class": d["class_names"][1],
+                 "counts": d["counts"], "imbalance_ratio": d["imbalance_ratio"],
+                 "train_prevalence": d["train_prevalence"]},
+        "training": {"loss": cfg.loss.family, "loss_params": dict(cfg.loss.params),
+                     "lambda_distributions": dict(cfg.lct.lambdas) if loaded.is_lct else None,
+                     "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
+                     "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
+                     "ema_decay": cfg.train.ema_decay, "seed": cfg.seed, "data_seed": cfg.data.seed},
+        "protocol": "Each point's lambda and threshold were chosen on the validation split only; the test "
+                    "split was scored once, after the point was fixed. Precision-type metrics are reported "
+                    "at the stated prevalence (negatives reweighted).",
+        "points": {},
+    }
+
+
+def add_point(loaded, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Insert/replace point `name` in the run's card and rewrite both files; returns the card."""
+    card = load_card(loaded.path) or base_card(loaded)
+    card["points"][name] = entry
+    card["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    jpath, mpath = card_paths(loaded.path)
+    write_json(jpath, card)
+    atomic_write_text(mpath, render_markdown(card))
+    return card
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    d, t = card["data"], card["training"]
+    lines = [f"# Model card: `{card['run']}`", "",
+             f"Positive class **{d['positive_class']}** vs {d['class_names'][0]} (source `{d['source']}`).", "",
+             "| split | positives | negatives |", "|---|---:|---:|"]
+    for s in ("train", "val", "test"):
+        n0, n1 = d["counts"][s]
+        lines.append(f"| {s} | {n1} | {n0} |")
+    lines += ["", f"Training imbalance ratio {d['imbalance_ratio']:.1f} (prevalence {d['train_prevalence']:.4f}).",
+              "", "## Training", "",
+              f"- model: {card['model']['backbone']}" + (f", FiLM ({card['model']['film']})" if card["model"]["lct"] else ""),
+              f"- loss: {t['loss']} {t['loss_params']}" + (f"; LCT over {t['lambda_distributions']}"
+                                                           if t["lambda_distributions"] else ""),
+              f"- {t['optimizer']} lr {t['lr']} wd {t['weight_decay']}, {t['epochs']} epochs, batch {t['batch_size']}, "
+              f"EMA {t['ema_decay']}, seed {t['seed']} (data seed {t['data_seed']})",
+              "", "## Operating points", "", card["protocol"], ""]
+    for name, p in card["points"].items():
+        lam = ", ".join(f"{k}={v:g}" for k, v in p["lambda"].items())
+        rule = p["constraint"] or "no constraint"
+        cons = f" (Clopper-Pearson {p['confidence']:.0%} lower bound)" if p.get("conservative") else ""
+        lines += [f"### `{name}`", "",
+                  f"{'maximise' if p['objective'] not in ('brier', 'ece', 'cost') else 'minimise'} "
+                  f"{p['objective']} subject to {rule}{cons}; lambda {lam}, threshold {p['threshold']:.6g} "
+                  f"(predict positive when score >= threshold); prevalence {p['prevalence']:.4f}; "
+                  f"{p['n_pos']['val']} validation / {p['n_pos']['test']} test positives.", "",
+                  "| metric | validation | test | test 95% CI |", "|---|---:|---:|---|"]
+        for k in CARD_METRICS:
+            ci = p.get("test_ci95", {}).get(k)
+            ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            lines.append(f"| {k} | {_f(p['val'].get(k))} | {_f(p['test'].get(k))} | {ci_s} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
