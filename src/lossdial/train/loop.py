@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from lossdial.config import Config, config_from_dict
 from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator
 from lossdial.data.task import Task, build_task
-from lossdial.evaluate.metrics import binary_metrics
+from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
 from lossdial.rundir import RunDir, RunError, atomic_write_text, write_json
 from lossdial.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
