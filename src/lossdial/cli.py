@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Train one imbalanced classifier over a family of loss settings (LCT), then dial the "
                        "precision/recall operating point after training.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # error lines never wrap mid-path
 
 
 def _fail(msg: str, code: int = 2) -> None:

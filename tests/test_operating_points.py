@@ -1,0 +1,214 @@
+"""Sweep, pick, model card, predict, export and report on a tiny trained demo run."""
+
+import html.parser
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
+from typer.testing import CliRunner
+
+from lossdial.cli import app
+from lossdial.config import load_config, packaged_config_path
+from lossdial.evaluate import NoFeasiblePoint, SweepResult, load_run, sweep
+from lossdial.evaluate.select import SelectionSpec, select_point, sweep_split
+from lossdial.evaluate.sweep import clopper_pearson_lower
+from lossdial.train import train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    ov = ["train.epochs=3", "train.eval_every=0", "schedule.warmup_epochs=0", "model.backbone_kwargs.width=8"]
+    train(load_config(packaged_config_path("demo_digits"), ov), root / "lct", device="cpu")
+    train(load_config(packaged_config_path("demo_digits"), ov + ["lct.enabled=false"]), root / "base", device="cpu")
+    return root
+
+
+def _synthetic(k=3, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.2).astype(int)
+    scores = np.stack([1 / (1 + np.exp(-(2 * y - 1 + rng.normal(0, 1.2, n) + 0.5 * j))) for j in range(k)])
+    return SweepResult(lambdas=[{"tau": float(j)} for j in range(k)], scores=scores, labels=y)
+
+
+def test_sweep_auc_equals_sklearn(runs):
+    loaded = load_run(runs / "lct")
+    task = loaded.task()
+    res = sweep(loaded.model, task.val, [{"tau": 0.0}, {"tau": 2.0}], loaded.space, transform=task.normalizer)
+    assert res.scores.shape == (2, len(task.val))
+    for row, s in zip(res.table, res.scores):
+        assert row["metrics"]["auc"] == pytest.approx(roc_auc_score(res.labels, s))
+    # different lambdas give different operating points (the dial works)
+    assert not np.allclose(res.scores[0], res.scores[1])
+
+
+def test_pick_meets_recall_constraint_and_is_optimal():
+    res = _synthetic()
+    for r in (0.5, 0.8, 0.9, 0.95):
+        p = res.pick(f"recall>={r}", "precision")
+        pred = res.scores[p.index] >= p.threshold
+        assert recall_score(res.labels, pred) >= r
+        assert p.metrics["recall"] >= r
+        # brute force: no (lambda, threshold) with recall >= r has higher precision
+        best = max(precision_score(res.labels, s >= t, zero_division=0)
+                   for s in res.scores for t in np.unique(s) if recall_score(res.labels, s >= t) >= r)
+        assert p.metrics["precision"] == pytest.approx(best)
+
+
+def test_pick_other_objectives_and_infeasible():
+    res = _synthetic()
+    f1 = res.pick(None, "f1")
+    assert f1.metrics["f1"] == pytest.approx(max(r["metrics"]["f1"] for r in res.table))
+    brier = res.pick(None, "brier")
+    assert brier.index == int(np.argmin([r["metrics"]["brier"] for r in res.table]))
+    p = res.pick("precision>=0.8", "recall")
+    assert p.metrics["precision"] >= 0.8
+    cost = res.pick(None, "cost")
+    assert cost.metrics["cost"] <= min(r["metrics"]["cost"] for r in res.table) + 1e-12
+    with pytest.raises(NoFeasiblePoint) as e:
+        res.pick("precision>=1.0", "recall") if False else res.pick("recall>=1.0", "precision",
+                                                                     conservative=True, confidence=0.999)
+    assert e.value.closest is not None and "closest" in str(e.value)
+
+
+def test_clopper_pearson_matches_scipy_and_is_conservative():
+    from scipy.stats import binomtest
+
+    lo = clopper_pearson_lower(np.array([45]), 50, 0.95)[0]
+    ref = binomtest(45, 50).proportion_ci(confidence_level=0.90, method="exact").low  # one-sided 95% = two-sided 90%
+    assert lo == pytest.approx(ref, rel=1e-9)
+    res = _synthetic(n=300)
+    p = res.pick("recall>=0.8", "precision", conservative=True)
+    n_pos = int(res.labels.sum())
+    tp = int(((res.scores[p.index] >= p.threshold) & (res.labels == 1)).sum())
+    assert clopper_pearson_lower(np.array([tp]), n_pos)[0] >= 0.8
+    assert p.metrics["recall"] > 0.8
+
+
+def test_prevalence_reweights_precision_not_recall():
+    res = _synthetic()
+    at_own = res.table[0]["metrics"]
+    low = SweepResult(res.lambdas, res.scores, res.labels, prevalence=0.01).table[0]["metrics"]
+    assert low["recall"] == at_own["recall"] and low["auc"] == pytest.approx(at_own["auc"])
+    assert low["precision"] < at_own["precision"]
+    # by hand: precision at prevalence p = TPR p / (TPR p + FPR (1 - p))
+    s, y = res.scores[0], res.labels
+    tpr = ((s >= 0.5) & (y == 1)).sum() / (y == 1).sum()
+    fpr = ((s >= 0.5) & (y == 0)).sum() / (y == 0).sum()
+    assert low["precision"] == pytest.approx(tpr * 0.01 / (tpr * 0.01 + fpr * 0.99))
+
+
+def test_pick_never_reads_test_before_point_is_fixed(runs, monkeypatch):
+    import lossdial.evaluate.select as sel
+
+    loaded = load_run(runs / "lct")
+    events = []
+
+    class GuardedTask:
+        def __init__(self, task):
+            self._task = task
+
+        def __getattr__(self, name):
+            if name == "test":
+                events.append("test read")
+            return getattr(self._task, name)
+
+    orig = sel.choose_point
+
+    def spy(val, spec):
+        events.append("chosen")
+        return orig(val, spec)
+
+    monkeypatch.setattr(sel, "choose_point", spy)
+    entry = select_point(loaded, SelectionSpec(name="s", constraint="recall>=0.8", objective="precision"),
+                         task=GuardedTask(loaded.task()), n_boot=50)
+    assert events[0] == "chosen" and "test read" in events
+    assert entry["val"]["recall"] >= 0.8 and entry["chosen_on"] == "val"
+
+
+def test_cli_pick_card_predict_export_report(runs, tmp_path):
+    run = str(runs / "lct")
+    r = runner.invoke(app, ["sweep", run, "--lambda", "tau=0:3:7"])
+    assert r.exit_code == 0, r.output
+    table = json.loads((runs / "lct" / "sweeps" / "val.json").read_text())
+    assert len(table["rows"]) == 7 and "precision@recall=0.95" in table["rows"][0]["metrics"]
+    r = runner.invoke(app, ["pick", run, "--at", "recall>=0.8", "--maximize", "precision", "--name",
+                            "screening", "--n-boot", "50"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["pick", run, "--maximize", "f1", "--name", "best_f1", "--n-boot", "50"])
+    assert r.exit_code == 0, r.output
+    card = json.loads((runs / "lct" / "model_card.json").read_text())
+    assert set(card["points"]) == {"screening", "best_f1"}
+    pt = card["points"]["screening"]
+    assert pt["val"]["recall"] >= 0.8 and set(pt["lambda"]) == {"tau"}
+    assert {"recall", "precision", "auc", "ap", "brier"} <= set(pt["test"])
+    assert (runs / "lct" / "model_card.md").read_text().count("### `") == 2
+
+    # predict reproduces the sweep's scores for the same lambda
+    loaded = load_run(run)
+    task = loaded.task()
+    x = task.val.x.numpy()
+    np.savez(tmp_path / "val.npz", x=x, ids=np.arange(len(x)))
+    out = tmp_path / "pred.csv"
+    r = runner.invoke(app, ["predict", run, str(tmp_path / "val.npz"), "--at", "screening", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = np.genfromtxt(out, delimiter=",", names=True)
+    res = sweep(loaded.model, task.val, [pt["lambda"]], loaded.space, transform=task.normalizer)
+    assert np.allclose(rows["score"], res.scores[0], rtol=1e-6, atol=1e-9)
+    assert np.array_equal(rows["decision"].astype(int), (res.scores[0] >= pt["threshold"]).astype(int))
+    r = runner.invoke(app, ["predict", run, str(tmp_path / "nope.npz"), "--at", "screening"])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = runner.invoke(app, ["predict", run, str(tmp_path / "val.npz"), "--at", "unknown"])
+    assert r.exit_code == 2 and "no point named" in r.output
+
+    # export: a plain TorchScript model whose scores equal the LCT model's at that lambda
+    r = runner.invoke(app, ["export", run, "--at", "screening", "--out", str(tmp_path / "exp")])
+    assert r.exit_code == 0, r.output
+    ts = torch.jit.load(str(tmp_path / "exp" / "model.ts"))
+    with torch.no_grad():
+        s = ts(torch.from_numpy(x)).numpy()
+    assert np.allclose(s, res.scores[0], atol=1e-5)
+
+    # report: valid HTML, every referenced image exists
+    r = runner.invoke(app, ["report", run, str(runs / "base"), "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+
+    class Checker(html.parser.HTMLParser):
+        void = {"meta", "img", "br", "hr", "link", "input"}
+
+        def __init__(self):
+            super().__init__()
+            self.stack, self.links = [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "a":
+                self.links.append(a["href"])
+            if tag not in self.void:
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.stack and self.stack[-1] == tag, (tag, self.stack[-3:])
+            self.stack.pop()
+
+    c = Checker()
+    c.feed(page)
+    assert c.stack == []
+    assert {"pr_curves.png", "roc_curves.png", "reliability.png", "metrics_vs_lambda.png",
+            "confusion_screening.png"} <= set(c.links)
+    for link in c.links:
+        assert (tmp_path / "rep" / link).stat().st_size > 1000
+
+
+def test_baseline_sweeps_thresholds_only(runs):
+    loaded = load_run(runs / "base")
+    res = sweep_split(loaded, "val")
+    assert len(res.lambdas) == 1 and res.lambdas[0]["tau"] == 1.0
+    with pytest.raises(ValueError, match="thresholds only"):
+        sweep_split(loaded, "val", [{"tau": 1.0}])
