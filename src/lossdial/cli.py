@@ -149,6 +149,8 @@ def evaluate(
     lambda_: Optional[str] = typer.Option(None, "--lambda", help='Lambda values, e.g. "tau=0:4:33" or "tau=0,1,2".'),
     split: str = typer.Option("val", help="val (default) or test. Choose lambda and threshold on val only."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold for precision/recall columns."),
+    prevalence: Optional[float] = typer.Option(None, help="Positive prevalence for precision-type metrics "
+                                               "(default: the split's own)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("auto", help="cpu, cuda, auto."),
 ) -> None:
@@ -162,7 +164,7 @@ def evaluate(
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            rows = evaluate_run(loaded, lambdas, split=split, threshold=threshold)
+            rows = evaluate_run(loaded, lambdas, split=split, threshold=threshold, prevalence=prevalence)
     except (RunError, ValueError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
     for w in caught:
@@ -171,7 +173,9 @@ def evaluate(
         print(json.dumps({"run": str(run), "split": split, "rows": rows}, indent=2))
         return
     counts = loaded.data["counts"][split]
-    _print_rows(rows, title=f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives)",
+    prev_txt = f"prevalence {prevalence:g} (given)" if prevalence is not None else \
+        f"prevalence {counts[1] / (counts[0] + counts[1]):.4f} (the split's own)"
+    _print_rows(rows, title=f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives); {prev_txt}",
                 label="LCT" if loaded.is_lct else "baseline",
                 keys=list(loaded.space.names) if loaded.is_lct else None)
 

@@ -59,9 +59,12 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
 
 
 def evaluate_run(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | None = None, *,
-                 split: str = "val", threshold: float | None = None, task: Task | None = None
-                 ) -> list[dict[str, Any]]:
-    """Metrics per lambda value on `split` ("val" or "test"). Values outside the training support warn."""
+                 split: str = "val", threshold: float | None = None, task: Task | None = None,
+                 prevalence: float | None = None) -> list[dict[str, Any]]:
+    """Metrics per lambda value on `split` ("val" or "test"). Values outside the training support warn.
+
+    ``prevalence``: positive prevalence for precision-type metrics (None: the split's own).
+    """
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     task = task or loaded.task()
@@ -85,5 +88,5 @@ def evaluate_run(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | Non
     rows = []
     for k, s in enumerate(scores):
         lam = dict(lambdas[k]) if lambdas else dict(loaded.config.loss.params)
-        rows.append({"lambda": lam, "metrics": binary_metrics(y, s, threshold=thr)})
+        rows.append({"lambda": lam, "metrics": binary_metrics(y, s, threshold=thr, prevalence=prevalence)})
     return rows
