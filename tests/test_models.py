@@ -219,8 +219,10 @@ def test_registry_names_and_errors():
         build_backbone("nope")
     with pytest.raises(ValueError, match="resnet50"):
         build_backbone("tv:resnet20")  # tv: prefix is for torchvision names only
-    with pytest.raises(TypeError, match="bogus"):
+    with pytest.raises(ValueError, match="bogus.*accepts: width"):
         build_backbone("resnet20", bogus=1)
+    with pytest.raises(ValueError, match="hidden"):
+        build_model("mlp", 2, in_features=4, hiden=(4,))
     with pytest.raises(ValueError, match="input_shape"):
         build_backbone("mlp")
     with pytest.raises(ValueError, match="disagrees"):
@@ -324,3 +326,16 @@ def test_torchvision_large_backbones(name, dim, tmp_path):
     torch.save(full.state_dict(), path)
     loaded, _ = torchvision_backbone(name, weights_path=path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in full.state_dict().items())
+
+
+@pytest.mark.parametrize("backbone,input_shape,kw", [("mlp", (12,), {"hidden": (8,)}),
+                                                     ("small_cnn", (1, 8, 8), {"width": 4}),
+                                                     ("resnet20", (3, 8, 8), {})])
+def test_build_model_accepts_factory_call(backbone, input_shape, kw):
+    # the keyword set used by lossdial.train.factory.build_model_from_config
+    for lambda_dim, film in ((0, None), (2, "identity")):
+        model = build_model(backbone=backbone, num_classes=2, lambda_dim=lambda_dim, film=film, film_hidden=16,
+                            placement="features", in_channels=input_shape[0] if len(input_shape) == 3 else 1,
+                            input_shape=input_shape, **kw)
+        z = None if film is None else torch.zeros(2)
+        assert model.eval()(torch.randn(3, *input_shape), z).shape == (3, 2)

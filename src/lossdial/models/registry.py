@@ -87,7 +87,7 @@ def _check_kwargs(name: str, builder: Builder, kwargs: dict) -> None:
                if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in ("in_channels", "input_shape")]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
-        raise TypeError(f"backbone {name!r} got unknown argument(s) {', '.join(unknown)}; "
+        raise ValueError(f"backbone {name!r} got unknown argument(s) {', '.join(unknown)}; "
                         f"it accepts: {', '.join(allowed) or '(none)'}")
 
 
@@ -114,7 +114,7 @@ def build_backbone(name: str, *, in_channels: int | None = None, input_shape: Se
         input_shape: shape of one sample without the batch dimension; required by ``"mlp"`` unless
             ``in_features`` is given.
         **kw: backbone options (``width``, ``hidden``, ``dropout``, ``batchnorm``, ``weights_path``, ...);
-            unknown ones raise ``TypeError`` naming them.
+            unknown ones raise ``ValueError`` naming them and the valid ones.
 
     Example:
         >>> net, dim = build_backbone("mlp", input_shape=(1, 8, 8), hidden=(32,))
