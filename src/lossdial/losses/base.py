@@ -1,122 +1,380 @@
-"""The common base of every loss family: class counts as buffers, lambda overrides, weighted reduction.
+"""Common machinery of the imbalance losses: class-count checks, ``lam`` resolution, reduction.
 
-Signature shared by all families::
+Every loss in :mod:`lossdial.losses` is an :class:`ImbalanceLoss`: an ``nn.Module`` built from the training
+class counts, called as ``loss(logits, targets, lam=None)``. ``lam`` maps hyperparameter names (the class
+attribute ``hparam_names``) to one value for the batch (float or 0-d tensor) or one value per sample
+(shape-``[B]`` tensor), overriding the fixed values given at construction for that call only.
 
-    loss(logits [B, C], targets [B], lam=None)
-
-``lam`` maps hyperparameter names to a float / 0-d tensor (one value for the batch) or a shape-[B]
-tensor (one value per sample); it overrides the fixed values given at construction for this call.
-Reduction follows PyTorch's ``cross_entropy(weight=)``: ``"none"`` returns ``w_i * l_i``, ``"sum"`` their
-sum and ``"mean"`` ``sum_i w_i l_i / sum_i w_i`` -- whether lambda is per batch or per sample.
+Reduction (all families, PyTorch ``cross_entropy(weight=)`` semantics): with per-sample weight ``w_i`` and
+per-sample loss ``l_i``, ``"none"`` returns ``w_i * l_i``, ``"sum"`` returns ``sum_i w_i l_i`` and
+``"mean"`` returns ``sum_i w_i l_i / sum_i w_i`` -- whether lambda is one value per batch or per sample.
+One deliberate difference from PyTorch: a batch whose weights sum to exactly 0 gives a ``"mean"`` of 0
+(and no gradient) rather than NaN.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Union
 
 import torch
 from torch import Tensor, nn
 
+__all__ = [
+    "ImbalanceLoss",
+    "HparamValue",
+    "check_class_counts",
+    "effective_number_weights",
+    "inverse_frequency_weights",
+]
+
+#: A resolved hyperparameter: a Python float, a 0-d tensor (one value for the batch) or a ``[B]`` tensor.
+HparamValue = Union[float, Tensor]
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _counts_tensor(class_counts: Sequence[int]) -> Tensor:
-    counts = [float(c) for c in class_counts]
-    if len(counts) < 2:
-        raise ValueError(f"class_counts needs at least 2 classes, got {list(class_counts)}")
-    if any(not math.isfinite(c) or c <= 0 for c in counts):
-        raise ValueError(f"class_counts must all be positive (a class with no training samples cannot be "
-                         f"weighted); got {list(class_counts)}")
-    return torch.tensor(counts, dtype=torch.float64)
+# --------------------------------------------------------------------------------------------------------
+# class counts and class weights
+# --------------------------------------------------------------------------------------------------------
+def check_class_counts(class_counts) -> list[int]:
+    """Validate training class counts and return them as a list of Python ints.
+
+    Accepts a sequence, NumPy array or 1-D tensor of positive whole numbers with at least 2 entries;
+    raises ``ValueError`` naming the offending entry otherwise.
+
+    >>> check_class_counts([5000, 50])
+    [5000, 50]
+    """
+    if isinstance(class_counts, Tensor):
+        class_counts = class_counts.detach().cpu().reshape(-1).tolist()
+    elif hasattr(class_counts, "tolist") and not isinstance(class_counts, (str, bytes)):
+        class_counts = class_counts.tolist()  # NumPy arrays
+    if isinstance(class_counts, (str, bytes)) or not isinstance(class_counts, Sequence):
+        raise ValueError(
+            f"class_counts must be a sequence of per-class training counts, got {type(class_counts).__name__}"
+        )
+    if len(class_counts) < 2:
+        raise ValueError(f"class_counts needs at least 2 classes, got {len(class_counts)}: {list(class_counts)}")
+    counts = []
+    for c, n in enumerate(class_counts):
+        if isinstance(n, bool) or not isinstance(n, numbers.Real):
+            raise ValueError(f"class_counts[{c}] = {n!r} is not a number; class counts are whole numbers")
+        if not math.isfinite(n) or n != int(n):
+            raise ValueError(f"class_counts[{c}] = {n!r} is not a whole number")
+        if n <= 0:
+            raise ValueError(
+                f"class_counts[{c}] = {int(n)}: every class needs at least one training sample "
+                "(drop empty classes or fix the counts)"
+            )
+        counts.append(int(n))
+    return counts
 
 
+def inverse_frequency_weights(class_counts) -> Tensor:
+    """Per-class weights ``w_c ∝ 1 / n_c``, normalised to mean 1 (float64 tensor of shape ``[C]``).
+
+    >>> inverse_frequency_weights([90, 10]).tolist()
+    [0.2, 1.8]
+    """
+    n = torch.tensor(check_class_counts(class_counts), dtype=torch.float64)
+    w = 1.0 / n
+    return w * (len(n) / w.sum())
+
+
+def effective_number_weights(class_counts, beta: float = 0.999) -> Tensor:
+    """Class-balanced weights of Cui et al. (CVPR 2019), normalised to mean 1 (float64, shape ``[C]``).
+
+    ``w_c ∝ (1 - beta) / (1 - beta^n_c)``, the inverse "effective number" of samples of class ``c``.
+    ``beta = 0`` gives equal weights; ``beta -> 1`` approaches inverse frequency.
+
+    >>> [round(x, 3) for x in effective_number_weights([1000, 10], beta=0.99).tolist()]
+    [0.175, 1.825]
+    """
+    counts = check_class_counts(class_counts)
+    beta = float(beta)
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta for effective-number weights must be in [0, 1), got {beta}")
+    n = torch.tensor(counts, dtype=torch.float64)
+    if beta == 0.0:
+        return torch.ones_like(n)
+    one_minus_beta_n = -torch.expm1(n * math.log(beta))  # 1 - beta^n, accurate for beta near 1
+    w = 1.0 / one_minus_beta_n  # the constant factor (1 - beta) cancels in the normalisation
+    return w * (len(n) / w.sum())
+
+
+def _check_class_vector(values, num_classes: int, name: str) -> Tensor:
+    """A user-given per-class vector (weights, alphas): finite, non-negative, length C; float64."""
+    try:
+        t = torch.as_tensor(values, dtype=torch.float64).detach().cpu().reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{name} must be a sequence of {num_classes} non-negative numbers ({exc})") from None
+    if t.numel() != num_classes:
+        raise ValueError(f"{name} has {t.numel()} entries but there are {num_classes} classes")
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError(f"{name} must be finite and non-negative, got {t.tolist()}")
+    return t
+
+
+# --------------------------------------------------------------------------------------------------------
+# small tensor helpers shared by the families
+# --------------------------------------------------------------------------------------------------------
+def _is_zero(v: HparamValue) -> bool:
+    """True only for a Python float 0 (lets a family skip work without a device sync)."""
+    return not isinstance(v, Tensor) and v == 0.0
+
+
+def _col(v: HparamValue) -> HparamValue:
+    """Make a resolved hyperparameter broadcast against ``[B, C]``: ``[B]`` -> ``[B, 1]``, others unchanged."""
+    if isinstance(v, Tensor) and v.ndim == 1:
+        return v.unsqueeze(-1)
+    return v
+
+
+def _binary_weights(omega: HparamValue, targets: Tensor, positive_index: int, dtype: torch.dtype) -> Tensor:
+    """Per-sample weights: ``omega_i`` where ``y_i == positive_index``, ``1 - omega_i`` elsewhere."""
+    is_pos = targets == positive_index
+    if isinstance(omega, Tensor):
+        return torch.where(is_pos, omega, 1.0 - omega).to(dtype)
+    w = torch.full(targets.shape, 1.0 - omega, dtype=dtype, device=targets.device)
+    return w.masked_fill(is_pos, omega)
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    """Losses are computed in float32 at least (half/bfloat16 logits are upcast); float64 stays float64."""
+    if logits.dtype in (torch.float32, torch.float64):
+        return logits.dtype
+    return torch.float32
+
+
+# --------------------------------------------------------------------------------------------------------
+# the base class
+# --------------------------------------------------------------------------------------------------------
 class ImbalanceLoss(nn.Module):
-    """Base class: stores class counts (buffers), validates inputs, resolves lambda, reduces."""
+    """Base class of the lossdial loss families.
 
-    #: hyperparameter names that ``lam`` may carry
-    hparam_names: tuple[str, ...] = ()
+    Subclasses set ``hparam_names`` (the names ``lam`` may carry), store each fixed hyperparameter as an
+    attribute of that name, register class-count-derived tensors as buffers (so ``.to(device)`` moves them)
+    and implement :meth:`_per_sample`, which returns per-sample losses ``l_i`` and weights ``w_i`` (or None
+    for all-ones weights). :meth:`forward` validates the inputs, resolves ``lam`` and reduces.
 
-    def __init__(self, class_counts: Sequence[int], *, reduction: str = "mean", positive_index: int = 1):
+    Args:
+        class_counts: training count of each class (length C >= 2, all > 0), stored as the float buffer
+            ``class_counts``.
+        reduction: ``"mean"`` (``sum w l / sum w``), ``"sum"`` or ``"none"`` (per-sample ``w_i l_i``).
+        positive_index: binary tasks only: the index of the minority/positive class (default 1).
+
+    Resolved hyperparameters (:meth:`resolve_hparams`) are a Python float, a 0-d tensor or a ``[B]`` tensor
+    on the logits' device and compute dtype; ``_col`` turns ``[B]`` into ``[B, 1]`` to broadcast against
+    ``[B, C]``. Range checks on ``lam`` values run for floats and CPU tensors only (a tensor already on an
+    accelerator is trusted: checking it would force a device sync every step).
+
+    Inputs: ``logits`` must be ``[B, C]`` floating point (half/bfloat16 are upcast to float32 for the loss)
+    and ``targets`` ``[B]`` integer. The target range is checked when targets are on the CPU; on an
+    accelerator the indexing kernels assert out-of-range classes on the device instead.
+    """
+
+    hparam_names: ClassVar[tuple[str, ...]] = ()
+    #: name -> (low, high, low_inclusive): allowed range of a hyperparameter (values must also be finite).
+    hparam_ranges: ClassVar[dict[str, tuple[float, float, bool]]] = {}
+
+    class_counts: Tensor
+
+    def __init__(self, class_counts, *, reduction: str = "mean", positive_index: int = 1) -> None:
         super().__init__()
-        counts = _counts_tensor(class_counts)
+        counts = check_class_counts(class_counts)
         if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        self.num_classes = len(counts)
-        if self.num_classes == 2 and positive_index not in (0, 1):
-            raise ValueError(f"positive_index must be 0 or 1 for a binary task, got {positive_index}")
+            raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+        if isinstance(positive_index, bool) or not isinstance(positive_index, numbers.Integral):
+            raise ValueError(f"positive_index must be an int class index, got {positive_index!r}")
+        if not 0 <= int(positive_index) < len(counts):
+            raise ValueError(
+                f"positive_index={positive_index} is not a class index (there are {len(counts)} classes)"
+            )
         self.reduction = reduction
-        self.positive_index = positive_index
-        self.register_buffer("class_counts", counts)  # float64: exact log-priors
-        self.register_buffer("log_prior", torch.log(counts / counts.sum()))
+        self.positive_index = int(positive_index)
+        self.register_buffer("class_counts", torch.tensor(counts, dtype=torch.get_default_dtype()))
+
+    # ---- basic properties ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return int(self.class_counts.numel())
 
     @property
-    def binary(self) -> bool:
+    def is_binary(self) -> bool:
         return self.num_classes == 2
 
-    # ------------------------------------------------------------------ helpers for subclasses
-    def _check_inputs(self, logits: Tensor, targets: Tensor) -> None:
-        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(f"{type(self).__name__} expects logits of shape [B, {self.num_classes}] "
-                             f"(one column per class), got {list(logits.shape)}")
-        if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
-            raise ValueError(f"targets must have shape [{logits.shape[0]}], got {list(targets.shape)}")
-        if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= self.num_classes):
-            raise ValueError(f"targets must be class indices in [0, {self.num_classes - 1}]")
+    def _counts64(self) -> Tensor:
+        """Class counts as a float64 CPU tensor (for deriving buffers at construction)."""
+        return self.class_counts.detach().to("cpu", torch.float64)
 
-    def _resolve(self, lam: Mapping[str, Any] | None, fixed: Mapping[str, Any], logits: Tensor
-                 ) -> dict[str, Any]:
-        """Fixed hyperparameters overridden by ``lam``; tensors moved to the logits' device and dtype.
+    def _register_derived(self, name: str, value: Tensor) -> None:
+        """Register a class-count-derived float buffer (computed in float64, stored in the default dtype).
 
-        A per-batch value comes back as a 0-d tensor (or the fixed Python value), a per-sample value
-        as a [B, 1] tensor, ready to broadcast against [B, C].
+        A float64 master copy is kept so that a dtype change of the module (``.double()``, ``.to(dtype)``)
+        re-derives the buffer from it instead of up-casting an already rounded float32 value.
         """
-        out = dict(fixed)
-        if not lam:
-            return out
-        unknown = [k for k in lam if k not in self.hparam_names]
-        if unknown:
-            raise KeyError(f"{type(self).__name__} has no hyperparameter {unknown}; lam may carry "
-                           f"{list(self.hparam_names)}")
-        b = logits.shape[0]
-        for k, v in lam.items():
-            t = torch.as_tensor(v, dtype=logits.dtype, device=logits.device)
-            if t.ndim == 1:
-                if t.shape[0] != b:
-                    raise ValueError(f"lam[{k!r}] has {t.shape[0]} values but the batch has {b} samples")
-                t = t[:, None]
-            elif t.ndim != 0:
-                raise ValueError(f"lam[{k!r}] must be a scalar or a [B] tensor, got shape {list(t.shape)}")
-            out[k] = t
-        return out
+        master = value.detach().to("cpu", torch.float64)
+        self.__dict__.setdefault("_derived_masters", {})[name] = master
+        self.register_buffer(name, master.to(torch.get_default_dtype()))
 
-    def _reduce(self, per_sample: Tensor, weights: Tensor) -> Tensor:
-        """``per_sample`` l_i and ``weights`` w_i (both [B]) -> the reduction of w_i * l_i."""
-        weighted = weights * per_sample
+    def _derived(self, name: str, dtype: torch.dtype) -> Tensor:
+        """A derived buffer in ``dtype``; float64 requests on a lower-precision module use the exact master."""
+        buf = self._buffers[name]
+        if buf.dtype == dtype:
+            return buf
+        if dtype == torch.float64:
+            master = self.__dict__.get("_derived_masters", {}).get(name)
+            if master is not None:
+                return master if buf.device.type == "cpu" else master.to(buf.device)
+        return buf.to(dtype)
+
+    def _apply(self, fn, *args, **kwargs):
+        module = super()._apply(fn, *args, **kwargs)
+        for name, master in self.__dict__.get("_derived_masters", {}).items():
+            buf = self._buffers.get(name)
+            if buf is not None and buf.is_floating_point():
+                # cast on the CPU first: some backends (MPS) cannot hold float64 at all
+                self._buffers[name] = master.to(dtype=buf.dtype).to(device=buf.device)
+        return module
+
+    # ---- hyperparameters ------------------------------------------------------------------------------
+    def fixed_hparams(self) -> dict[str, HparamValue]:
+        """The hyperparameters used where ``lam`` does not override them."""
+        return {name: getattr(self, name) for name in self.hparam_names}
+
+    def _check_range(self, name: str, value: HparamValue) -> None:
+        """Range-check a float or a CPU tensor (tensors already on an accelerator are trusted: no sync)."""
+        low, high, low_inclusive = self.hparam_ranges.get(name, (-math.inf, math.inf, True))
+        allowed = f"{'[' if low_inclusive else '('}{low:g}, {high:g}]"
+        if isinstance(value, Tensor):
+            if value.device.type != "cpu":
+                return
+            v = value.detach()
+            ok = torch.isfinite(v) & (v <= high) & ((v >= low) if low_inclusive else (v > low))
+            if not bool(ok.all()):
+                bad = v[~ok].reshape(-1)[:5].tolist()
+                raise ValueError(f"{type(self).__name__}: {name} must be finite and in {allowed}, got {bad}")
+            return
+        ok = math.isfinite(value) and value <= high and (value >= low if low_inclusive else value > low)
+        if not ok:
+            raise ValueError(f"{type(self).__name__}: {name} must be finite and in {allowed}, got {value}")
+
+    def _check_hparams(self, values: Mapping[str, HparamValue], overridden: frozenset[str]) -> None:
+        """Family hook: checks across hyperparameters, binary/multi-class rules (values not yet moved)."""
+
+    @staticmethod
+    def _coerce(name: str, value, batch_size: int) -> HparamValue:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, Tensor):
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"lam[{name!r}] must be a float or a tensor, got {type(value).__name__}") from None
+        if value.dtype == torch.bool or value.is_complex():
+            raise ValueError(f"lam[{name!r}] must be real-valued, got dtype {value.dtype}")
+        if value.ndim == 1 and value.shape[0] == 1 and batch_size != 1:
+            value = value.reshape(())
+        if value.ndim == 0 or (value.ndim == 1 and value.shape[0] == batch_size):
+            return value
+        raise ValueError(
+            f"lam[{name!r}] must be a scalar (one value for the batch) or a tensor of shape [{batch_size}] "
+            f"(one value per sample), got shape {list(value.shape)}"
+        )
+
+    def resolve_hparams(
+        self,
+        lam: Mapping[str, HparamValue] | None,
+        batch_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> dict[str, HparamValue]:
+        """Merge ``lam`` over the fixed hyperparameters, validate, and move tensors to ``device``/``dtype``.
+
+        Returns name -> Python float | 0-d tensor | ``[B]`` tensor. Raises ``KeyError`` for a name not in
+        ``hparam_names`` and ``ValueError`` for a wrong shape or an out-of-range value.
+        """
+        values = self.fixed_hparams()
+        overridden: frozenset[str] = frozenset()
+        if lam:
+            if not isinstance(lam, Mapping):
+                raise TypeError(f"lam must be a mapping of hyperparameter name -> value, got {type(lam).__name__}")
+            unknown = [k for k in lam if k not in self.hparam_names]
+            if unknown:
+                valid = list(self.hparam_names) or "none (this loss takes no lambda)"
+                raise KeyError(
+                    f"{type(self).__name__} got unknown lambda hyperparameter(s) {unknown}; valid: {valid}"
+                )
+            for name, value in lam.items():
+                value = self._coerce(name, value, batch_size)
+                self._check_range(name, value)
+                values[name] = value
+            overridden = frozenset(lam)
+        self._check_hparams(values, overridden)
+        for name, value in values.items():
+            if isinstance(value, Tensor):
+                values[name] = value.to(device=device, dtype=dtype)
+        return values
+
+    # ---- forward --------------------------------------------------------------------------------------
+    def _check_inputs(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        if not isinstance(logits, Tensor) or logits.ndim != 2:
+            shape = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(
+                f"{type(self).__name__} expects logits of shape [batch, {self.num_classes}], got {shape}"
+            )
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits have {logits.shape[1]} classes but {type(self).__name__} was built from "
+                f"{self.num_classes} class counts (logits shape {list(logits.shape)})"
+            )
+        if not logits.is_floating_point():
+            raise ValueError(f"logits must be floating point, got dtype {logits.dtype}")
+        if not isinstance(targets, Tensor) or targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+            shape = list(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+            raise ValueError(f"targets must be class indices of shape [{logits.shape[0]}], got {shape}")
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            raise ValueError(f"targets must be integer class indices (torch.long), got dtype {targets.dtype}")
+        if targets.dtype != torch.long:
+            targets = targets.long()
+        if targets.device.type == "cpu" and targets.numel() > 0:
+            lo, hi = int(targets.min()), int(targets.max())
+            if lo < 0 or hi >= self.num_classes:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"targets contain class {bad}, outside [0, {self.num_classes - 1}]")
+        return logits.to(_compute_dtype(logits)), targets
+
+    def _per_sample(
+        self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-sample losses ``l`` ``[B]`` and weights ``w`` ``[B]`` (None = all ones)."""
+        raise NotImplementedError
+
+    def _reduce(self, losses: Tensor, weights: Tensor | None) -> Tensor:
+        if weights is not None:
+            losses = losses * weights
         if self.reduction == "none":
-            return weighted
+            return losses
         if self.reduction == "sum":
-            return weighted.sum()
-        return weighted.sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
+            return losses.sum()
+        if weights is None:
+            return losses.mean()
+        return losses.sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
 
-    def _per_class_weight(self, weights: Tensor, targets: Tensor) -> Tensor:
-        return weights.to(device=targets.device)[targets]
+    def forward(self, logits: Tensor, targets: Tensor, lam: Mapping[str, HparamValue] | None = None) -> Tensor:
+        """Loss of ``logits`` ``[B, C]`` against ``targets`` ``[B]``; ``lam`` overrides hyperparameters."""
+        logits, targets = self._check_inputs(logits, targets)
+        hp = self.resolve_hparams(lam, logits.shape[0], logits.device, logits.dtype)
+        losses, weights = self._per_sample(logits, targets, hp)
+        return self._reduce(losses, weights)
 
-
-def inverse_frequency_weights(counts: Tensor) -> Tensor:
-    """w_c proportional to 1 / n_c, normalised to mean 1."""
-    w = 1.0 / counts
-    return w / w.mean()
-
-
-def effective_number_weights(counts: Tensor, beta: float = 0.999) -> Tensor:
-    """Cui et al. 2019: w_c proportional to (1 - beta) / (1 - beta^n_c), normalised to mean 1."""
-    if not 0 <= beta < 1:
-        raise ValueError(f"beta_eff must be in [0, 1), got {beta}")
-    w = (1.0 - beta) / (1.0 - torch.pow(torch.as_tensor(beta, dtype=counts.dtype), counts))
-    return w / w.mean()
-
-
-def check_unit_interval(name: str, value: Any) -> None:
-    if isinstance(value, (int, float)) and not (0.0 <= float(value) <= 1.0):
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    def extra_repr(self) -> str:
+        parts = [f"class_counts={[int(c) for c in self.class_counts.tolist()]}"]
+        parts += [f"{k}={v}" for k, v in self.fixed_hparams().items()]
+        parts.append(f"reduction={self.reduction!r}")
+        if self.is_binary:
+            parts.append(f"positive_index={self.positive_index}")
+        return ", ".join(parts)

@@ -1,68 +1,108 @@
-"""Focal loss (Lin et al., ICCV 2017), softmax form.
-
-FL = -alpha_t * (1 - p_t)^phi * log p_t. Binary: alpha weights the positive class (alpha_t = alpha for
-y = positive, 1 - alpha otherwise); multi-class: alpha is None (all 1) or a per-class sequence. alpha_t
-plays the role of the class weight in the reduction: "none" returns alpha_t * (1 - p_t)^phi * (-log p_t)
-and "mean" divides the sum by sum_i alpha_t. With phi = 0 it is weighted cross-entropy. LCT over
-(alpha, phi): Lieberman et al. 2024.
-
-    >>> FocalLoss([900, 100], alpha=0.75, phi=2.0)(torch.zeros(2, 2), torch.tensor([0, 1])).item() > 0
-    True
-"""
+"""Focal loss, softmax form: Lin, Goyal, Girshick, He, Dollár, "Focal loss for dense object detection",
+ICCV 2017. Loss-conditional training over (alpha, phi): Lieberman et al. (arXiv 2410.03588)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import numbers
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossdial.losses.base import ImbalanceLoss, check_unit_interval
+from lossdial.losses.base import HparamValue, ImbalanceLoss, _binary_weights, _check_class_vector, _is_zero
+
+__all__ = ["FocalLoss"]
 
 
 class FocalLoss(ImbalanceLoss):
+    r"""Focal loss ``FL = -alpha_t * (1 - p_t)^phi * log p_t`` with ``p = softmax(z)``, ``p_t = p[y]``.
+
+    .. code-block:: text
+
+        l_i = (1 - p_t)^phi * (-log p_t)        w_i = alpha_t
+        binary:      alpha_t = alpha if y_i == positive_index else 1 - alpha
+        multi-class: alpha_t = alpha[y_i]  (alpha a per-class sequence, default all 1)
+
+    ``alpha_t`` plays the role of the class weight: ``"none"`` returns ``alpha_t (1-p_t)^phi (-log p_t)``,
+    ``"mean"`` divides the sum by ``sum_i alpha_t``. ``phi = 0`` is exactly weighted cross-entropy
+    (``(1 - p_t)^0 = 1`` even where ``p_t`` rounds to 1). ``log p_t`` comes from ``log_softmax`` and
+    ``1 - p_t`` from ``-expm1(log p_t)``, floored at the dtype's smallest normal number so the gradient
+    stays finite as ``p_t -> 1``.
+
+    Args:
+        class_counts: training count per class.
+        alpha: binary: weight of the positive class in [0, 1] (``None`` = 0.5, equal weights); multi-class:
+            ``None`` (all 1) or a per-class sequence.
+        phi: focusing exponent, >= 0.
+        reduction, positive_index: see :class:`~lossdial.losses.base.ImbalanceLoss`.
+
+    ``lam`` may carry ``alpha`` (binary only) and ``phi``, per batch or per sample.
+
+    Example:
+        >>> import torch
+        >>> loss = FocalLoss([900, 100], alpha=0.75, phi=2.0, reduction="none")
+        >>> [round(v, 4) for v in loss(torch.zeros(2, 2), torch.tensor([0, 1])).tolist()]
+        [0.0433, 0.13]
+    """
+
     hparam_names = ("alpha", "phi")
+    hparam_ranges = {"alpha": (0.0, 1.0, True), "phi": (0.0, float("inf"), True)}
 
-    def __init__(self, class_counts: Sequence[int], alpha: float | Sequence[float] | None = None,
-                 phi: float = 2.0, *, reduction: str = "mean", positive_index: int = 1):
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        alpha: float | Sequence[float] | None = None,
+        phi: float = 2.0,
+        *,
+        reduction: str = "mean",
+        positive_index: int = 1,
+    ) -> None:
         super().__init__(class_counts, reduction=reduction, positive_index=positive_index)
-        if phi < 0:
-            raise ValueError(f"phi (the focusing exponent) must be >= 0, got {phi}")
-        if self.binary:
-            alpha = 0.5 if alpha is None else alpha
-            if not isinstance(alpha, (int, float)):
-                raise ValueError("binary FocalLoss takes a single alpha in [0, 1] (weight of the positive class)")
-            check_unit_interval("alpha", alpha)
-            self.alpha = float(alpha)
-            self.register_buffer("class_alpha", torch.ones(2))
+        scalar_alpha = isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
+        if self.is_binary:
+            if alpha is not None and not scalar_alpha:
+                raise ValueError(
+                    "binary FocalLoss takes alpha as one number in [0, 1] (the weight of the positive "
+                    f"class; the negative class gets 1 - alpha), got {alpha!r}"
+                )
+            alpha = 0.5 if alpha is None else float(alpha)
+            self._check_range("alpha", alpha)
+            self.alpha = alpha
         else:
-            if isinstance(alpha, (int, float)):
-                raise ValueError(f"multi-class FocalLoss takes alpha as {self.num_classes} per-class weights "
-                                 "(or None)")
-            a = torch.ones(self.num_classes) if alpha is None else torch.as_tensor(alpha, dtype=torch.float32)
-            if a.shape != (self.num_classes,) or (a < 0).any():
-                raise ValueError(f"alpha must be {self.num_classes} non-negative numbers")
+            if scalar_alpha:
+                raise ValueError(
+                    f"multi-class FocalLoss takes alpha as {self.num_classes} per-class weights or None, "
+                    f"got the single number {alpha}"
+                )
+            a = (
+                _check_class_vector(alpha, self.num_classes, "alpha")
+                if alpha is not None
+                else torch.ones(self.num_classes, dtype=torch.float64)
+            )
+            self._register_derived("class_alpha", a)
             self.alpha = None
-            self.register_buffer("class_alpha", a)
         self.phi = float(phi)
+        self._check_range("phi", self.phi)
 
-    def forward(self, logits: Tensor, targets: Tensor, lam: Mapping[str, Any] | None = None) -> Tensor:
-        self._check_inputs(logits, targets)
-        h = self._resolve(lam, {"alpha": self.alpha, "phi": self.phi}, logits)
-        if not self.binary and lam and "alpha" in lam:
-            raise ValueError("a lambda alpha only applies to binary tasks")
-        logp_t = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
-        p_t = logp_t.exp()
-        phi = torch.as_tensor(h["phi"], dtype=logits.dtype, device=logits.device)
-        phi = phi.reshape(-1) if phi.ndim else phi
-        # (1 - p_t)^phi; the floor keeps 0^0 = 1 and the gradient finite when p_t rounds to 1
-        modulator = (1 - p_t).clamp_min(1e-12).pow(phi)
-        per_sample = -modulator * logp_t
-        if self.binary:
-            alpha = torch.as_tensor(h["alpha"], dtype=logits.dtype, device=logits.device)
-            alpha = alpha.reshape(-1) if alpha.ndim else alpha
-            weights = torch.where(targets == self.positive_index, alpha, 1 - alpha).to(logits.dtype)
+    def _check_hparams(self, values: Mapping[str, HparamValue], overridden: frozenset[str]) -> None:
+        if not self.is_binary and "alpha" in overridden:
+            raise ValueError(
+                f"lam carries alpha, which only applies to binary tasks (this loss has {self.num_classes} "
+                "classes; per-class alphas are fixed at construction); condition on phi"
+            )
+
+    def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
+        logp_t = F.log_softmax(logits, dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
+        nll = -logp_t
+        phi = hp["phi"]
+        if _is_zero(phi):
+            losses = nll
         else:
-            weights = self._per_class_weight(self.class_alpha.to(logits.dtype), targets)
-        return self._reduce(per_sample, weights)
+            one_minus_pt = (-torch.expm1(logp_t)).clamp_min(torch.finfo(logp_t.dtype).tiny)
+            losses = one_minus_pt.pow(phi) * nll
+        if self.is_binary:
+            weights = _binary_weights(hp["alpha"], targets, self.positive_index, losses.dtype)
+        else:
+            weights = self._derived("class_alpha", losses.dtype)[targets]
+        return losses, weights

@@ -1,65 +1,138 @@
-"""LDAM loss with optional deferred re-weighting (Cao et al., NeurIPS 2019).
-
-Margins m_c = C / n_c^(1/4), scaled so that max_c m_c = max_margin; the loss is cross-entropy on
-scale * (z - m_y * onehot(y)). DRW: from epoch ``drw_epoch`` on (call ``set_epoch`` each epoch), class
-weights switch to effective-number weights with ``drw_beta`` (normalised to mean 1).
-
-    >>> LDAMLoss([5000, 50]).margins
-    tensor([0.1581, 0.5000])
-"""
+"""LDAM loss with optional deferred re-weighting (DRW): Cao, Wei, Gaidon, Arechiga, Ma, "Learning
+imbalanced datasets with label-distribution-aware margin loss", NeurIPS 2019."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import numbers
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossdial.losses.base import ImbalanceLoss, effective_number_weights
+from lossdial.losses.base import (
+    HparamValue,
+    ImbalanceLoss,
+    _check_class_vector,
+    _col,
+    effective_number_weights,
+)
+
+__all__ = ["LDAMLoss"]
 
 
 class LDAMLoss(ImbalanceLoss):
-    hparam_names = ("max_margin", "scale")
+    r"""Label-distribution-aware margin loss: cross-entropy with a class-dependent margin on the true logit.
 
-    def __init__(self, class_counts: Sequence[int], max_margin: float = 0.5, scale: float = 30.0,
-                 class_weights: Sequence[float] | None = None, drw_epoch: int | None = None,
-                 drw_beta: float = 0.9999, *, reduction: str = "mean", positive_index: int = 1):
+    .. code-block:: text
+
+        m_c = max_margin * n_c^(-1/4) / max_k n_k^(-1/4)        (so max_c m_c = max_margin)
+        l_i = -log softmax(scale * (z_i - m_{y_i} * onehot(y_i)))[y_i],   w_i = class weight of y_i
+
+    Deferred re-weighting (DRW): call :meth:`set_epoch` each epoch; from ``drw_epoch`` on the class weights
+    are the effective-number weights ``∝ (1 - drw_beta) / (1 - drw_beta^n_c)`` (mean 1); before that
+    they are ``class_weights`` (default all 1). ``drw_epoch=None`` never switches. The epoch is not part
+    of the state dict: a resumed run must call ``set_epoch`` again.
+
+    The margin is training-only: predictions use the raw logits.
+
+    Args:
+        class_counts: training count per class.
+        max_margin: the largest margin (that of the rarest class), >= 0.
+        scale: logit scale ``s`` (> 0); Cao et al. use 30 with normalised features.
+        class_weights: per-class weights before DRW (used as given); default all 1.
+        drw_epoch: first epoch of re-weighting, or None.
+        drw_beta: ``beta`` of the effective-number DRW weights, in [0, 1).
+        reduction, positive_index: see :class:`~lossdial.losses.base.ImbalanceLoss`.
+
+    ``lam`` may carry ``max_margin`` and ``scale``, per batch or per sample.
+
+    Example:
+        >>> import torch
+        >>> loss = LDAMLoss([10000, 625], max_margin=0.5, scale=30.0, drw_epoch=160)
+        >>> [round(m, 4) for m in loss.margins().tolist()]     # (625 / 10000)^(1/4) = 0.5
+        [0.25, 0.5]
+        >>> loss.set_epoch(160); loss.drw_active
+        True
+    """
+
+    hparam_names = ("max_margin", "scale")
+    hparam_ranges = {"max_margin": (0.0, float("inf"), True), "scale": (0.0, float("inf"), False)}
+
+    margin_ratio: Tensor
+    base_weights: Tensor
+    drw_weights: Tensor
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        max_margin: float = 0.5,
+        scale: float = 30.0,
+        class_weights: Sequence[float] | None = None,
+        drw_epoch: int | None = None,
+        drw_beta: float = 0.9999,
+        *,
+        reduction: str = "mean",
+        positive_index: int = 1,
+    ) -> None:
         super().__init__(class_counts, reduction=reduction, positive_index=positive_index)
-        if max_margin < 0 or scale <= 0:
-            raise ValueError(f"LDAM needs max_margin >= 0 and scale > 0, got {max_margin}, {scale}")
-        m = self.class_counts.double().pow(-0.25)
-        self.register_buffer("unit_margins", (m / m.max()).float())  # max = 1; times max_margin
-        base = torch.ones(self.num_classes) if class_weights is None else torch.as_tensor(class_weights).float()
-        if base.shape != (self.num_classes,):
-            raise ValueError(f"class_weights must have {self.num_classes} entries")
-        self.register_buffer("base_weights", base)
-        self.register_buffer("drw_weights", effective_number_weights(self.class_counts.double(), drw_beta).float())
-        self.max_margin, self.scale = float(max_margin), float(scale)
-        self.drw_epoch, self.drw_beta = drw_epoch, drw_beta
+        self.max_margin = float(max_margin)
+        self.scale = float(scale)
+        self._check_range("max_margin", self.max_margin)
+        self._check_range("scale", self.scale)
+        if drw_epoch is not None and (
+            isinstance(drw_epoch, bool) or not isinstance(drw_epoch, numbers.Integral) or drw_epoch < 0
+        ):
+            raise ValueError(f"drw_epoch must be a non-negative int epoch or None, got {drw_epoch!r}")
+        drw_beta = float(drw_beta)
+        if not 0.0 <= drw_beta < 1.0:
+            raise ValueError(f"drw_beta must be in [0, 1), got {drw_beta}")
+        self.drw_epoch = None if drw_epoch is None else int(drw_epoch)
+        self.drw_beta = drw_beta
         self.epoch = 0
 
-    @property
-    def margins(self) -> Tensor:
-        return self.unit_margins * self.max_margin
+        n = self._counts64()
+        quarter = n.pow(-0.25)
+        self._register_derived("margin_ratio", quarter / quarter.max())
+        self._has_base_weights = class_weights is not None
+        base = (
+            _check_class_vector(class_weights, self.num_classes, "class_weights")
+            if class_weights is not None
+            else torch.ones_like(n)
+        )
+        self._register_derived("base_weights", base)
+        self._register_derived("drw_weights", effective_number_weights(n, drw_beta))
 
+    # ---- DRW ------------------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Tell the loss the current (0-based) epoch; DRW weights apply from ``drw_epoch`` on."""
+        """Tell the loss the current (0-based) training epoch; switches to DRW weights at ``drw_epoch``."""
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
         self.epoch = int(epoch)
 
     @property
-    def class_weights(self) -> Tensor:
-        if self.drw_epoch is not None and self.epoch >= self.drw_epoch:
-            return self.drw_weights
-        return self.base_weights
+    def drw_active(self) -> bool:
+        return self.drw_epoch is not None and self.epoch >= self.drw_epoch
 
-    def forward(self, logits: Tensor, targets: Tensor, lam: Mapping[str, Any] | None = None) -> Tensor:
-        self._check_inputs(logits, targets)
-        h = self._resolve(lam, {"max_margin": self.max_margin, "scale": self.scale}, logits)
-        mm = torch.as_tensor(h["max_margin"], dtype=logits.dtype, device=logits.device)
-        s = torch.as_tensor(h["scale"], dtype=logits.dtype, device=logits.device)
-        margin_y = self.unit_margins.to(logits.dtype)[targets][:, None] * mm  # [B, 1]
-        onehot = F.one_hot(targets, self.num_classes).to(logits.dtype)
-        z = s * (logits - margin_y * onehot)
-        per_sample = F.cross_entropy(z, targets, reduction="none")
-        return self._reduce(per_sample, self._per_class_weight(self.class_weights.to(logits.dtype), targets))
+    def current_class_weights(self) -> Tensor:
+        """The per-class weights in use at the current epoch (shape ``[C]``)."""
+        return self.drw_weights if self.drw_active else self.base_weights
+
+    def margins(self, max_margin: float | None = None) -> Tensor:
+        """Per-class margins ``m_c`` (shape ``[C]``) for ``max_margin`` (default: the fixed one)."""
+        return (self.max_margin if max_margin is None else max_margin) * self.margin_ratio
+
+    # ---- loss -----------------------------------------------------------------------------------------
+    def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
+        dtype = logits.dtype
+        margin = hp["max_margin"] * self._derived("margin_ratio", dtype)[targets]  # [B]
+        onehot = F.one_hot(targets, self.num_classes).to(dtype)
+        z = _col(hp["scale"]) * (logits - onehot * margin.unsqueeze(1))
+        losses = F.cross_entropy(z, targets, reduction="none")
+        if not self.drw_active and not self._has_base_weights:
+            return losses, None
+        name = "drw_weights" if self.drw_active else "base_weights"
+        return losses, self._derived(name, dtype)[targets]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, drw_epoch={self.drw_epoch}, drw_beta={self.drw_beta}"

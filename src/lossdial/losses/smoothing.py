@@ -1,57 +1,113 @@
-"""Class-conditional label smoothing (Shwartz-Ziv et al., NeurIPS 2023, "Simplifying neural network
-training under class imbalance").
-
-Target q = (1 - a_y) * onehot(y) + a_y / K, more smoothing for rarer classes. Our default: a_c
-interpolates in log-count from a_max at the rarest class to a_min at the most frequent,
-a_c = a_min + (a_max - a_min) * (log n_max - log n_c) / (log n_max - log n_min); when all counts are
-equal every class gets a_max. The loss is -sum_k q_k log softmax(z)_k.
-
-    >>> ClassConditionalSmoothingLoss([900, 100], a_max=0.2).smoothing()
-    tensor([0.0000, 0.2000])
-"""
+"""Class-conditional label smoothing, as recommended for imbalanced training by Shwartz-Ziv, Goldblum, Li,
+Bruss, Wilson, "Simplifying neural network training under class imbalance", NeurIPS 2023."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossdial.losses.base import ImbalanceLoss
+from lossdial.losses.base import HparamValue, ImbalanceLoss, _check_class_vector
+
+__all__ = ["ClassConditionalSmoothingLoss"]
 
 
 class ClassConditionalSmoothingLoss(ImbalanceLoss):
+    r"""Cross-entropy against class-conditionally smoothed targets, with more smoothing for rarer classes.
+
+    .. code-block:: text
+
+        q   = (1 - a_y) * onehot(y) + a_y / K                       (K = number of classes)
+        l_i = -sum_k q_k log softmax(z_i)_k
+            = (1 - a_y) * (-log p_y) + a_y * mean_k(-log p_k)
+        a_c = a_min + (a_max - a_min) * (log n_max - log n_c) / (log n_max - log n_min)
+
+    so the rarest class gets ``a_max`` and the most frequent ``a_min``, interpolating in log-count. If all
+    counts are equal every class gets ``a_max`` (the rarest class is every class). ``w_i`` is the class
+    weight of ``y_i`` (default 1). Requires ``0 <= a_min <= a_max <= 1``.
+
+    Args:
+        class_counts: training count per class.
+        a_max: smoothing of the rarest class.
+        a_min: smoothing of the most frequent class.
+        class_weights: optional per-class weights (used as given); default all 1.
+        reduction, positive_index: see :class:`~lossdial.losses.base.ImbalanceLoss`.
+
+    ``lam`` may carry ``a_max`` and ``a_min``, per batch or per sample.
+
+    Example:
+        >>> import torch
+        >>> loss = ClassConditionalSmoothingLoss([1000, 100, 10], a_max=0.2, a_min=0.0)
+        >>> [round(a, 4) for a in loss.smoothing().tolist()]
+        [0.0, 0.1, 0.2]
+    """
+
     hparam_names = ("a_max", "a_min")
+    hparam_ranges = {"a_max": (0.0, 1.0, True), "a_min": (0.0, 1.0, True)}
 
-    def __init__(self, class_counts: Sequence[int], a_max: float = 0.2, a_min: float = 0.0,
-                 class_weights: Sequence[float] | None = None, *, reduction: str = "mean",
-                 positive_index: int = 1):
+    rarity: Tensor
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        a_max: float = 0.2,
+        a_min: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        *,
+        reduction: str = "mean",
+        positive_index: int = 1,
+    ) -> None:
         super().__init__(class_counts, reduction=reduction, positive_index=positive_index)
-        if not (0 <= a_min <= a_max <= 1):
-            raise ValueError(f"need 0 <= a_min <= a_max <= 1, got a_min={a_min}, a_max={a_max}")
-        logn = self.class_counts.double().log()
-        span = logn.max() - logn.min()
-        rarity = (logn.max() - logn) / span if span > 0 else torch.ones_like(logn)
-        self.register_buffer("rarity", rarity.float())  # 1 at the rarest class, 0 at the most frequent
-        w = torch.ones(self.num_classes) if class_weights is None else torch.as_tensor(class_weights).float()
-        if w.shape != (self.num_classes,):
-            raise ValueError(f"class_weights must have {self.num_classes} entries")
-        self.register_buffer("class_weights", w)
-        self.a_max, self.a_min = float(a_max), float(a_min)
+        self.a_max = float(a_max)
+        self.a_min = float(a_min)
+        self._check_range("a_max", self.a_max)
+        self._check_range("a_min", self.a_min)
+        self._check_hparams({"a_max": self.a_max, "a_min": self.a_min}, frozenset())
+        n = self._counts64()
+        log_n = torch.log(n)
+        span = float(log_n.max() - log_n.min())
+        # rarity_c = (log n_max - log n_c) / (log n_max - log n_min): 0 at the most frequent, 1 at the rarest
+        rarity = (log_n.max() - log_n) / span if span > 0 else torch.ones_like(n)
+        self._register_derived("rarity", rarity)
+        self._has_weights = class_weights is not None
+        if class_weights is not None:
+            self._register_derived(
+                "class_weights", _check_class_vector(class_weights, self.num_classes, "class_weights")
+            )
 
-    def smoothing(self, a_max: Any = None, a_min: Any = None) -> Tensor:
-        """Per-class smoothing a_c ([C], or [B, C] for per-sample a_max / a_min)."""
+    def _check_hparams(self, values: Mapping[str, HparamValue], overridden: frozenset[str]) -> None:
+        a_max, a_min = values["a_max"], values["a_min"]
+        if isinstance(a_max, Tensor) and a_max.device.type != "cpu":
+            return
+        if isinstance(a_min, Tensor) and a_min.device.type != "cpu":
+            return
+        bad = torch.as_tensor(a_min) > torch.as_tensor(a_max)
+        if bool(bad.any()):
+            raise ValueError(
+                f"{type(self).__name__} needs a_min <= a_max (a_min={_short(a_min)}, a_max={_short(a_max)})"
+            )
+
+    def smoothing(self, a_max: float | None = None, a_min: float | None = None) -> Tensor:
+        """Per-class smoothing ``a_c`` (shape ``[C]``); defaults: the fixed ``a_max`` and ``a_min``."""
         a_max = self.a_max if a_max is None else a_max
         a_min = self.a_min if a_min is None else a_min
         return a_min + (a_max - a_min) * self.rarity
 
-    def forward(self, logits: Tensor, targets: Tensor, lam: Mapping[str, Any] | None = None) -> Tensor:
-        self._check_inputs(logits, targets)
-        h = self._resolve(lam, {"a_max": self.a_max, "a_min": self.a_min}, logits)
-        a = self.smoothing(h["a_max"], h["a_min"]).to(logits.dtype)  # [C] or [B, C]
-        a_y = (a.expand(len(targets), -1) if a.ndim == 1 else a).gather(1, targets[:, None])  # [B, 1]
-        onehot = F.one_hot(targets, self.num_classes).to(logits.dtype)
-        q = (1 - a_y) * onehot + a_y / self.num_classes
-        per_sample = -(q * F.log_softmax(logits, dim=1)).sum(dim=1)
-        return self._reduce(per_sample, self._per_class_weight(self.class_weights.to(logits.dtype), targets))
+    def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
+        logp = F.log_softmax(logits, dim=1)
+        nll = -logp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        uniform = -logp.mean(dim=1)
+        a_min, a_max = hp["a_min"], hp["a_max"]
+        a_y = a_min + (a_max - a_min) * self._derived("rarity", logits.dtype)[targets]
+        losses = (1.0 - a_y) * nll + a_y * uniform
+        weights = self._derived("class_weights", logits.dtype)[targets] if self._has_weights else None
+        return losses, weights
+
+
+def _short(v: HparamValue):
+    if isinstance(v, Tensor):
+        return v.reshape(-1)[:5].tolist() if v.ndim else v.item()
+    return v if not math.isnan(v) else "nan"

@@ -1,77 +1,142 @@
-"""VS loss (Kini et al., NeurIPS 2021, "Label-imbalanced and group-sensitive classification under
-overparameterization").
-
-Adjusted logits  z'_c = Delta_c * z_c + iota_c  with  Delta_c = (n_c / n_max)^gamma  and
-iota_c = tau * log(pi_c); the loss is weighted cross-entropy on z'. Binary class weights are
-w = [1 - omega, omega] (omega on the positive/minority class); multi-class weights default to inverse
-frequency normalised to mean 1. Special cases: logit adjustment (gamma = 0), CDT (tau = 0), weighted CE
-(gamma = tau = 0). The adjustment is training-only: predict with the raw logits z.
-
-Binary closed form (beta = n_0 / n_1): s = z_1 * beta^(-gamma) - z_0 - tau * log(beta), and the per-sample
-loss is softplus(-s) for y = 1, softplus(s) for y = 0.
-
-    >>> loss = VSLoss(class_counts=[5000, 50], omega=0.5, gamma=0.2, tau=2.0)
-    >>> logits, y = torch.zeros(4, 2), torch.tensor([0, 1, 1, 0])
-    >>> loss(logits, y, lam={"tau": torch.tensor([0.0, 1.0, 2.0, 3.0])}).shape
-    torch.Size([])
-"""
+"""VS (vector-scaling) loss: Kini, Paraskevas, Oymak, Thrampoulidis, "Label-imbalanced and group-sensitive
+classification under overparameterization", NeurIPS 2021."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossdial.losses.base import ImbalanceLoss, check_unit_interval, inverse_frequency_weights
+from lossdial.losses.base import (
+    HparamValue,
+    ImbalanceLoss,
+    _binary_weights,
+    _check_class_vector,
+    _col,
+    _is_zero,
+    inverse_frequency_weights,
+)
+
+__all__ = ["VSLoss"]
 
 
 class VSLoss(ImbalanceLoss):
-    hparam_names = ("omega", "gamma", "tau")
+    r"""Vector-scaling loss: weighted cross-entropy on multiplicatively and additively adjusted logits.
 
-    def __init__(self, class_counts: Sequence[int], omega: float | None = None, gamma: float = 0.0,
-                 tau: float = 0.0, class_weights: Sequence[float] | None = None, *, reduction: str = "mean",
-                 positive_index: int = 1):
+    .. code-block:: text
+
+        z'_c    = Delta_c * z_c + iota_c
+        Delta_c = (n_c / n_max) ** gamma          (multiplicative, CDT-like)
+        iota_c  = tau * log(pi_c),  pi_c = n_c / sum_k n_k   (additive, logit adjustment)
+        l_i     = -log softmax(z'_i)[y_i],   w_i = class weight of y_i
+
+    Binary tasks weight the classes ``[1 - omega, omega]`` with ``omega`` on ``positive_index`` (the
+    minority class); a per-sample ``omega_i`` gives ``w_i = omega_i`` if ``y_i`` is positive else
+    ``1 - omega_i``. Multi-class tasks use per-class ``class_weights`` (default inverse frequency, mean 1);
+    ``omega`` does not apply there and passing it (in the constructor or in ``lam``) raises ``ValueError``.
+
+    Special cases: ``gamma = 0`` is logit adjustment, ``tau = 0`` is CDT, ``gamma = tau = 0`` is weighted CE
+    (plain CE for binary ``omega = 0.5`` under ``reduction="mean"``).
+
+    The adjustment is **training-only**: predictions use the raw logits ``z``.
+
+    Args:
+        class_counts: training count per class.
+        omega: binary only: weight of the positive class in [0, 1]; ``None`` means 0.5 (binary) / not used
+            (multi-class).
+        gamma: exponent of the multiplicative adjustment.
+        tau: scale of the additive adjustment.
+        class_weights: multi-class only: per-class weights (used as given); default inverse frequency
+            normalised to mean 1.
+        reduction, positive_index: see :class:`~lossdial.losses.base.ImbalanceLoss`.
+
+    ``lam`` may carry ``omega`` (binary), ``gamma`` and ``tau``.
+
+    Example:
+        >>> import torch
+        >>> loss = VSLoss([5000, 50], omega=0.5, gamma=0.2, tau=1.0)
+        >>> logits, y = torch.zeros(4, 2), torch.tensor([0, 1, 1, 0])
+        >>> loss(logits, y).shape
+        torch.Size([])
+        >>> loss(logits, y, lam={"tau": torch.tensor([0.0, 1.0, 2.0, 3.0])}).ndim   # one tau per sample
+        0
+    """
+
+    hparam_names = ("omega", "gamma", "tau")
+    hparam_ranges = {"omega": (0.0, 1.0, True)}
+
+    log_count_ratio: Tensor
+    log_prior: Tensor
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        omega: float | None = None,
+        gamma: float = 0.0,
+        tau: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        *,
+        reduction: str = "mean",
+        positive_index: int = 1,
+    ) -> None:
         super().__init__(class_counts, reduction=reduction, positive_index=positive_index)
-        if self.binary:
+        n = self._counts64()
+        if self.is_binary:
             if class_weights is not None:
-                raise ValueError("binary VSLoss is weighted by omega; class_weights is for multi-class tasks")
-            omega = 0.5 if omega is None else omega
-            check_unit_interval("omega", omega)
-            w = torch.ones(2)
+                raise ValueError(
+                    "binary VSLoss is weighted by omega (weight of the positive class); class_weights is for "
+                    "multi-class tasks (class weights [w0, w1] correspond to omega = w1 / (w0 + w1))"
+                )
+            omega = 0.5 if omega is None else float(omega)
+            self._check_range("omega", omega)
         else:
             if omega is not None:
-                raise ValueError("omega (the minority-class weight) only applies to binary tasks; for "
-                                 f"{self.num_classes} classes pass class_weights (default inverse frequency)")
-            w = (torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None
-                 else inverse_frequency_weights(self.class_counts.double()).float())
-            if w.shape != (self.num_classes,) or (w < 0).any():
-                raise ValueError(f"class_weights must be {self.num_classes} non-negative numbers")
-        self.omega, self.gamma, self.tau = omega, float(gamma), float(tau)
-        self.register_buffer("class_weights", w)
-        self.register_buffer("log_count_ratio", torch.log(self.class_counts / self.class_counts.max()))
+                raise ValueError(
+                    f"omega (the positive-class weight) only applies to binary tasks; with {self.num_classes} "
+                    "classes pass class_weights (default: inverse frequency, mean 1) instead"
+                )
+            w = (
+                _check_class_vector(class_weights, self.num_classes, "class_weights")
+                if class_weights is not None
+                else inverse_frequency_weights(n)
+            )
+            self._register_derived("class_weights", w)
+        self.omega = omega
+        self.gamma = float(gamma)
+        self.tau = float(tau)
+        self._check_range("gamma", self.gamma)
+        self._check_range("tau", self.tau)
+        self._register_derived("log_count_ratio", torch.log(n / n.max()))
+        self._register_derived("log_prior", torch.log(n / n.sum()))
 
-    def adjusted_logits(self, logits: Tensor, gamma: Any, tau: Any) -> Tensor:
-        """z' = (n_c / n_max)^gamma * z + tau * log(pi_c); gamma, tau scalars or [B, 1]."""
-        delta = torch.exp(torch.as_tensor(gamma, dtype=logits.dtype, device=logits.device)
-                          * self.log_count_ratio.to(logits.dtype))
-        iota = torch.as_tensor(tau, dtype=logits.dtype, device=logits.device) * self.log_prior.to(logits.dtype)
-        return delta * logits + iota
+    def _check_hparams(self, values: Mapping[str, HparamValue], overridden: frozenset[str]) -> None:
+        if not self.is_binary and "omega" in overridden:
+            raise ValueError(
+                f"lam carries omega, which only applies to binary tasks (this loss has {self.num_classes} "
+                "classes); condition on gamma and/or tau"
+            )
 
-    def forward(self, logits: Tensor, targets: Tensor, lam: Mapping[str, Any] | None = None) -> Tensor:
-        self._check_inputs(logits, targets)
-        h = self._resolve(lam, {"omega": self.omega, "gamma": self.gamma, "tau": self.tau}, logits)
-        if not self.binary and lam and "omega" in lam:
-            raise ValueError("omega only applies to binary tasks")
-        z = self.adjusted_logits(logits, h["gamma"], h["tau"])
-        per_sample = F.cross_entropy(z, targets, reduction="none")
-        if self.binary:
-            omega = torch.as_tensor(h["omega"], dtype=logits.dtype, device=logits.device)
-            omega = omega.reshape(-1) if omega.ndim else omega
-            is_pos = targets == self.positive_index
-            weights = torch.where(is_pos, omega, 1 - omega).to(logits.dtype)
-            weights = weights * self._per_class_weight(self.class_weights.to(logits.dtype), targets)
+    def adjusted_logits(self, logits: Tensor, gamma: HparamValue = None, tau: HparamValue = None) -> Tensor:
+        """``z' = (n_c / n_max)^gamma * z + tau * log(pi_c)`` (defaults: the fixed gamma and tau).
+
+        ``gamma``/``tau`` may be floats, 0-d tensors or ``[B]`` tensors already on ``logits``' device.
+        """
+        gamma = self.gamma if gamma is None else gamma
+        tau = self.tau if tau is None else tau
+        z = logits
+        if not _is_zero(gamma):
+            z = z * torch.exp(_col(gamma) * self._derived("log_count_ratio", z.dtype))
+        if not _is_zero(tau):
+            z = z + _col(tau) * self._derived("log_prior", z.dtype)
+        return z
+
+    def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
+        z = self.adjusted_logits(logits, hp["gamma"], hp["tau"])
+        losses = F.cross_entropy(z, targets, reduction="none")
+        if self.is_binary:
+            weights = _binary_weights(hp["omega"], targets, self.positive_index, losses.dtype)
         else:
-            weights = self._per_class_weight(self.class_weights.to(logits.dtype), targets)
-        return self._reduce(per_sample, weights)
+            weights = self._derived("class_weights", losses.dtype)[targets]
+        return losses, weights
