@@ -196,6 +196,8 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     loss_acc = torch.zeros((), device=dev)
     while state["epoch"] < tc.epochs:
         epoch = state["epoch"]
+        if hasattr(loss_fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting
+            loss_fn.set_epoch(epoch)
         for xb, yb in loader.batches(epoch, start=state["batch"]):
             xb = task.normalizer(augment_batch(xb, tc.augment, aug_gen, tc.crop_padding))
             if space is not None:
