@@ -57,3 +57,11 @@ def test_demo_quick_end_to_end(tmp_path):
     out = _ok(runner.invoke(app, ["demo", "--quick", "--out", str(tmp_path), "-q"]))
     assert (tmp_path / "baseline" / "COMPLETE").is_file() and (tmp_path / "lct" / "COMPLETE").is_file()
     assert re.search(r"train\s+\d+ positives", out)
+
+
+def test_lct_option_sets_the_lambda_space():
+    out = _ok(runner.invoke(app, ["train", "configs/demo_digits.yaml", "--lct", "gamma~U(0,0.3) tau~L(0,3,0.33)",
+                                  "--print-config"]))
+    assert "gamma: U(0,0.3)" in out and "tau: L(0,3,0.33)" in out
+    r = runner.invoke(app, ["train", "configs/demo_digits.yaml", "--lct", "tau~L(0,3,0.9)", "--print-config"])
+    assert r.exit_code == 2 and "hb must be in" in r.output

@@ -86,11 +86,22 @@ def train(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the effective config and exit."),
     device: Optional[str] = typer.Option(None, help="Override train.device (auto, cpu, cuda, cuda:1, ...)."),
+    lct: Optional[str] = typer.Option(None, "--lct", help='Train LCT over these distributions, e.g. '
+                                      '"tau~L(0,3,0.33)" (sets lct.enabled and lct.lambda).'),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a baseline or LCT model from a YAML config into a run directory."""
     if resume and out is None:
         _fail("--resume needs --out RUN_DIR naming the run to continue")
+    if lct:
+        from lossdial.conditioning import parse_lct
+
+        try:
+            dists = parse_lct(lct)
+        except ValueError as exc:
+            _fail(f"--lct: {exc}")
+        set_ = list(set_) + ["lct.enabled=true",
+                             "lct.lambda=" + json.dumps({k: d.spec() for k, d in dists.items()})]
     cfg = _load_config_or_fail(config, set_, out if resume else None)
     if print_config:
         console.print(cfg.to_yaml(), highlight=False, markup=False)
