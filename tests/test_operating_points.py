@@ -2,6 +2,7 @@
 
 import html.parser
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -169,10 +170,15 @@ def test_cli_pick_card_predict_export_report(runs, tmp_path):
     # export: a plain TorchScript model whose scores equal the LCT model's at that lambda
     r = runner.invoke(app, ["export", run, "--at", "screening", "--out", str(tmp_path / "exp")])
     assert r.exit_code == 0, r.output
-    ts = torch.jit.load(str(tmp_path / "exp" / "model.ts"))
+    with warnings.catch_warnings():  # torch.jit is deprecated in recent torch; still what many deploy
+        warnings.simplefilter("ignore", FutureWarning)
+        ts = torch.jit.load(str(tmp_path / "exp" / "model.ts"))
     with torch.no_grad():
         s = ts(torch.from_numpy(x)).numpy()
     assert np.allclose(s, res.scores[0], atol=1e-5)
+    ep = torch.export.load(str(tmp_path / "exp" / "model.pt2")).module()
+    with torch.no_grad():
+        assert np.allclose(ep(torch.from_numpy(x[:7])).numpy(), res.scores[0][:7], atol=1e-5)
 
     # report: valid HTML, every referenced image exists
     r = runner.invoke(app, ["report", run, str(runs / "base"), "--out", str(tmp_path / "rep")])

@@ -435,7 +435,11 @@ def export(
     out = out or Path(run) / "export" / at
     meta = export_run(loaded, at, card["points"][at], out)
     console.print(f"exported point '{at}' (lambda {meta['lambda']}, threshold {meta['threshold']:.6g}) to {out}: "
-                  f"model.ts (TorchScript: torch.jit.load), weights.safetensors, export.json")
+                  f"{', '.join(meta['files'].values())}, export.json (load model.pt2 with torch.export.load(...).module(), "
+                  f"model.ts with torch.jit.load)")
+    if meta.get("torch_export_error"):
+        err_console.print(f"[yellow]warning:[/] torch.export failed ({meta['torch_export_error']}); TorchScript "
+                          "and the state dict were written")
 
 
 @app.command()
@@ -461,6 +465,68 @@ def report(
     except (ValueError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
     console.print(f"report: {page}")
+
+
+def _beta(beta: float | None) -> str:
+    return "natural (null)" if beta is None else f"{beta:g}"
+
+
+@app.command()
+def data(
+    config: Path = typer.Argument(..., help="YAML config whose data section to build."),
+    set_: list[str] = typer.Option([], "--set", help="Dotted override, e.g. --set data.beta=10 (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print data.json's content (as training would write it)."),
+) -> None:
+    """Build the data a config describes, without training: class counts per split, imbalance, cache."""
+    from lossdial.data import build_task
+
+    cfg = _load_config_or_fail(config, set_)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            task = build_task(cfg.data)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    d = task.describe()
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    src, tm = d["source"], d["task"]
+    where = src.get("archive") or src.get("path") or ""
+    console.print(f"[bold]source[/] {cfg.data.source} {where}", highlight=False)
+    if src.get("cache"):
+        state = "reused" if src.get("cache_hit") else "built now"
+        console.print(f"[bold]cache[/] {src['cache']} ({state})", highlight=False)
+    elif cfg.data.source in ("image_folder", "cifar10_jpeg"):
+        console.print("[bold]cache[/] off (data.cache: false)")
+    if src.get("skipped_images"):
+        console.print(f"[yellow]skipped {src['skipped_images']} unreadable image(s)[/], e.g. "
+                      f"{src.get('skipped_examples', [])[:3]}", highlight=False)
+    console.print(f"[bold]inputs[/] {d['kind']} {d['dtype']} {d['input_shape']}", highlight=False)
+    names = d["class_names"]
+    if tm["task"] == "binary":
+        console.print(f"[bold]task[/] binary: label 1 = {' + '.join(tm['positive_classes'])} (positive), label 0 = "
+                      f"{' + '.join(tm['negative_classes'])}; beta = {_beta(tm['beta'])}", highlight=False)
+    else:
+        console.print(f"[bold]task[/] multiclass, {len(names)} classes, {tm['profile']} long tail, beta = "
+                      f"{_beta(tm['beta'])}", highlight=False)
+    pool = "test split" if tm["val_from"] == "test" else "training pool"
+    console.print(f"[bold]splits[/] validation = {tm['val_fraction']:g} of the {pool} per class; test = "
+                  f"{tm['test_split']}; data seed {tm['seed']}", highlight=False)
+    table = Table(title_justify="left", pad_edge=False)
+    table.add_column("label", justify="right")
+    table.add_column("class")
+    for s in ("train", "val", "test"):
+        table.add_column(s, justify="right")
+    for i, n in enumerate(names):
+        table.add_row(str(i), n, *[str(d["counts"][s][i]) for s in ("train", "val", "test")])
+    table.add_row("", "total", *[str(sum(d["counts"][s])) for s in ("train", "val", "test")])
+    console.print(table)
+    ratio = d["imbalance_ratio"]
+    what = "n_neg / n_pos" if tm["task"] == "binary" else "n_max / n_min"
+    console.print(f"training imbalance ratio {ratio:.2f} ({what})", highlight=False)
 
 
 def main() -> None:

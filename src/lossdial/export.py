@@ -7,6 +7,7 @@ run's splits), applies the run's normalisation, and returns P(positive), shape [
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -56,15 +57,29 @@ def export_run(loaded, name: str, point: Mapping[str, Any], out_dir: str | Path)
     sd = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     atomic_write_bytes(out / "weights.safetensors", save(sd))
     example = torch.zeros((2, *loaded.data["input_shape"]), dtype=torch.float32)
-    with torch.no_grad():
+    files = {"state_dict": "weights.safetensors"}
+    # TorchScript (asked for by deployment targets that still load it; deprecated in recent torch)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(module, example, check_trace=False)
-    tmp = out / ".model.ts.tmp"
-    traced.save(str(tmp))
+        tmp = out / ".model.ts.tmp"
+        traced.save(str(tmp))
     tmp.replace(out / "model.ts")
+    files["torchscript"] = "model.ts"
+    # torch.export, PyTorch's successor format, with a dynamic batch dimension
+    export_error = None
+    try:
+        ep = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        tmp = out / ".model.pt2.tmp"
+        torch.export.save(ep, str(tmp))
+        tmp.replace(out / "model.pt2")
+        files["torch_export"] = "model.pt2"
+    except Exception as exc:  # noqa: BLE001 - some backbones may not export; TorchScript still works
+        export_error = f"{type(exc).__name__}: {exc}"
     meta = {"name": name, "lambda": lam, "threshold": point["threshold"], "input_shape": loaded.data["input_shape"],
             "input": "raw inputs as in the run's data (normalisation is inside the model)",
             "output": "P(positive) per sample; predict positive when output >= threshold",
             "positive_class": loaded.data["class_names"][1], "run": str(loaded.path),
-            "files": {"torchscript": "model.ts", "state_dict": "weights.safetensors"}}
+            "files": files, "torch_export_error": export_error}
     write_json(out / "export.json", meta)
     return meta
