@@ -106,14 +106,20 @@ def train(
     if print_config:
         console.print(cfg.to_yaml(), highlight=False, markup=False)
         return
+    from lossdial.train.distributed import env_world_size, is_main_process
+
+    if out is None and env_world_size() > 1:
+        _fail("under torchrun give --out RUN_DIR: every rank must name the same run directory")
     out = out or _default_out(cfg.name)
     from lossdial.rundir import RunError
 
     try:
-        result = _run_training(cfg, out, resume=resume, force=force, quiet=quiet,
+        result = _run_training(cfg, out, resume=resume, force=force, quiet=quiet or not is_main_process(),
                                label="LCT" if cfg.lct.enabled else "baseline", device=device)
     except (RunError, ValueError) as exc:
         _fail(str(exc))
+    if not is_main_process():  # torchrun: rank 0 reports
+        return
     console.print(f"run directory: [bold]{result.run_dir}[/]  ({result.steps} steps, {result.seconds:.1f} s)")
     _print_rows(result.final.get("rows", []), title=f"{cfg.name}: validation split")
 
@@ -527,6 +533,128 @@ def data(
     ratio = d["imbalance_ratio"]
     what = "n_neg / n_pos" if tm["task"] == "binary" else "n_max / n_min"
     console.print(f"training imbalance ratio {ratio:.2f} ({what})", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Experiments: baseline grid vs LCT over seeds
+
+class _CompareProgress:
+    """One bar over all runs (reused ones count as done), a step bar per run when training in-process."""
+
+    def __init__(self, progress: Progress, jobs: int):
+        self.progress, self.jobs = progress, jobs
+        self.overall = None
+        self.running: dict[str, _ProgressCallback] = {}
+        self.eval_task = None
+
+    def on_plan(self, runs) -> None:
+        reused = sum(r.action == "reuse" for r in runs)
+        info = f"{reused} finished runs reused" if reused else ""
+        self.overall = self.progress.add_task("runs", total=len(runs), info=info)
+
+    def on_run_start(self, run) -> None:
+        if self.jobs > 1:
+            self.progress.update(self.overall, info=f"training {self.jobs} at a time")
+
+    def train_callback(self, run):
+        cb = _ProgressCallback(self.progress, f"  {run.label}" + (" (resume)" if run.action == "resume" else ""))
+        self.running[run.label] = cb
+        return cb
+
+    def on_run_end(self, run, seconds: float) -> None:
+        self.progress.advance(self.overall)
+        cb = self.running.pop(run.label, None)
+        if cb is not None and cb.task is not None:
+            self.progress.remove_task(cb.task)
+
+    def on_evaluate(self, done: int, total: int) -> None:
+        if self.eval_task is None:
+            self.eval_task = self.progress.add_task("pick on val, score on test", total=total, info="")
+        self.progress.update(self.eval_task, completed=done)
+
+
+def _compare_table(result, transpose: bool) -> Table:
+    from lossdial.experiments import METRICS
+
+    title = f"lossdial compare: {result.settings.get('config', '')} (mean ± std over seeds)"
+    caption = (f"{result.protocol}. F1 and P@R (precision at recall r) are measured on test at the threshold "
+               f"chosen on validation; precision-type metrics at prevalence {result.prevalence_text()}. "
+               f"train s: total training seconds over runs and seeds ({result.device_text()}).")
+    heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in METRICS]
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    if not transpose:
+        t.add_column("method", no_wrap=True)
+        for h in heads:
+            t.add_column(h, justify="right", no_wrap=True)
+        t.add_column("train s", justify="right", no_wrap=True)
+        for m in result.methods:
+            t.add_row(m.label, *[result.cell(m.name, s.key) for s in METRICS],
+                      f"{result.train_seconds[m.name]:.0f}")
+        return t
+    t.add_column("metric", no_wrap=True)
+    for m in result.methods:
+        t.add_column(m.label, justify="right")
+    for s, h in zip(METRICS, heads):
+        t.add_row(h, *[result.cell(m.name, s.key) for m in result.methods])
+    t.add_row("train s", *[f"{result.train_seconds[m.name]:.0f}" for m in result.methods])
+    return t
+
+
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help="YAML config: the data, model and recipe every run shares."),
+    baseline_grid: Optional[str] = typer.Option(
+        None, "--baseline-grid", help='Baseline loss.params grid, e.g. "gamma=0,0.1,0.2,0.3 tau=0,1,2,3" '
+        '(cartesian product; one baseline run per point and seed).'),
+    lct: list[str] = typer.Option([], "--lct", help='LCT law, e.g. "tau~L(0,3,0.33)" (repeatable: one LCT model '
+                                  'per law and seed).'),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per configuration: the config's seed, seed+1, ..."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings at once (worker processes; the CPU cores are split "
+                             "between them; on a GPU they share it)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Comparison folder (default runs/NAME/compare). "
+                                       "Re-run the same command to continue a killed compare."),
+    set_: list[str] = typer.Option([], "--set", help="Dotted override for every run, e.g. --set train.epochs=50."),
+    quick: bool = typer.Option(False, "--quick", help="The demo's quick preset (fewer epochs, no periodic "
+                               "validation) before --set."),
+    vary_data_seed: bool = typer.Option(False, "--vary-data-seed", help="Vary data.seed with the seed (default: "
+                                        "every seed reuses the same data subsample and splits)."),
+    lambda_: Optional[str] = typer.Option(None, "--lambda", help='Lambda grid LCT models are swept over on validation '
+                                          '(default: evaluate.lambda of the config, else 33 points over the support).'),
+    prevalence: Optional[float] = typer.Option(None, help="Prevalence for precision-type metrics (default: the "
+                                               "training prevalence, as `pick` uses)."),
+    device: Optional[str] = typer.Option(None, help="Training device (default: train.device of the config)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Baseline grid vs LCT over seeds: train all, pick each method's best point per metric on validation,
+    score it once on test; one table of mean ± std over seeds (+ compare.json/.csv/.md in --out)."""
+    from lossdial.config import ConfigError
+    from lossdial.demo import QUICK_OVERRIDES
+    from lossdial.experiments import CompareError, compare as compare_fn
+    from lossdial.rundir import RunError
+
+    if not baseline_grid and not lct:
+        _fail('give --baseline-grid and/or --lct, e.g. --baseline-grid "tau=0,1,2" --lct "tau~L(0,3,0.33)"')
+    overrides = (list(QUICK_OVERRIDES) if quick else []) + list(set_)
+    cfg = _load_config_or_fail(config, overrides)
+    out = out or Path("runs") / cfg.name / "compare"
+    t0 = time.perf_counter()
+    try:
+        with _progress(quiet) as progress:
+            result = compare_fn(config, out=out, baseline_grid=baseline_grid, lct=lct, seeds=seeds,
+                                overrides=overrides, jobs=jobs, vary_data_seed=vary_data_seed, device=device,
+                                lct_lambdas=lambda_, prevalence=prevalence,
+                                callback=_CompareProgress(progress, jobs))
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; run the same command again (same --out {out}) to continue: finished "
+                          f"runs are reused and unfinished ones resume")
+        raise typer.Exit(130)
+    except (CompareError, ConfigError, RunError, ValueError, KeyError) as exc:
+        _fail(str(exc).strip("'\""))
+    wide = _compare_table(result, transpose=False)
+    transpose = console.measure(wide, options=console.options.update(width=10_000)).maximum > console.width
+    console.print(_compare_table(result, transpose=transpose))
+    console.print(f"compare finished in {time.perf_counter() - t0:.1f} s; wrote {result.files['json']}, "
+                  f"{result.files['csv']} and {result.files['md']}", highlight=False)
 
 
 def main() -> None:

@@ -25,22 +25,80 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Section):
-    """Where the data come from and how the imbalanced binary task is built."""
+# Which DataConfig fields each source reads (anything else set to a non-default value is an error).
+SOURCE_FIELDS: dict[str, set[str]] = {
+    "digits": set(),
+    "breast_cancer": set(),
+    "image_folder": {"path", "test_path", "image_size", "channels", "skip_bad_images", "cache", "cache_dir"},
+    "cifar10": {"path"},
+    "cifar100": {"path", "coarse_labels"},
+    "cifar10_jpeg": {"archive", "verify_sha256", "cache", "cache_dir"},
+    "npz": {"path"},
+    "csv": {"path", "test_path", "target", "features", "categorical", "id_column"},
+    "parquet": {"path", "test_path", "target", "features", "categorical", "id_column"},
+}
+_SOURCE_ONLY_FIELDS = set().union(*SOURCE_FIELDS.values())
+_BINARY_FIELDS = {"positive_classes", "negative_classes"}
+_MULTICLASS_FIELDS = {"classes", "profile", "step_fraction"}
 
-    source: Literal["digits", "breast_cancer"] = "digits"
-    positive_class: str = Field(
-        "8", description="Name of the positive (minority) class; mapped to label 1."
-    )
+
+class DataConfig(_Section):
+    """Where the data come from and how the imbalanced task is built (see docs/DATA.md).
+
+    Source fields are read only by the sources that use them (:data:`SOURCE_FIELDS`); setting one that the
+    chosen source ignores is an error, so nothing is silently dropped.
+    """
+
+    source: Literal["digits", "breast_cancer", "image_folder", "cifar10", "cifar100", "cifar10_jpeg", "npz",
+                    "csv", "parquet"] = "digits"
+    # --- source fields
+    path: str | None = Field(None, description="image_folder root, CIFAR pickle folder, .npz file, CSV/Parquet file.")
+    test_path: str | None = Field(
+        None, description="image_folder / csv / parquet: a second folder or table used as the source's own test split.")
+    archive: str | None = Field(
+        None, description="cifar10_jpeg: the archive (or its folder); searched next in $LOSSDIAL_CIFAR10_JPEG and "
+                          "../shared/data/.")
+    verify_sha256: bool = Field(True, description="cifar10_jpeg: check the archive against its known sha256.")
+    cache: bool = Field(True, description="image_folder / cifar10_jpeg: keep the decoded uint8 array on disk.")
+    cache_dir: str | None = Field(
+        None, description="Cache folder (default $LOSSDIAL_CACHE, else ~/.cache/lossdial).")
+    image_size: int | tuple[int, int] | None = Field(
+        None, description="image_folder: resize to this (int = square, or [height, width]); null: sizes must match.")
+    channels: Literal[1, 3] = Field(3, description="image_folder: 3 = RGB, 1 = grayscale.")
+    skip_bad_images: bool = Field(False, description="image_folder: skip unreadable images with a warning.")
+    coarse_labels: bool = Field(False, description="cifar100: the 20 coarse labels instead of the 100 fine ones.")
+    target: str | None = Field(None, description="csv / parquet: the label column.")
+    features: list[str] | None = Field(None, description="csv / parquet: input columns (default: all but target/id).")
+    categorical: list[str] | None = Field(
+        None, description="csv / parquet: columns to one-hot encode even if numeric (non-numeric ones always are).")
+    id_column: str | None = Field(None, description="csv / parquet: a row id column (not a feature; used by predict).")
+    # --- the task
+    task: Literal["binary", "multiclass"] = Field(
+        "binary", description="binary: positive vs negative classes; multiclass: a long-tailed C-class task.")
+    positive_class: str | None = Field(
+        "8", description="Name of the positive (minority) class; mapped to label 1. Shorthand for positive_classes.")
+    positive_classes: list[str] | None = Field(
+        None, description="Names of the classes that form the positive (tail) label 1, e.g. [automobile, truck].")
     negative_classes: list[str] | None = Field(
-        None, description="Names of the negative classes; default: every other class."
-    )
+        None, description="Names of the negative classes; default: every other class.")
+    classes: list[str] | None = Field(
+        None, description="multiclass: the classes, head first (label c = position c); default: all, source order.")
+    profile: Literal["exp", "step"] = Field(
+        "exp", description="multiclass long-tail profile: exp n_c = n_max * beta^(-c/(C-1)); step: the last "
+                           "step_fraction of the classes get n_max / beta.")
+    step_fraction: float = Field(0.5, gt=0, lt=1, description="multiclass step profile: fraction of tail classes.")
     beta: float | None = Field(
-        50.0, description="Imbalance ratio n_neg / n_pos of the training split; null keeps it natural."
-    )
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    min_holdout_positives: int = Field(30, ge=1)
+        50.0, description="Imbalance ratio of the training split (binary n_neg / n_pos; multiclass n_max / n_min); "
+                          "null keeps it natural.")
+    val_from: Literal["train", "test"] = Field(
+        "train", description="Carve validation from the training pool (default) or from the source's own test split.")
+    val_fraction: float | None = Field(
+        None, gt=0, lt=1,
+        description="Validation share per class of the pool it is carved from; default 0.1 when the source has "
+                    "its own test split, 0.5 with val_from: test, else 0.2.")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Test holdout share (sources without a test split).")
+    min_holdout_positives: int = Field(
+        30, ge=1, description="At least this many positives (every class, for multiclass) in each holdout.")
     seed: int = Field(0, description="Seed of the split and subsampling stream (kept apart from the training seed).")
 
     @field_validator("beta")
@@ -50,11 +108,56 @@ class DataConfig(_Section):
             raise ValueError("beta is n_neg / n_pos of the training split and must be >= 1 (or null)")
         return v
 
+    @field_validator("image_size")
+    @classmethod
+    def _size_positive(cls, v):
+        vals = [v] if isinstance(v, int) else list(v or [])
+        if any(int(x) < 1 for x in vals):
+            raise ValueError("image_size must be positive (an int, or [height, width])")
+        return v
+
     @model_validator(mode="after")
-    def _fractions(self) -> "DataConfig":
-        if self.val_fraction + self.test_fraction >= 0.9:
+    def _consistent(self) -> "DataConfig":
+        if self.val_fraction is not None and self.val_from == "train" \
+                and self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% of the data for training")
+        used = SOURCE_FIELDS[self.source]
+        fields = type(self).model_fields
+        stray = sorted(f for f in _SOURCE_ONLY_FIELDS - used if getattr(self, f) != fields[f].default)
+        if stray:
+            uses = ", ".join(sorted(used)) or "no source fields"
+            raise ValueError(f"{', '.join(stray)} not used by source {self.source!r} (it uses: {uses}); remove "
+                             f"{'it' if len(stray) == 1 else 'them'} or pick another data.source")
+        if self.task == "binary":
+            stray = sorted(f for f in _MULTICLASS_FIELDS if getattr(self, f) != fields[f].default)
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: apply only to task: multiclass")
+            if self.positive_classes is not None:
+                if not self.positive_classes:
+                    raise ValueError("positive_classes is empty; name at least one class")
+                if "positive_class" in self.model_fields_set and self.positive_class is not None \
+                        and [self.positive_class] != list(self.positive_classes):
+                    raise ValueError("give positive_class or positive_classes, not both")
+                self.__dict__["positive_class"] = None  # the shorthand's default must not linger
+            elif self.positive_class is None:
+                raise ValueError("a binary task needs positive_class (or positive_classes)")
+            pos = set(self.positives)
+            both = sorted(pos & set(self.negative_classes or []))
+            if both:
+                raise ValueError(f"classes {both} are both positive and negative")
+        else:
+            stray = sorted(f for f in _BINARY_FIELDS if getattr(self, f) is not None)
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: apply only to task: binary (use classes for multiclass)")
+            self.__dict__["positive_class"] = None
         return self
+
+    @property
+    def positives(self) -> list[str]:
+        """The positive class names (binary tasks)."""
+        if self.positive_classes is not None:
+            return [str(c) for c in self.positive_classes]
+        return [str(self.positive_class)] if self.positive_class is not None else []
 
 
 class ModelConfig(_Section):
@@ -127,13 +230,17 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1)
     grad_clip: float | None = Field(0.5, gt=0, description="Max global gradient norm; null disables.")
     ema_decay: float | None = Field(0.99, gt=0, lt=1, description="EMA of weights used for evaluation; null disables.")
-    augment: Literal["none", "flip", "crop", "crop_flip"] = "none"
+    augment: Literal["none", "flip", "crop", "crop_flip", "trivial", "crop_flip_trivial"] = Field(
+        "none", description="On-device batch augmentation: crop (zero padding crop_padding), flip, trivial "
+                            "(TrivialAugment-Wide); crop_flip_trivial applies all three in that order.")
     crop_padding: int = Field(4, ge=0)
     eval_every: int = Field(10, ge=0, description="Validate every N epochs (0: only at the end).")
     checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: at the end of each epoch).")
     device: str = Field("auto", description='"auto", "cpu", "cuda", "cuda:1", "mps", ...')
     amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU).")
     drop_last: bool = False
+    sync_batchnorm: bool = Field(
+        True, description="Multi-GPU (torchrun) on CUDA: BatchNorm -> SyncBatchNorm. No effect otherwise.")
 
 
 class EvaluateConfig(_Section):

@@ -1,4 +1,4 @@
-"""An in-memory batch loader and batched on-device augmentation.
+"""An in-memory batch loader (augmentation lives in :mod:`lossdial.data.augment`).
 
 The whole split lives in one tensor (on the training device for CIFAR-scale data); each epoch's order
 is a permutation drawn from a generator seeded by (seed, epoch), so a run resumed mid-epoch replays
@@ -11,7 +11,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from lossdial.data.augment import augment_batch  # noqa: F401  (re-exported: the loop imports it here)
 
 
 def derive_seed(*parts: int) -> int:
@@ -56,28 +57,3 @@ class TensorLoader:
         for b in range(start, len(self)):
             ix = perm[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.x[ix], self.y[ix]
-
-
-def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Vectorised random crop (zero padding) and/or horizontal flip of a [B, C, H, W] batch.
-
-    Draws come from the CPU `generator` (so CPU and GPU runs see the same augmentations) and are moved
-    to the batch's device; there is no Python loop over images.
-    """
-    if mode == "none":
-        return x
-    if x.ndim != 4:
-        raise ValueError(f"augmentation {mode!r} needs image batches [B, C, H, W], got shape {tuple(x.shape)}")
-    b, c, h, w = x.shape
-    if mode in ("crop", "crop_flip") and padding > 0:
-        off = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
-        xp = F.pad(x, (padding, padding, padding, padding))
-        rows = (off[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-        cols = (off[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-        bi = torch.arange(b, device=x.device)[:, None, None, None]
-        ci = torch.arange(c, device=x.device)[None, :, None, None]
-        x = xp[bi, ci, rows, cols]
-    if mode in ("flip", "crop_flip"):
-        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x

@@ -1,4 +1,4 @@
-"""From a data config to train/val/test tensors of an imbalanced binary task."""
+"""From a data config to the train/val/test tensors of an imbalanced task."""
 
 from __future__ import annotations
 
@@ -8,26 +8,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossdial.data.sources import load_source
-from lossdial.data.splits import SplitIndices, binary_labels, make_splits
+from lossdial.data.sources import Pool, load_source
+from lossdial.data.splits import SplitIndices, binary_labels, make_splits, multiclass_labels
+
+
+class MultiClassNotSupported(ValueError):
+    """Raised by training on a multi-class task: the data side exists, the loop and metrics are binary."""
 
 
 @dataclass
 class Split:
-    """Raw inputs (uint8 or float images [N, C, H, W], float tables [N, F]) and 0/1 labels.
+    """Raw inputs (uint8 or float images [N, C, H, W], preprocessed float tables [N, F]) and labels.
 
     Inputs are *not* normalised: :class:`Normalizer` runs on the fly, on the device, after augmentation.
     """
 
     x: torch.Tensor
-    y: torch.Tensor  # int64, 0/1
+    y: torch.Tensor  # int64, 0/1 (binary) or 0..C-1
+    num_classes: int = 2
 
     def __len__(self) -> int:
         return len(self.y)
 
     @property
     def counts(self) -> list[int]:
-        return [int((self.y == c).sum()) for c in (0, 1)]
+        return torch.bincount(self.y, minlength=self.num_classes).tolist()[:self.num_classes] \
+            if len(self.y) else [0] * self.num_classes
 
 
 @dataclass
@@ -35,31 +41,53 @@ class Task:
     train: Split
     val: Split
     test: Split
-    class_names: list[str]  # [negative name, positive name]
+    class_names: list[str]  # binary: [negative name, positive name]; multiclass: C names, head first
     indices: SplitIndices
     input_shape: tuple[int, ...]
     kind: str
     normalizer: Normalizer | None = None
     source_meta: dict[str, Any] = field(default_factory=dict)
+    task_meta: dict[str, Any] = field(default_factory=dict)  # how the labels and splits were built
+    preprocessor: Any = None  # TablePreprocessor for CSV/Parquet sources
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def is_binary(self) -> bool:
+        return self.task_meta.get("task", "binary") == "binary"
 
     @property
     def class_counts(self) -> list[int]:
-        """Training counts [n_neg, n_pos]: what the losses are built with."""
+        """Training counts per label ([n_neg, n_pos] for binary tasks): what the losses are built with."""
         return self.train.counts
 
+    @property
+    def imbalance_ratio(self) -> float:
+        c = self.class_counts
+        return (c[0] / c[1] if c[1] else float("inf")) if self.is_binary else max(c) / max(1, min(c))
+
     def describe(self) -> dict[str, Any]:
-        n0, n1 = self.class_counts
-        return {
+        """What data.json records: enough for evaluate/predict to rebuild or apply the same inputs."""
+        d: dict[str, Any] = {
             "class_names": self.class_names,
-            "labels": {"0": self.class_names[0], "1": self.class_names[1]},
+            "labels": {str(i): n for i, n in enumerate(self.class_names)},
+            "num_classes": self.num_classes,
             "input_shape": list(self.input_shape),
             "kind": self.kind,
+            "dtype": str(self.train.x.dtype).removeprefix("torch."),
             "counts": {s: getattr(self, s).counts for s in ("train", "val", "test")},
-            "imbalance_ratio": n0 / n1,
-            "train_prevalence": n1 / (n0 + n1),
-            "normalization": self.normalizer.to_dict() if self.normalizer is not None else None,
-            "source": self.source_meta,
+            "imbalance_ratio": self.imbalance_ratio,
         }
+        if self.is_binary:
+            n0, n1 = self.class_counts
+            d["train_prevalence"] = n1 / (n0 + n1)
+        d["normalization"] = self.normalizer.to_dict() if self.normalizer is not None else None
+        d["preprocessing"] = self.preprocessor.to_dict() if self.preprocessor is not None else None
+        d["task"] = self.task_meta
+        d["source"] = self.source_meta
+        return d
 
 
 class Normalizer:
@@ -77,12 +105,26 @@ class Normalizer:
 
     @classmethod
     def fit(cls, x_train: np.ndarray | torch.Tensor, kind: str) -> "Normalizer":
-        x = torch.as_tensor(x_train).double()
+        x = torch.as_tensor(x_train)
         axes = (0, 2, 3) if kind == "image" else (0,)
-        mean = x.mean(dim=axes)
-        std = x.std(dim=axes, unbiased=False)
+        if x.dtype == torch.uint8 and kind == "image":
+            # exact per-channel sums in int64, no float64 copy of the whole array
+            n = x.shape[0] * x.shape[2] * x.shape[3]
+            xs = x.transpose(0, 1).reshape(x.shape[1], -1)
+            s1 = xs.sum(dim=1, dtype=torch.int64).double()
+            s2 = torch.stack([(c.to(torch.int64) ** 2).sum() for c in xs]).double()
+            mean = s1 / n
+            std = (s2 / n - mean ** 2).clamp_min(0).sqrt()
+        else:
+            x = x.double()
+            mean = x.mean(dim=axes)
+            std = x.std(dim=axes, unbiased=False)
         std = torch.where(std > 1e-8, std, torch.ones_like(std))
         return cls(mean.tolist(), std.tolist(), kind)
+
+    @classmethod
+    def identity(cls, n: int, kind: str) -> "Normalizer":
+        return cls([0.0] * n, [1.0] * n, kind)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         key = x.device
@@ -101,22 +143,76 @@ class Normalizer:
         return cls(d["mean"], d["std"], d["kind"])
 
 
+def resolved_val_fraction(data_cfg, has_test: bool) -> float:
+    """The validation share: explicit, else 0.5 of the test split (val_from: test), 0.1 of the training
+    pool when the source has its own test split, 0.2 otherwise."""
+    if data_cfg.val_fraction is not None:
+        return float(data_cfg.val_fraction)
+    if data_cfg.val_from == "test":
+        return 0.5
+    return 0.1 if has_test else 0.2
+
+
+def task_labels(pool: Pool, data_cfg) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """(labels over the pool, the task's class names, task metadata) for a binary or multi-class task."""
+    if data_cfg.task == "multiclass":
+        labels, names = multiclass_labels(pool.y, pool.class_names, data_cfg.classes)
+        meta = {"task": "multiclass", "classes": names, "profile": data_cfg.profile}
+        if data_cfg.profile == "step":
+            meta["step_fraction"] = data_cfg.step_fraction
+        return labels, names, meta
+    positives = data_cfg.positives
+    neg = data_cfg.negative_classes
+    shorthand = data_cfg.positive_classes is None
+    labels = binary_labels(pool.y, pool.class_names, positives[0] if shorthand else positives, neg)
+    pos_name = "+".join(positives)
+    neg_name = ("not_" + pos_name) if neg is None else "+".join(map(str, neg))
+    negatives = [c for c in pool.class_names if c not in positives] if neg is None else [str(c) for c in neg]
+    meta = {"task": "binary", "positive_classes": positives, "negative_classes": negatives}
+    return labels, [neg_name, pos_name], meta
+
+
 def build_task(data_cfg) -> Task:
     """Build the task a :class:`~lossdial.config.DataConfig` describes (deterministic in ``data_cfg.seed``)."""
-    pool = load_source(data_cfg.source)
-    neg = data_cfg.negative_classes
-    labels = binary_labels(pool.y, pool.class_names, data_cfg.positive_class, neg)
-    idx = make_splits(labels, val_fraction=data_cfg.val_fraction,
-                      test_fraction=None if pool.test is not None else data_cfg.test_fraction,
+    pool = load_source(data_cfg)
+    labels, names, tmeta = task_labels(pool, data_cfg)
+    val_fraction = resolved_val_fraction(data_cfg, pool.has_test)
+    multiclass = data_cfg.task == "multiclass"
+    idx = make_splits(labels, val_fraction=val_fraction,
+                      test_fraction=None if pool.has_test else data_cfg.test_fraction,
                       min_holdout_positives=data_cfg.min_holdout_positives, beta=data_cfg.beta,
-                      seed=data_cfg.seed)
-    norm = Normalizer.fit(pool.x[idx.train], pool.kind)
+                      seed=data_cfg.seed, n_test_external=pool.n_test, val_from=data_cfg.val_from,
+                      num_classes=len(names), profile=data_cfg.profile if multiclass else "binary",
+                      step_fraction=data_cfg.step_fraction, class_names=names)
+    tmeta.update({"beta": data_cfg.beta, "val_from": data_cfg.val_from, "val_fraction": val_fraction,
+                  "test_fraction": None if pool.has_test else data_cfg.test_fraction,
+                  "min_holdout_positives": data_cfg.min_holdout_positives, "seed": data_cfg.seed,
+                  "test_split": "the source's own" if pool.has_test and data_cfg.val_from == "train"
+                  else "the source's own minus validation" if pool.has_test else "stratified holdout",
+                  "index_space": (f"rows 0..{len(pool) - pool.n_test - 1} are the source's training pool, "
+                                  f"rows {len(pool) - pool.n_test}..{len(pool) - 1} its own test split")
+                  if pool.has_test else f"rows 0..{len(pool) - 1} of the source"})
+
+    preprocessor = None
+    if pool.x is None:  # a raw table: fit the preprocessing on the training rows only
+        from lossdial.data.tabular import make_preprocessor
+
+        preprocessor = make_preprocessor(pool)
+        preprocessor.fit({k: v[idx.train] for k, v in pool.columns.items()})
+        x_all = preprocessor.transform(pool.columns)
+        norm = Normalizer.identity(x_all.shape[1], "table")  # already standardised by the preprocessor
+        input_shape: tuple[int, ...] = (x_all.shape[1],)
+    else:
+        x_all = pool.x
+        norm = Normalizer.fit(x_all[idx.train], pool.kind)
+        input_shape = tuple(pool.x.shape[1:])
 
     def split(ix: np.ndarray) -> Split:
-        return Split(x=torch.from_numpy(pool.x[ix].copy()), y=torch.from_numpy(labels[ix].copy()))
+        # .copy() gives canonical C strides even for size-1 dims (np.ascontiguousarray keeps e.g. a
+        # channels-last-looking stride of a [N, 1, H, W] view, which sends convolutions down another kernel)
+        return Split(x=torch.from_numpy(x_all[ix].copy()), y=torch.from_numpy(labels[ix].copy()),
+                     num_classes=len(names))
 
-    neg_name = "not_" + str(data_cfg.positive_class) if neg is None else "+".join(map(str, neg))
-    return Task(train=split(idx.train), val=split(idx.val), test=split(idx.test),
-                class_names=[neg_name, str(data_cfg.positive_class)], indices=idx,
-                input_shape=tuple(pool.x.shape[1:]), kind=pool.kind, normalizer=norm,
-                source_meta=pool.meta)
+    return Task(train=split(idx.train), val=split(idx.val), test=split(idx.test), class_names=names,
+                indices=idx, input_shape=input_shape, kind=pool.kind, normalizer=norm, source_meta=pool.meta,
+                task_meta=tmeta, preprocessor=preprocessor)

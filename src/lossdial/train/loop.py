@@ -25,6 +25,7 @@ from lossdial.data.task import Task, build_task
 from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
 from lossdial.rundir import RunDir, RunError, atomic_write_text, write_json
+from lossdial.train import distributed as ddp
 from lossdial.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from lossdial.train.factory import (
     build_lambda_space,
@@ -118,12 +119,37 @@ def _write_run_header(run: RunDir, cfg: Config, task: Task, space) -> None:
 
 def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = False,
           callback: Callback | None = None, device: str | torch.device | None = None) -> TrainResult:
-    """Train the run `cfg` describes into the run directory `out` (see docs/ARCHITECTURE.md)."""
-    run = RunDir(out)
-    resuming = _prepare_run_dir(run, cfg, resume, force)
+    """Train the run `cfg` describes into the run directory `out` (see docs/ARCHITECTURE.md).
+
+    Under ``torchrun`` (WORLD_SIZE > 1) this process is one rank of a DistributedDataParallel run: see
+    :mod:`lossdial.train.distributed` (only rank 0 writes ``out``).
+    """
+    if cfg.data.task != "binary":
+        from lossdial.data.task import MultiClassNotSupported
+
+        raise MultiClassNotSupported(
+            "data.task: multiclass builds the long-tailed data (see `lossdial data CONFIG`), but multi-class "
+            "training lands with a later issue; train a binary task (data.positive_classes / negative_classes)")
+    dctx, ddp_dev = (ddp.from_env(resolve_device(device if device is not None else cfg.train.device))
+                     if ddp.env_world_size() > 1 else (None, None))
+    try:
+        result = _train_run(cfg, RunDir(out), resume, force, callback, device, dctx, ddp_dev)
+    except BaseException:
+        if dctx is not None:
+            dctx.close(wait=False)
+        raise
+    if dctx is not None:
+        dctx.close()
+    return result
+
+
+def _train_run(cfg: Config, run: RunDir, resume: bool, force: bool, callback: Callback | None, device,
+               dctx: ddp.DistContext | None, ddp_dev: torch.device | None) -> TrainResult:
+    resuming = (_prepare_run_dir(run, cfg, resume, force) if dctx is None
+                else dctx.on_main(lambda: _prepare_run_dir(run, cfg, resume, force)))
     if resuming and run.is_complete:
         return TrainResult(run_dir=run.path, steps=0, seconds=0.0, final=_final_record(run))
-    dev = resolve_device(device if device is not None else cfg.train.device)
+    dev = ddp_dev or resolve_device(device if device is not None else cfg.train.device)
     task = build_task(cfg.data)
     if resuming:
         saved = np.load(run.splits)
@@ -131,21 +157,26 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
             raise RunError(f"cannot resume {run.path}: the data split rebuilt from the config differs from "
                            f"splits.npz (did the data or library version change?)")
     space = build_lambda_space(cfg)
-    if not resuming:
+    if not resuming and (dctx is None or dctx.is_main):
         _write_run_header(run, cfg, task, space)
 
     fork_devices = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(derive_seed(cfg.seed, 0x6107))
-        return _train(cfg, run, task, space, dev, resuming, callback)
+        return _train(cfg, run, task, space, dev, resuming, callback, dctx)
 
 
 def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resuming: bool,
-           callback: Callback | None) -> TrainResult:
+           callback: Callback | None, dctx: ddp.DistContext | None = None) -> TrainResult:
     t0 = time.perf_counter()
     tc = cfg.train
+    main = dctx is None or dctx.is_main  # only rank 0 writes the run directory
     lambda_dim = space.dim if space is not None else 0
     model = build_model_from_config(cfg, task.input_shape, lambda_dim).to(dev)
+    net = model  # what the training forward pass runs (the DDP wrapper under torchrun)
+    if dctx is not None:
+        dctx.check_batch_size(tc.batch_size)
+        model, net = dctx.wrap_model(model, dev, tc.sync_batchnorm)
     loss_fn = build_loss_fn(cfg, task.class_counts).to(dev)
     loader = TensorLoader(task.train.x.to(dev), task.train.y.to(dev), tc.batch_size, shuffle=True,
                           seed=derive_seed(cfg.seed, 0x5FF1), drop_last=tc.drop_last)
@@ -186,7 +217,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     ref_lam = reference_lambda(space)
     if callback is not None:
         callback.on_start(total_steps, state["step"])
-    if not resuming:
+    if not resuming and main:
         run.log({"event": "start", "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                  "device": str(dev), "train_counts": task.class_counts,
                  "torch": torch.__version__, "python": platform.python_version()})
@@ -205,9 +236,12 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
                 z = space.encode(lam, batch_size=len(yb)).to(dev)
             else:
                 lam, z = None, None
+            if dctx is not None:  # this rank's slice of the global batch (same lambda stream everywhere)
+                xb, yb, lam, z = dctx.shard(xb, yb, lam, z)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(xb, z)
-            loss = loss_fn(logits.float(), yb, lam=lam)
+                logits = net(xb, z)
+            loss = (loss_fn(logits.float(), yb, lam=lam) if dctx is None
+                    else dctx.loss(loss_fn, logits.float(), yb, lam))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip is not None:
@@ -224,11 +258,12 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
                 callback.on_step(state["step"])
             if tc.checkpoint_every and state["step"] % tc.checkpoint_every == 0 \
                     and state["batch"] < steps_per_epoch:
-                state["loss_sum"] += float(loss_acc)
+                state["loss_sum"] += float(loss_acc if dctx is None else dctx.average_(loss_acc))
                 loss_acc.zero_()
-                save_checkpoint(run.checkpoint, snapshot())
+                if main:
+                    save_checkpoint(run.checkpoint, snapshot())
         # end of epoch
-        state["loss_sum"] += float(loss_acc)
+        state["loss_sum"] += float(loss_acc if dctx is None else dctx.average_(loss_acc))
         loss_acc.zero_()
         train_loss = state["loss_sum"] / max(1, state["loss_count"])
         if not np.isfinite(train_loss):
@@ -247,16 +282,18 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
             if ref_lam:
                 record["val_lambda"] = ref_lam
         state.update({"epoch": epoch + 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0})
-        run.log(record)
-        save_checkpoint(run.checkpoint, snapshot())
+        if main:
+            run.log(record)
+            save_checkpoint(run.checkpoint, snapshot())
         if callback is not None:
             callback.on_epoch_end(epoch + 1, record)
 
     final = _final_evaluation(cfg, task, space, eval_model, dev, amp)
-    save_weights(run.weights, eval_model)
-    run.log(final)
-    write_json(run.complete_marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                     "steps": state["step"], "seconds": time.perf_counter() - t0})
+    if main:
+        save_weights(run.weights, eval_model)
+        run.log(final)
+        write_json(run.complete_marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                         "steps": state["step"], "seconds": time.perf_counter() - t0})
     return TrainResult(run_dir=run.path, steps=state["step"], seconds=time.perf_counter() - t0, final=final)
 
 

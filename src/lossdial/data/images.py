@@ -1,0 +1,177 @@
+"""Image folders (``root/<class>/<image>``, any PIL-readable format), decoded once into a uint8 array.
+
+Every image is converted to RGB (``channels: 3``) or grayscale (``channels: 1``) and, when ``image_size`` is
+set, resized with PIL's bilinear filter (antialiased when shrinking) -- the same resize ``lossdial predict``
+applies to new images. Without ``image_size`` all images must share one size. The decoded uint8
+[N, C, H, W] array is cached (see :mod:`lossdial.data.cache`), keyed by the file list, sizes, modification
+times and decode options, so later runs load it in well under a second.
+
+This in-memory path suits CIFAR-scale data (tens of thousands of small images). A streaming DataLoader
+path for large photo folders is :mod:`lossdial.data.streaming` (not yet wired into ``lossdial train``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lossdial.data.cache import cache_root, cached_arrays, map_chunked
+from lossdial.data.sources import DataSourceError, Pool, require_path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+CACHE_VERSION = 1
+
+
+class ImageReadError(DataSourceError):
+    """An image file cannot be decoded; the message names the file."""
+
+
+def _size_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    h, w = (int(v) for v in image_size)
+    return (h, w)
+
+
+def list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(file, class index)]) of ``root/<class>/**/<image>``, sorted; errors on empty classes."""
+    if not root.is_dir():
+        raise DataSourceError(f"image folder {root} is not a directory; expected root/<class>/<image>")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataSourceError(f"image folder {root} has no class folders; expected root/<class>/<image> (e.g. "
+                              f"{root}/cat/001.png)")
+    files: list[tuple[Path, int]] = []
+    for ci, c in enumerate(classes):
+        found = sorted(p for p in (root / c).rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        if not found:
+            raise DataSourceError(f"class folder {root / c} holds no images ({', '.join(IMAGE_SUFFIXES)}); add "
+                                  f"images or remove the folder")
+        files.extend((p, ci) for p in found)
+    return classes, files
+
+
+def decode_image(path: Path, channels: int, size_hw: tuple[int, int] | None) -> np.ndarray:
+    """One image as uint8 [C, H, W]; raises :class:`ImageReadError` naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if size_hw is not None and im.size != (size_hw[1], size_hw[0]):
+                im = im.resize((size_hw[1], size_hw[0]), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+    return a[None] if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def _decode_all(files: list[tuple[Path, int]], channels: int, size_hw, skip_bad: bool, root: Path,
+                workers: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def one(item):
+        try:
+            return decode_image(item[0], channels, size_hw)
+        except ImageReadError as exc:
+            if skip_bad:
+                return None
+            raise ImageReadError(f"{exc}; fix or delete the file, or set data.skip_bad_images: true to skip "
+                                 f"unreadable images with a warning") from None
+
+    arrays = map_chunked(one, files, workers or min(8, os.cpu_count() or 1))
+    bad = [str(f.relative_to(root)) for (f, _), a in zip(files, arrays) if a is None]
+    kept = [(a, c, f) for (f, c), a in zip(files, arrays) if a is not None]
+    if not kept:
+        raise DataSourceError(f"no readable images in {root}")
+    shapes = {a.shape for a, _, _ in kept}
+    if len(shapes) > 1:
+        first = kept[0]
+        other = next(k for k in kept if k[0].shape != first[0].shape)
+        raise DataSourceError(
+            f"images differ in size: {other[2]} is {other[0].shape[2]}x{other[0].shape[1]} but {first[2]} is "
+            f"{first[0].shape[2]}x{first[0].shape[1]} (width x height); set data.image_size (e.g. 64) to resize "
+            f"every image")
+    x = np.stack([a for a, _, _ in kept])
+    y = np.array([c for _, c, _ in kept], dtype=np.int64)
+    return x, y, bad
+
+
+def _cache_key(files: list[tuple[Path, int]], classes: list[str], channels: int, size_hw, skip_bad: bool) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "classes": classes, "channels": channels,
+                         "size": list(size_hw) if size_hw else None, "skip": skip_bad}).encode())
+    for f, c in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{c}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _load_one_root(root: Path, *, classes: list[str] | None, channels: int, size_hw, skip_bad: bool, cache: bool,
+                   cache_dir, workers: int | None) -> tuple[Pool, dict]:
+    found_classes, files = list_image_folder(root)
+    if classes is not None:
+        extra = sorted(set(found_classes) - set(classes))
+        if extra:
+            raise DataSourceError(f"the test folder {root} has class folders {extra} that the training folder "
+                                  f"lacks; class folders must match")
+        files = [(f, classes.index(found_classes[c])) for f, c in files]
+    else:
+        classes = found_classes
+
+    def build():
+        x, y, bad = _decode_all(files, channels, size_hw, skip_bad, root, workers)
+        return {"x": x, "y": y}, {"root": str(root.resolve()), "classes": classes, "n": int(len(y)),
+                                  "skipped": bad}
+
+    info: dict = {}
+    if cache:
+        folder = cache_root(cache_dir) / "image_folder" / _cache_key(files, classes, channels, size_hw, skip_bad)
+        arrays, meta, hit = cached_arrays(folder, ["x", "y"], build)
+        info.update({"cache": str(folder), "cache_hit": hit})
+    else:
+        arrays, meta = build()
+    bad = meta["skipped"]
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root} (data.skip_bad_images is true), e.g. "
+                      f"{bad[:3]}", stacklevel=3)
+    info.update({"skipped_images": len(bad), "skipped_examples": bad[:10]})
+    return Pool(x=arrays["x"], y=arrays["y"], class_names=classes, kind="image"), info
+
+
+def load_image_folder(root: str | Path, *, test_path: str | Path | None = None,
+                      image_size: int | Sequence[int] | None = None, channels: int = 3,
+                      skip_bad_images: bool = False, cache: bool = True, cache_dir: str | Path | None = None,
+                      workers: int | None = None) -> Pool:
+    """Images under ``root/<class>/`` (class = folder name, sorted) as a uint8 [N, C, H, W] pool.
+
+    ``test_path``: another folder with the same class folders, used as the source's own test split.
+    ``image_size``: an int (square) or [height, width] to resize to; ``None`` requires equal sizes.
+    ``skip_bad_images``: skip unreadable files with a warning (their count lands in data.json) instead of
+    stopping at the first one. ``cache``: keep the decoded array under ``cache_dir`` (default
+    ``$LOSSDIAL_CACHE`` or ``~/.cache/lossdial``).
+    """
+    if channels not in (1, 3):
+        raise DataSourceError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    size_hw = _size_hw(image_size)
+    r = require_path(root, "path", "image folder root/<class>/<image>")
+    train, info = _load_one_root(r, classes=None, channels=channels, size_hw=size_hw, skip_bad=skip_bad_images,
+                                 cache=cache, cache_dir=cache_dir, workers=workers)
+    meta = {"name": "image_folder", "path": str(r.resolve()), "shape": list(train.x.shape[1:]),
+            "pixel_max": 255.0, "resize": "bilinear" if size_hw else None, **info}
+    if test_path is None:
+        train.meta = meta
+        return train
+    t = require_path(test_path, "test_path", "image folder of the test split, same class folders as data.path")
+    test, tinfo = _load_one_root(t, classes=train.class_names, channels=channels, size_hw=size_hw,
+                                 skip_bad=skip_bad_images, cache=cache, cache_dir=cache_dir, workers=workers)
+    meta["test"] = {"path": str(t.resolve()), **tinfo}
+    return Pool.concat(train, test, meta)

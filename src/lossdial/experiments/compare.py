@@ -1,0 +1,614 @@
+"""Baseline grids against LCT over seeds, in one call: train, pick on validation, score on test, aggregate.
+
+The claim under test (Lieberman et al., the LCT paper): one LCT model does as well as the *best* of a
+grid of baseline models at every operating point. So a baseline *method* is the whole grid: for each
+metric, the grid member, its threshold (and for LCT the lambda) are chosen on the validation split, and
+only that one choice is scored on the test split. Per seed::
+
+    for every metric (AUC, AP, Brier, best F1, precision at recall r):
+        baseline grid: pick (member, threshold) on val  -> score test once at that choice
+        each LCT model: pick (lambda, threshold) on val -> score test once at that choice
+    then mean +- std over seeds
+
+Run layout (one run directory per trained model; the run directory format is unchanged)::
+
+    OUT/baseline_gamma0.1_tau2/seed0/   one baseline grid member, seed 0
+    OUT/lct/seed0/                      the LCT model (lct1, lct2, ... when several --lct are given)
+    OUT/compare.json | compare.csv | compare.md
+
+A run directory that is COMPLETE is reused; an unfinished one resumes from its checkpoint (a killed
+compare continues where it stopped, bit-identical to an uninterrupted one); a run killed before its first
+checkpoint restarts. A finished run whose saved config differs from the one compare would train is an
+error (choose another ``out``), never silently mixed in.
+
+Threshold-type metrics (F1, precision at recall r) are scored on test *at the threshold chosen on
+validation*: the test F1 is the F1 at that threshold and the test precision is the precision at that
+threshold (the recall it reaches on test is recorded next to it, ``test_recall``). Nothing is tuned on test.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from lossdial.config import Config, config_from_dict, load_config
+from lossdial.evaluate.classification import RECALL_LEVELS, binary_metrics
+from lossdial.rundir import RunDir, atomic_write_text, write_json
+
+COMPARE_FORMAT_VERSION = 1
+
+
+class CompareError(ValueError):
+    """The comparison cannot run as asked; the message says what to change."""
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str  # key in compare.json / binary_metrics
+    label: str  # column head
+    objective: str  # SweepResult.pick objective
+    constraint: str | None = None  # SweepResult.pick constraint
+    higher_is_better: bool = True
+
+    @property
+    def arrow(self) -> str:
+        return "up" if self.higher_is_better else "down"
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("auc", "AUC", "auc"),
+    MetricSpec("ap", "AP", "ap"),
+    MetricSpec("brier", "Brier", "brier", higher_is_better=False),
+    MetricSpec("f1", "F1", "f1"),
+    *(MetricSpec(f"precision@recall={r:g}", f"P@R{r:g}", "precision", f"recall>={r:g}") for r in RECALL_LEVELS),
+)
+
+
+def _test_value(spec: MetricSpec, m: Mapping[str, float]) -> float:
+    """The test value of `spec` from binary_metrics at the chosen threshold."""
+    if spec.objective == "f1":
+        p, r = m["precision"], m["recall"]
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+    if spec.objective == "precision":
+        return float(m["precision"])
+    return float(m[spec.objective])
+
+
+# --------------------------------------------------------------------------------------------------
+# the plan: methods, runs
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Method:
+    name: str  # "baseline", "lct", "lct1", ...
+    kind: str  # "baseline" or "lct"
+    label: str  # shown in tables
+    spec: str  # the grid or the LCT law as given
+    members: list[tuple[str, dict[str, Any]]]  # (run directory name, loss.params or lct.lambda)
+
+
+@dataclass
+class PlannedRun:
+    method: str
+    member: str  # run directory name under OUT (e.g. baseline_tau1, lct)
+    seed: int
+    data_seed: int
+    path: Path
+    config: Config
+    action: str = "train"  # train | resume | restart | reuse
+
+    @property
+    def label(self) -> str:
+        return f"{self.member}/seed{self.seed}"
+
+
+class CompareCallback(Protocol):
+    """Progress hooks, all optional (the CLI draws progress bars; the library never prints)."""
+
+    def on_plan(self, runs: list[PlannedRun]) -> None: ...
+    def on_run_start(self, run: PlannedRun) -> None: ...
+    def on_run_end(self, run: PlannedRun, seconds: float) -> None: ...
+    def train_callback(self, run: PlannedRun) -> Any: ...  # a lossdial.train Callback, in-process only
+    def on_evaluate(self, done: int, total: int) -> None: ...
+
+
+def _call(cb: Any, name: str, *args: Any) -> Any:
+    fn = getattr(cb, name, None) if cb is not None else None
+    return fn(*args) if fn is not None else None
+
+
+def _fmt_num(v: float) -> str:
+    return f"{v:g}"
+
+
+def build_methods(baseline_grid: str | Sequence[Mapping[str, float]] | None,
+                  lct: str | Sequence[str] | None) -> list[Method]:
+    """The methods to compare: the baseline grid (one method) and one method per LCT law."""
+    from lossdial.conditioning import parse_lambda_grid, parse_lct
+
+    methods: list[Method] = []
+    if baseline_grid:
+        points = parse_lambda_grid(baseline_grid) if isinstance(baseline_grid, str) else \
+            [dict(p) for p in baseline_grid]
+        if not points:
+            raise CompareError("--baseline-grid gives no configuration")
+        members, seen = [], set()
+        for p in points:
+            name = "baseline_" + "_".join(f"{k}{_fmt_num(float(v))}" for k, v in p.items())
+            if name in seen:
+                raise CompareError(f"--baseline-grid lists {p} twice")
+            seen.add(name)
+            members.append((name, {k: float(v) for k, v in p.items()}))
+        spec = baseline_grid if isinstance(baseline_grid, str) else \
+            " ".join(",".join(f"{k}={_fmt_num(v)}" for k, v in p.items()) for p in points)
+        keys = sorted({k for p in points for k in p})
+        methods.append(Method("baseline", "baseline",
+                              f"baseline grid ({len(points)} runs over {', '.join(keys)})", spec, members))
+    specs = [lct] if isinstance(lct, str) else list(lct or [])
+    for i, s in enumerate(specs):
+        law = parse_lct(s)
+        if not law:
+            raise CompareError(f"--lct {s!r} names no hyperparameter; e.g. \"tau~L(0,3,0.33)\"")
+        lam = {k: d.spec() for k, d in law.items()}
+        name = "lct" if len(specs) == 1 else f"lct{i + 1}"
+        label = "LCT " + " ".join(f"{k}~{v}" for k, v in lam.items())
+        methods.append(Method(name, "lct", label, s, [(name, lam)]))
+    if not methods:
+        raise CompareError("nothing to compare: give a baseline grid and/or at least one LCT law")
+    return methods
+
+
+def _seed_list(base: Config, seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise CompareError(f"seeds must be >= 1, got {seeds}")
+        return [base.seed + i for i in range(seeds)]
+    out = [int(s) for s in seeds]
+    if not out or len(set(out)) != len(out):
+        raise CompareError(f"seeds must be distinct integers, got {list(seeds)}")
+    return out
+
+
+def member_config(base: Config, method: Method, params: Mapping[str, Any], seed: int, data_seed: int,
+                  member: str) -> Config:
+    """The config of one run: the base config with the seed, data seed and the method's loss settings."""
+    raw = copy.deepcopy(base.to_dict())
+    raw["seed"] = int(seed)
+    raw["data"]["seed"] = int(data_seed)
+    raw["name"] = f"{base.name}-{member}"
+    if method.kind == "baseline":
+        raw["lct"]["enabled"] = False
+        raw["loss"]["params"] = {**raw["loss"]["params"], **params}
+    else:
+        raw["lct"]["enabled"] = True
+        raw["lct"]["lambda"] = dict(params)
+    return config_from_dict(raw, source=f"compare run {member}/seed{seed}")
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _saved_config(path: Path) -> Config | None:
+    import yaml
+
+    f = RunDir(path).config
+    if not f.is_file():
+        return None
+    return config_from_dict(yaml.safe_load(f.read_text()), source=str(f))
+
+
+def plan_runs(base: Config, methods: list[Method], seeds: list[int], out: Path, *,
+              vary_data_seed: bool = False) -> list[PlannedRun]:
+    """Every run to train (seed-major order) with what to do about its directory."""
+    runs: list[PlannedRun] = []
+    for i, s in enumerate(seeds):
+        data_seed = base.data.seed + (i if vary_data_seed else 0)
+        for m in methods:
+            for member, params in m.members:
+                cfg = member_config(base, m, params, s, data_seed, member)
+                runs.append(PlannedRun(m.name, member, s, data_seed, out / member / f"seed{s}", cfg))
+    for r in runs:
+        rd = RunDir(r.path)
+        saved = _saved_config(r.path)
+        if saved is not None and saved.to_dict() != r.config.to_dict():
+            keys = _diff(saved.to_dict(), r.config.to_dict())
+            raise CompareError(
+                f"{r.path} holds a run trained with a different config (differs at: {', '.join(keys[:6])}); "
+                f"use another --out, or delete that directory to retrain it")
+        if rd.is_complete:
+            r.action = "reuse"
+        elif rd.checkpoint.is_file():
+            r.action = "resume"
+        elif r.path.is_dir() and any(r.path.iterdir()):
+            r.action = "restart"  # killed before its first checkpoint
+    return runs
+
+
+# --------------------------------------------------------------------------------------------------
+# training (in-process, or N concurrent worker processes)
+# --------------------------------------------------------------------------------------------------
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _train_job(raw_config: dict[str, Any], path: str, resume: bool, force: bool, device: str | None) -> float:
+    from lossdial.train import train
+
+    cfg = config_from_dict(raw_config, source=f"{path}/config.yaml")
+    return train(cfg, path, resume=resume, force=force, device=device).seconds
+
+
+def _train_runs(runs: list[PlannedRun], *, jobs: int, device: str | None, callback: Any) -> None:
+    todo = [r for r in runs if r.action != "reuse"]
+    for r in runs:
+        if r.action == "reuse":
+            _call(callback, "on_run_end", r, 0.0)
+    if not todo:
+        return
+    if jobs <= 1:
+        from lossdial.train import train
+
+        for r in todo:
+            _call(callback, "on_run_start", r)
+            res = train(r.config, r.path, resume=r.action != "restart", force=r.action == "restart",
+                        device=device, callback=_call(callback, "train_callback", r))
+            _call(callback, "on_run_end", r, res.seconds)
+        return
+    import multiprocessing as mp
+
+    threads = max(1, _available_cores() // jobs)
+    ctx = mp.get_context("spawn")  # never fork a process that holds torch threads (or a CUDA context)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futures = {}
+        for r in todo:
+            futures[pool.submit(_train_job, r.config.to_dict(), str(r.path), r.action != "restart",
+                                r.action == "restart", device)] = r
+            _call(callback, "on_run_start", r)
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    exc = f.exception()
+                    if exc is not None:
+                        raise exc
+                    _call(callback, "on_run_end", futures[f], f.result())
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
+# --------------------------------------------------------------------------------------------------
+# selection on validation, scoring on test
+# --------------------------------------------------------------------------------------------------
+def _run_seconds(path: Path) -> float:
+    rd = RunDir(path)
+    try:
+        return float(rd.read_json(rd.complete_marker).get("seconds", 0.0))
+    except (json.JSONDecodeError, OSError):
+        return 0.0
+
+
+def _run_device(path: Path) -> str | None:
+    for rec in RunDir(path).read_log():
+        if rec.get("event") == "start":
+            return rec.get("device")
+    return None
+
+
+class _TaskCache:
+    """One data task per data config (every run of a seed shares it); split indices checked per run."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Any] = {}
+
+    def get(self, loaded) -> Any:
+        from lossdial.rundir import RunError
+
+        key = json.dumps(loaded.config.to_dict()["data"], sort_keys=True)
+        if key not in self._tasks:
+            self._tasks[key] = loaded.task()  # builds and checks against splits.npz
+            return self._tasks[key]
+        task = self._tasks[key]
+        saved = np.load(RunDir(loaded.path).splits)
+        for k in ("train", "val", "test"):
+            if not np.array_equal(saved[k], getattr(task.indices, k)):
+                raise RunError(f"the {k} split of {loaded.path} differs from the one rebuilt from its config")
+        return task
+
+
+def _evaluate_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *, lct_lambdas, prevalence,
+                    device: str) -> list[dict[str, Any]]:
+    """Pick every metric's point on the pooled validation sweep of `members`; score each once on test."""
+    import torch
+
+    from lossdial.evaluate import load_run
+    from lossdial.evaluate.scoring import score_lambdas
+    from lossdial.evaluate.select import run_prevalence, sweep_split
+    from lossdial.evaluate.sweep import SweepResult
+
+    loaded, cands, rows = [], [], []
+    prev = None
+    task = None
+    for i, (member, path) in enumerate(members):
+        lr = load_run(path, device=device)
+        task = task_cache.get(lr)
+        p = run_prevalence(lr, prevalence)
+        if prev is not None and abs(p - prev) > 1e-12:
+            raise CompareError(f"runs of one method disagree on the training prevalence ({prev} vs {p}); "
+                               f"they must share the data (same data.seed)")
+        prev = p
+        sw = sweep_split(lr, "val", lct_lambdas if lr.is_lct else None, prevalence=p, task=task)
+        loaded.append(lr)
+        for k, lam in enumerate(sw.lambdas):
+            cands.append((i, lam))
+            rows.append(sw.scores[k])
+    thr_default = loaded[0].config.evaluate.threshold
+    pooled = SweepResult(lambdas=[{"candidate": float(j)} for j in range(len(cands))], scores=np.stack(rows),
+                         labels=np.asarray(task.val.y), split="val", prevalence=prev, threshold=thr_default)
+    y_test = task.test.y.numpy()
+    test_scores: dict[tuple[int, str], np.ndarray] = {}
+    out = []
+    for spec in METRICS:
+        point = pooled.pick(spec.constraint, spec.objective)  # validation only; test is not read here
+        i, lam = cands[point.index]
+        lr = loaded[i]
+        key = (i, json.dumps(lam, sort_keys=True))
+        if key not in test_scores:
+            with torch.no_grad():
+                test_scores[key] = score_lambdas(
+                    lr.model, task.test.x, [lam] if lr.is_lct else None, lr.space, device=lr.device,
+                    batch_size=lr.config.evaluate.batch_size, transform=task.normalizer)[0]
+        m_test = binary_metrics(y_test, test_scores[key], threshold=point.threshold, prevalence=prev)
+        out.append({
+            "metric": spec.key,
+            "member": members[i][0],
+            "run": str(members[i][1]),
+            "lambda": lam if lr.is_lct else None,
+            "threshold": point.threshold if spec.constraint or spec.objective == "f1" else None,
+            "val": _test_value(spec, point.metrics),
+            "test": _test_value(spec, m_test),
+            "test_recall": float(m_test["recall"]) if spec.objective == "precision" else None,
+            "candidates": len(cands),
+            "prevalence": prev,
+        })
+    return out
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    """Mean and sample standard deviation (ddof=1; None for a single seed, where it is undefined)."""
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None}
+
+
+# --------------------------------------------------------------------------------------------------
+# the result and its files
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class CompareResult:
+    out: Path
+    methods: list[Method]
+    seeds: list[int]
+    summary: dict[str, dict[str, dict[str, float]]]  # method -> metric -> {mean, std, ...}
+    picks: list[dict[str, Any]]  # one per (seed, method, metric)
+    train_seconds: dict[str, float]  # method -> total training seconds over its runs and seeds
+    devices: dict[str, list[str]]
+    prevalence: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def protocol(self) -> str:
+        return f"picked on: validation; scored on: test; seeds: {len(self.seeds)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": COMPARE_FORMAT_VERSION,
+            "protocol": {"picked_on": "val", "scored_on": "test", "seeds": self.seeds,
+                         "n_seeds": len(self.seeds), "std": "sample standard deviation over seeds (ddof=1)",
+                         "threshold_metrics": "F1 and precision@recall are measured on test at the threshold "
+                                              "chosen on validation; test_recall is the recall reached there"},
+            "prevalence": self.prevalence,
+            "settings": self.settings,
+            "methods": [{"name": m.name, "kind": m.kind, "label": m.label, "spec": m.spec,
+                         "runs": [n for n, _ in m.members]} for m in self.methods],
+            "metrics": [{"key": s.key, "label": s.label, "higher_is_better": s.higher_is_better}
+                        for s in METRICS],
+            "summary": self.summary,
+            "train_seconds": self.train_seconds,
+            "train_devices": self.devices,
+            "picks": self.picks,
+        }
+
+    def cell(self, method: str, metric: str) -> str:
+        s = self.summary[method][metric]
+        return f"{s['mean']:.3f}" if s["std"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+    def write(self) -> dict[str, Path]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": self.out / "compare.json", "csv": self.out / "compare.csv", "md": self.out / "compare.md"}
+        write_json(paths["json"], self.to_dict())
+        atomic_write_text(paths["csv"], self._csv())
+        atomic_write_text(paths["md"], self.markdown())
+        self.files = paths
+        return paths
+
+    def _csv(self) -> str:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["method", "metric", "higher_is_better", "mean", "std", "n_seeds", "val_mean",
+                    "test_recall_mean", "per_seed_test"])
+        for m in self.methods:
+            for s in METRICS:
+                st = self.summary[m.name][s.key]
+                w.writerow([m.name, s.key, s.higher_is_better, f"{st['mean']:.6f}",
+                            "" if st["std"] is None else f"{st['std']:.6f}",
+                            len(self.seeds), f"{st['val_mean']:.6f}",
+                            "" if st.get("test_recall_mean") is None else f"{st['test_recall_mean']:.6f}",
+                            " ".join(f"{v:.6f}" for v in st["values"])])
+            w.writerow([m.name, "train_seconds", False, f"{self.train_seconds[m.name]:.3f}", "", len(self.seeds),
+                        "", "", ""])
+        return buf.getvalue()
+
+    def markdown(self) -> str:
+        heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in METRICS]
+        lines = [f"# lossdial compare: {self.settings.get('config', '')}", "",
+                 f"**{self.protocol}** (mean ± sample std over seeds {self.seeds}). "
+                 f"Precision-type metrics (AP, Brier, F1, P@R) at prevalence {self.prevalence_text()}.", "",
+                 "| method | " + " | ".join(heads) + " | train s |",
+                 "|---|" + "---:|" * (len(heads) + 1)]
+        for m in self.methods:
+            cells = [self.cell(m.name, s.key) for s in METRICS]
+            lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {self.train_seconds[m.name]:.0f} |")
+        lines += ["", "F1 and P@R are measured on test at the threshold chosen on validation; the recall that "
+                  "threshold reaches on test (mean over seeds):", "",
+                  "| method | " + " | ".join(s.label for s in METRICS if s.constraint) + " |",
+                  "|---|" + "---:|" * sum(1 for s in METRICS if s.constraint)]
+        for m in self.methods:
+            lines.append(f"| {m.label} | " + " | ".join(
+                f"{self.summary[m.name][s.key]['test_recall_mean']:.3f}" for s in METRICS if s.constraint) + " |")
+        lines += ["", "## Points chosen on validation", "",
+                  "| seed | method | metric | run | lambda | threshold | val | test |", "|---|---|---|---|---|---:|---:|---:|"]
+        for p in self.picks:
+            lam = " ".join(f"{k}={v:.4g}" for k, v in (p["lambda"] or {}).items()) or "(fixed)"
+            thr = "" if p["threshold"] is None else f"{p['threshold']:.4g}"
+            lines.append(f"| {p['seed']} | {p['method']} | {p['metric']} | {p['member']} | {lam} | {thr} | "
+                         f"{p['val']:.3f} | {p['test']:.3f} |")
+        lines += ["", "Training time: seconds of training (sum over the method's runs and seeds, from each run's "
+                  f"COMPLETE marker; a resumed run counts its last session only) on {self.device_text()}.", ""]
+        return "\n".join(lines)
+
+    def prevalence_text(self) -> str:
+        vals = sorted(set(round(v, 6) for v in self.prevalence["values"]))
+        txt = ", ".join(f"{v:.4g}" for v in vals)
+        return f"{txt} ({self.prevalence['source']})"
+
+    def device_text(self) -> str:
+        devs = sorted({d for ds in self.devices.values() for d in ds})
+        return ", ".join(devs) or "unknown device"
+
+
+# --------------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------------
+def compare(config: Config | str | Path, *, out: str | Path,
+            baseline_grid: str | Sequence[Mapping[str, float]] | None = None,
+            lct: str | Sequence[str] | None = None, seeds: int | Sequence[int] = 3,
+            overrides: Sequence[str] = (), jobs: int = 1, vary_data_seed: bool = False,
+            device: str | None = None, eval_device: str = "auto", lct_lambdas: str | None = None,
+            prevalence: float | None = None, callback: CompareCallback | None = None) -> CompareResult:
+    """Train the baseline grid and the LCT model(s) for every seed; choose on val, score on test, aggregate.
+
+    Args:
+        config: a :class:`Config` or the path of a YAML config (``overrides`` applied on top).
+        out: the comparison folder (run directories, compare.json/.csv/.md).
+        baseline_grid: e.g. ``"gamma=0,0.1,0.2,0.3 tau=0,1,2,3"`` (cartesian product; each point
+            overrides ``loss.params`` of a run with ``lct.enabled=false``), or a list of dicts.
+        lct: one or several LCT laws, e.g. ``"tau~L(0,3,0.33)"`` (each replaces ``lct.lambda``).
+        seeds: a count (``config.seed``, ``config.seed + 1``, ...) or explicit seeds.
+        jobs: trainings run at once (worker processes; on the CPU each gets ``cores // jobs`` threads).
+        vary_data_seed: also vary ``data.seed`` with the seed (default: every seed reuses one subsample).
+        device: training device (default: each config's ``train.device``); ``eval_device`` for scoring.
+        lct_lambdas: the lambda grid LCT models are swept over on validation (default: the config's
+            ``evaluate.lambda`` or 33 points over the training support).
+        prevalence: positive prevalence for precision-type metrics (default: the training prevalence,
+            as ``lossdial pick`` uses).
+        callback: progress hooks (:class:`CompareCallback`).
+    """
+    from lossdial.conditioning import parse_lambda_grid
+
+    t_start = time.perf_counter()
+    if isinstance(config, Config):
+        base = config_from_dict(config.to_dict(), list(overrides), source="config") if overrides else config
+        config_name = base.name
+    else:
+        base = load_config(config, list(overrides))
+        config_name = str(config)
+    if jobs < 1:
+        raise CompareError(f"jobs must be >= 1, got {jobs}")
+    out = Path(out)
+    methods = build_methods(baseline_grid, lct)
+    seed_list = _seed_list(base, seeds)
+    lam_grid = parse_lambda_grid(lct_lambdas) if lct_lambdas else None
+    runs = plan_runs(base, methods, seed_list, out, vary_data_seed=vary_data_seed)
+    _call(callback, "on_plan", runs)
+    t_train = time.perf_counter()
+    _train_runs(runs, jobs=jobs, device=device, callback=callback)
+    t_eval = time.perf_counter()
+
+    task_cache = _TaskCache()
+    picks: list[dict[str, Any]] = []
+    groups = [(s, m) for s in seed_list for m in methods]
+    for g, (s, m) in enumerate(groups):
+        members = [(r.member, r.path) for r in runs if r.seed == s and r.method == m.name]
+        for p in _evaluate_group(members, task_cache, lct_lambdas=lam_grid, prevalence=prevalence,
+                                 device=eval_device):
+            picks.append({"seed": s, "method": m.name, **p})
+        _call(callback, "on_evaluate", g + 1, len(groups))
+
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for m in methods:
+        summary[m.name] = {}
+        for spec in METRICS:
+            ps = [p for p in picks if p["method"] == m.name and p["metric"] == spec.key]
+            st: dict[str, Any] = _stats([p["test"] for p in ps])
+            st["values"] = [p["test"] for p in ps]
+            st["val_mean"] = float(np.mean([p["val"] for p in ps]))
+            st["test_recall_mean"] = float(np.mean([p["test_recall"] for p in ps])) \
+                if spec.objective == "precision" else None
+            summary[m.name][spec.key] = st
+    train_seconds = {m.name: float(sum(_run_seconds(r.path) for r in runs if r.method == m.name)) for m in methods}
+    devices = {m.name: sorted({d for r in runs if r.method == m.name for d in [_run_device(r.path)] if d})
+               for m in methods}
+    prev_values = sorted({p["prevalence"] for p in picks})
+    result = CompareResult(
+        out=out, methods=methods, seeds=seed_list, summary=summary, picks=picks, train_seconds=train_seconds,
+        devices=devices,
+        prevalence={"source": "given" if prevalence is not None else "training prevalence", "values": prev_values},
+        settings={"config": config_name, "overrides": list(overrides), "baseline_grid": methods[0].spec
+                  if methods[0].kind == "baseline" else None,
+                  "lct": [m.spec for m in methods if m.kind == "lct"], "vary_data_seed": vary_data_seed,
+                  "data_seeds": sorted({r.data_seed for r in runs}), "jobs": jobs,
+                  "lct_lambdas": lct_lambdas, "runs": {r.label: r.action for r in runs},
+                  "seconds": {"wall": time.perf_counter() - t_start, "train_phase": t_eval - t_train,
+                              "evaluate_phase": time.perf_counter() - t_eval}})
+    result.write()
+    return result
+
+
+def load_compare(out: str | Path) -> dict[str, Any]:
+    """Read OUT/compare.json."""
+    p = Path(out) / "compare.json"
+    if not p.is_file():
+        raise CompareError(f"{p} does not exist; run `lossdial compare` into {out} first")
+    return json.loads(p.read_text())

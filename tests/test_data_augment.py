@@ -1,0 +1,156 @@
+"""Batched on-device augmentation: draw frequencies, and per-operation outputs against torchvision."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lossdial.data.augment import (
+    AUGMENT_MODES,
+    TRIVIAL_OPS,
+    apply_trivial,
+    augment_batch,
+    draw_trivial,
+    signed_magnitudes,
+    trivial_augment,
+    trivial_magnitudes,
+)
+from lossdial.data.loader import make_generator
+
+F = pytest.importorskip("torchvision.transforms.v2.functional")
+from torchvision.transforms.v2 import InterpolationMode, TrivialAugmentWide  # noqa: E402
+
+SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast",
+          "sharpness"}
+
+
+def tv_op(img, name, m):
+    """torchvision's TrivialAugmentWide operation `name` at signed magnitude `m` (as its forward applies it)."""
+    n = InterpolationMode.NEAREST
+    if name == "identity":
+        return img
+    if name in ("shear_x", "shear_y"):
+        sh = math.degrees(math.atan(m))
+        return F.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[sh, 0.0] if name == "shear_x" else
+                        [0.0, sh], interpolation=n, fill=None, center=[0, 0])
+    if name in ("translate_x", "translate_y"):
+        t = [int(m), 0] if name == "translate_x" else [0, int(m)]
+        return F.affine(img, angle=0.0, translate=t, scale=1.0, shear=[0.0, 0.0], interpolation=n, fill=None)
+    if name == "rotate":
+        return F.rotate(img, angle=m, interpolation=n, fill=None)
+    if name == "brightness":
+        return F.adjust_brightness(img, 1.0 + m)
+    if name == "color":
+        return F.adjust_saturation(img, 1.0 + m)
+    if name == "contrast":
+        return F.adjust_contrast(img, 1.0 + m)
+    if name == "sharpness":
+        return F.adjust_sharpness(img, 1.0 + m)
+    if name == "posterize":
+        return F.posterize(img, int(m))
+    if name == "solarize":
+        return F.solarize(img, (1.0 if img.is_floating_point() else 255.0) * m)
+    if name == "autocontrast":
+        return F.autocontrast(img)
+    if name == "equalize":
+        return F.equalize(img)
+    raise KeyError(name)
+
+
+def test_our_operation_space_is_torchvisions():
+    space = TrivialAugmentWide._AUGMENTATION_SPACE
+    tv_names = [k.lower().replace("shearx", "shear_x").replace("sheary", "shear_y").replace("translatex", "translate_x")
+                .replace("translatey", "translate_y") for k in space]
+    assert tuple(tv_names) == TRIVIAL_OPS
+    ours = trivial_magnitudes(31)
+    for (key, (fn, signed)), name in zip(space.items(), TRIVIAL_OPS):
+        ref = fn(31, 32, 32)
+        assert (ref is None) == (ours[name] is None)
+        if ref is not None:
+            assert torch.equal(ref, ours[name]), name
+        assert signed == (name in SIGNED), name
+
+
+def test_draw_frequencies_are_uniform():
+    from scipy.stats import chisquare
+
+    n = 28_000
+    op, mag_bin, sign = draw_trivial(n, make_generator(7))
+    ops = np.bincount(op.numpy(), minlength=len(TRIVIAL_OPS))
+    bins = np.bincount(mag_bin.numpy(), minlength=31)
+    assert chisquare(ops).pvalue > 1e-3 and chisquare(bins).pvalue > 1e-3
+    assert abs(float((sign < 0).double().mean()) - 0.5) < 0.02
+    # each image's draws are independent of its position in the batch (one vectorised call, no loop)
+    half = np.bincount(op[: n // 2].numpy(), minlength=14)
+    assert chisquare(half).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("shape", [(3, 12, 16), (1, 10, 10)])
+def test_every_operation_matches_torchvision(dtype, shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (1, *shape), generator=g, dtype=torch.uint8)
+    if dtype == torch.float32:
+        x = x.float() / 255
+    table = trivial_magnitudes()
+    for k, name in enumerate(TRIVIAL_OPS):
+        for b in (0, 3, 10, 17, 20, 30):  # bin 20 of rotate is exactly 90 degrees (torchvision's rot90 path)
+            for s in ((1.0, -1.0) if name in SIGNED else (1.0,)):
+                m = 0.0 if table[name] is None else float(table[name][b]) * s
+                ours = apply_trivial(x, torch.tensor([k]), torch.tensor([m], dtype=torch.float64))[0]
+                ref = tv_op(x[0], name, m)
+                assert ours.dtype == ref.dtype
+                if dtype == torch.uint8:
+                    assert torch.equal(ours, ref), (name, b, s)
+                else:
+                    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0, msg=f"{name} bin {b} sign {s}")
+
+
+def test_batched_trivial_equals_per_image_torchvision():
+    """One vectorised call over a batch = torchvision applied image by image with the same draws."""
+    x = torch.randint(0, 256, (96, 3, 16, 16), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    out = trivial_augment(x, make_generator(3))
+    op, mag_bin, sign = draw_trivial(len(x), make_generator(3))
+    mag = signed_magnitudes(op, mag_bin, sign)
+    assert len(set(op.tolist())) == len(TRIVIAL_OPS)  # the batch exercises every operation
+    for i in range(len(x)):
+        assert torch.equal(out[i], tv_op(x[i], TRIVIAL_OPS[int(op[i])], float(mag[i]))), (i, TRIVIAL_OPS[int(op[i])])
+
+
+def test_hflip_and_integer_translate_match_torchvision():
+    x = torch.randint(0, 256, (64, 3, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    out = augment_batch(x, "flip", make_generator(0))
+    for i in range(len(x)):
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], F.horizontal_flip(x[i]))
+    k = TRIVIAL_OPS.index("translate_x")
+    for t in (-3.0, 2.0, 5.0):
+        ours = apply_trivial(x[:4], torch.full((4,), k), torch.full((4,), t, dtype=torch.float64))
+        assert torch.equal(ours, F.affine(x[:4], angle=0.0, translate=[int(t), 0], scale=1.0, shear=[0.0, 0.0]))
+
+
+def test_augment_modes_keep_shape_dtype_and_are_seeded():
+    x = torch.randint(0, 256, (32, 3, 8, 8), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    for mode in AUGMENT_MODES:
+        a = augment_batch(x, mode, make_generator(5), padding=2)
+        b = augment_batch(x, mode, make_generator(5), padding=2)
+        assert a.shape == x.shape and a.dtype == x.dtype and torch.equal(a, b), mode
+    c = augment_batch(x, "crop_flip_trivial", make_generator(6), padding=2)
+    assert not torch.equal(c, augment_batch(x, "crop_flip_trivial", make_generator(5), padding=2))
+    xf = x.float() / 255  # float images in [0, 1] work too
+    assert augment_batch(xf, "trivial", make_generator(5)).dtype == torch.float32
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment_batch(x, "autoaugment", make_generator(0))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        augment_batch(torch.zeros(4, 10), "trivial", make_generator(0))
+
+
+def test_crop_flip_draws_unchanged_by_trivial_option():
+    """Adding TrivialAugment did not move the crop/flip draws: old runs replay identically."""
+    x = torch.arange(2 * 1 * 5 * 5).float().reshape(2, 1, 5, 5) + 1
+    a = augment_batch(x, "crop_flip", make_generator(0), padding=1)
+    from lossdial.data.augment import random_crop, random_hflip
+
+    g = make_generator(0)
+    b = random_hflip(random_crop(x, g, 1), g)
+    assert torch.equal(a, b)
