@@ -161,7 +161,8 @@ def test_cli_pick_card_predict_export_report(runs, tmp_path):
     rows = np.genfromtxt(out, delimiter=",", names=True)
     res = sweep(loaded.model, task.val, [pt["lambda"]], loaded.space, transform=task.normalizer)
     assert np.allclose(rows["score"], res.scores[0], rtol=1e-6, atol=1e-9)
-    assert np.array_equal(rows["decision"].astype(int), (res.scores[0] >= pt["threshold"]).astype(int))
+    clear = np.abs(res.scores[0] - pt["threshold"]) > 1e-6  # a threshold is a validation score: skip exact ties
+    assert np.array_equal(rows["decision"].astype(int)[clear], (res.scores[0] >= pt["threshold"]).astype(int)[clear])
     r = runner.invoke(app, ["predict", run, str(tmp_path / "nope.npz"), "--at", "screening"])
     assert r.exit_code == 2 and "does not exist" in r.output
     r = runner.invoke(app, ["predict", run, str(tmp_path / "val.npz"), "--at", "unknown"])
