@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
+
+from lossdial.rundir import atomic_file
 
 ENV_CACHE = "LOSSDIAL_CACHE"
 T = TypeVar("T")
@@ -47,37 +48,14 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path("~/.cache/lossdial").expanduser().absolute()
 
 
-def _chmod_default(path: str) -> None:
-    """mkstemp creates 0600 files; give cache files the usual umask-derived mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        _chmod_default(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "w") as f:
+        json.dump(obj, f, indent=1)
 
 
 class ArrayCache:
