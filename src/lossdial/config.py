@@ -29,7 +29,8 @@ class _Section(BaseModel):
 SOURCE_FIELDS: dict[str, set[str]] = {
     "digits": set(),
     "breast_cancer": set(),
-    "image_folder": {"path", "test_path", "image_size", "channels", "skip_bad_images", "cache", "cache_dir"},
+    "image_folder": {"path", "test_path", "image_size", "channels", "skip_bad_images", "cache", "cache_dir",
+                     "in_memory"},
     "cifar10": {"path"},
     "cifar100": {"path", "coarse_labels"},
     "cifar10_jpeg": {"archive", "verify_sha256", "cache", "cache_dir"},
@@ -66,6 +67,10 @@ class DataConfig(_Section):
         None, description="image_folder: resize to this (int = square, or [height, width]); null: sizes must match.")
     channels: Literal[1, 3] = Field(3, description="image_folder: 3 = RGB, 1 = grayscale.")
     skip_bad_images: bool = Field(False, description="image_folder: skip unreadable images with a warning.")
+    in_memory: bool = Field(
+        True, description="image_folder: decode every image once into a uint8 array (cached); false keeps the file "
+                          "list and decodes per batch in DataLoader workers (large photo folders; needs "
+                          "train.loader auto or stream).")
     coarse_labels: bool = Field(False, description="cifar100: the 20 coarse labels instead of the 100 fine ones.")
     target: str | None = Field(None, description="csv / parquet: the label column.")
     features: list[str] | None = Field(None, description="csv / parquet: input columns (default: all but target/id).")
@@ -234,6 +239,14 @@ class TrainConfig(_Section):
         "none", description="On-device batch augmentation: crop (zero padding crop_padding), flip, trivial "
                             "(TrivialAugment-Wide); crop_flip_trivial applies all three in that order.")
     crop_padding: int = Field(4, ge=0)
+    loader: Literal["auto", "device", "stream"] = Field(
+        "auto", description="device: the training split lives on the training device and is augmented there in "
+                            "whole batches (fast; CIFAR-scale data); stream: DataLoader workers decode and augment "
+                            "each image with torchvision transforms v2 (large image folders); auto: stream for "
+                            "data.in_memory: false, else device.")
+    num_workers: int = Field(2, ge=0, description="train.loader stream: DataLoader worker processes (0: none).")
+    pin_memory: bool | None = Field(
+        None, description="train.loader stream: collate batches in pinned memory (null: when training on CUDA).")
     eval_every: int = Field(10, ge=0, description="Validate every N epochs (0: only at the end).")
     checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: at the end of each epoch).")
     device: str = Field("auto", description='"auto", "cpu", "cuda", "cuda:1", "mps", ...')

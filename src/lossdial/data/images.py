@@ -6,8 +6,9 @@ applies to new images. Without ``image_size`` all images must share one size. Th
 [N, C, H, W] array is cached (see :mod:`lossdial.data.cache`), keyed by the file list, sizes, modification
 times and decode options, so later runs load it in well under a second.
 
-This in-memory path suits CIFAR-scale data (tens of thousands of small images). A streaming DataLoader
-path for large photo folders is :mod:`lossdial.data.streaming` (not yet wired into ``lossdial train``).
+This in-memory path suits CIFAR-scale data (tens of thousands of small images). For large photo folders set
+``data.in_memory: false``: the pool then holds an :class:`ImageFiles` list, images are decoded per batch, and
+training streams them through DataLoader workers with torchvision transforms (:mod:`lossdial.data.streaming`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from lossdial.data.cache import cache_root, cached_arrays, map_chunked
 from lossdial.data.sources import DataSourceError, Pool, require_path
@@ -76,6 +78,87 @@ def decode_image(path: Path, channels: int, size_hw: tuple[int, int] | None) -> 
     return a[None] if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
+class ImageFiles:
+    """A lazy uint8 image array: a list of files decoded on access (``data.in_memory: false``).
+
+    It indexes like the NumPy array it stands for: an integer gives one decoded [C, H, W] array, an index
+    array or slice gives another (still lazy) :class:`ImageFiles`. :meth:`load` decodes a selection into a
+    uint8 tensor [n, C, H, W] with a thread pool, and ``x[a:b].to(device)`` decodes a batch (what evaluation
+    does), so the rest of lossdial treats it like an in-memory split. Every image must decode to ``shape``
+    (set ``image_size`` to resize), else :class:`ImageReadError` names the file.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, files: Sequence[str | Path], channels: int, size_hw: tuple[int, int] | None,
+                 item_shape: tuple[int, int, int] | None = None, workers: int | None = None):
+        self.files = [str(f) for f in files]
+        self.channels = channels
+        self.size_hw = size_hw
+        self.workers = workers or min(8, os.cpu_count() or 1)
+        if item_shape is None:
+            if not self.files:
+                raise DataSourceError("an empty image list has no shape")
+            item_shape = tuple(decode_image(Path(self.files[0]), channels, size_hw).shape)
+        self.item_shape = tuple(int(v) for v in item_shape)
+
+    def _like(self, files: Sequence[str]) -> "ImageFiles":
+        return ImageFiles(files, self.channels, self.size_hw, self.item_shape, self.workers)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.files), *self.item_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def decode(self, i: int) -> np.ndarray:
+        a = decode_image(Path(self.files[i]), self.channels, self.size_hw)
+        if a.shape != self.item_shape:
+            raise ImageReadError(
+                f"image {self.files[i]} decodes to {a.shape[2]}x{a.shape[1]} (width x height) but the others are "
+                f"{self.item_shape[2]}x{self.item_shape[1]}; set data.image_size (e.g. 256) to resize every image")
+        return a
+
+    def __getitem__(self, ix):
+        if isinstance(ix, (int, np.integer)):
+            return self.decode(int(ix))
+        if isinstance(ix, slice):
+            return self._like(self.files[ix])
+        ix = np.asarray(ix.cpu() if isinstance(ix, torch.Tensor) else ix)
+        if ix.dtype == bool:
+            ix = np.flatnonzero(ix)
+        return self._like([self.files[int(i)] for i in ix])
+
+    def load(self) -> torch.Tensor:
+        """Decode every image of this list into one uint8 tensor [n, C, H, W]."""
+        if not self.files:
+            return torch.empty((0, *self.item_shape), dtype=torch.uint8)
+        arrays = map_chunked(self.decode, list(range(len(self.files))), self.workers)
+        return torch.from_numpy(np.stack(arrays))
+
+    def to(self, device, non_blocking: bool = False) -> torch.Tensor:
+        return self.load().to(device, non_blocking=non_blocking)
+
+    def astype(self, dtype, copy: bool = False) -> "ImageFiles":
+        if np.dtype(dtype) != np.uint8:
+            raise TypeError(f"ImageFiles are uint8 images; cannot view them as {dtype}")
+        return self
+
+    def concat(self, other: "ImageFiles") -> "ImageFiles":
+        if other.item_shape != self.item_shape:
+            raise DataSourceError(f"the test folder's images are {list(other.item_shape)} but the training folder's "
+                                  f"are {list(self.item_shape)}; set data.image_size to resize both")
+        return self._like(self.files + other.files)
+
+    def __repr__(self) -> str:
+        return f"ImageFiles(n={len(self)}, shape={list(self.item_shape)})"
+
+
 def _decode_all(files: list[tuple[Path, int]], channels: int, size_hw, skip_bad: bool, root: Path,
                 workers: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     def one(item):
@@ -116,7 +199,8 @@ def _cache_key(files: list[tuple[Path, int]], classes: list[str], channels: int,
 
 
 def _load_one_root(root: Path, *, classes: list[str] | None, channels: int, size_hw, skip_bad: bool, cache: bool,
-                   cache_dir, workers: int | None) -> tuple[Pool, dict]:
+                   cache_dir, workers: int | None, in_memory: bool = True,
+                   item_shape: tuple[int, int, int] | None = None) -> tuple[Pool, dict]:
     found_classes, files = list_image_folder(root)
     if classes is not None:
         extra = sorted(set(found_classes) - set(classes))
@@ -126,6 +210,14 @@ def _load_one_root(root: Path, *, classes: list[str] | None, channels: int, size
         files = [(f, classes.index(found_classes[c])) for f, c in files]
     else:
         classes = found_classes
+    if not in_memory:
+        if skip_bad:
+            raise DataSourceError("data.skip_bad_images needs data.in_memory: true (streamed images are decoded "
+                                  "during training, too late to skip); fix or delete unreadable files instead")
+        lazy = ImageFiles([f for f, _ in files], channels, size_hw, item_shape, workers)
+        y = np.array([c for _, c in files], dtype=np.int64)
+        return Pool(x=lazy, y=y, class_names=classes, kind="image"), {
+            "in_memory": False, "n": int(len(y)), "skipped_images": 0}
 
     def build():
         x, y, bad = _decode_all(files, channels, size_hw, skip_bad, root, workers)
@@ -150,21 +242,23 @@ def _load_one_root(root: Path, *, classes: list[str] | None, channels: int, size
 def load_image_folder(root: str | Path, *, test_path: str | Path | None = None,
                       image_size: int | Sequence[int] | None = None, channels: int = 3,
                       skip_bad_images: bool = False, cache: bool = True, cache_dir: str | Path | None = None,
-                      workers: int | None = None) -> Pool:
+                      workers: int | None = None, in_memory: bool = True) -> Pool:
     """Images under ``root/<class>/`` (class = folder name, sorted) as a uint8 [N, C, H, W] pool.
 
     ``test_path``: another folder with the same class folders, used as the source's own test split.
     ``image_size``: an int (square) or [height, width] to resize to; ``None`` requires equal sizes.
     ``skip_bad_images``: skip unreadable files with a warning (their count lands in data.json) instead of
     stopping at the first one. ``cache``: keep the decoded array under ``cache_dir`` (default
-    ``$LOSSDIAL_CACHE`` or ``~/.cache/lossdial``).
+    ``$LOSSDIAL_CACHE`` or ``~/.cache/lossdial``). ``in_memory=False``: keep the file list
+    (:class:`ImageFiles`) and decode images only when a batch needs them (no cache; for folders too large to
+    hold decoded in memory); training then streams them through DataLoader workers.
     """
     if channels not in (1, 3):
         raise DataSourceError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     size_hw = _size_hw(image_size)
     r = require_path(root, "path", "image folder root/<class>/<image>")
     train, info = _load_one_root(r, classes=None, channels=channels, size_hw=size_hw, skip_bad=skip_bad_images,
-                                 cache=cache, cache_dir=cache_dir, workers=workers)
+                                 cache=cache, cache_dir=cache_dir, workers=workers, in_memory=in_memory)
     meta = {"name": "image_folder", "path": str(r.resolve()), "shape": list(train.x.shape[1:]),
             "pixel_max": 255.0, "resize": "bilinear" if size_hw else None, **info}
     if test_path is None:
@@ -172,6 +266,7 @@ def load_image_folder(root: str | Path, *, test_path: str | Path | None = None,
         return train
     t = require_path(test_path, "test_path", "image folder of the test split, same class folders as data.path")
     test, tinfo = _load_one_root(t, classes=train.class_names, channels=channels, size_hw=size_hw,
-                                 skip_bad=skip_bad_images, cache=cache, cache_dir=cache_dir, workers=workers)
+                                 skip_bad=skip_bad_images, cache=cache, cache_dir=cache_dir, workers=workers,
+                                 in_memory=in_memory, item_shape=None if in_memory else train.x.item_shape)
     meta["test"] = {"path": str(t.resolve()), **tinfo}
     return Pool.concat(train, test, meta)

@@ -27,29 +27,43 @@ def make_generator(*parts: int) -> torch.Generator:
     return g
 
 
-class TensorLoader:
-    """Batches of (x, y) from tensors, shuffled per epoch by a seed-derived permutation."""
+class EpochOrder:
+    """The sample order of each epoch: a permutation seeded by (seed, epoch), shared by every loader."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        if n == 0:
+            raise ValueError("cannot build a loader over an empty split")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n = n
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last and n >= batch_size
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        return torch.randperm(self.n, generator=make_generator(self.seed, 0x10AD, epoch))
+
+
+class TensorLoader(EpochOrder):
+    """Batches of (x, y) from tensors, shuffled per epoch by a seed-derived permutation.
+
+    Batches come out raw: the training loop augments them on their device (``augments_batches``).
+    """
+
+    augments_batches = True
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False):
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} rows, y has {len(y)}")
-        if len(x) == 0:
-            raise ValueError("cannot build a loader over an empty split")
+        super().__init__(len(x), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.x, self.y = x, y
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last and len(x) >= batch_size
-
-    def __len__(self) -> int:
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def order(self, epoch: int) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(len(self.x))
-        return torch.randperm(len(self.x), generator=make_generator(self.seed, 0x10AD, epoch))
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield the batches of `epoch`, skipping the first `start` (used by resume)."""

@@ -11,7 +11,7 @@ Every source is a plain Python function with explicit arguments (usable without 
 ``breast_cancer`` :func:`load_sklearn` ("breast_cancer")                   --
 ``image_folder``  :func:`lossdial.data.images.load_image_folder`           path, test_path, image_size,
                                                                           channels, skip_bad_images, cache,
-                                                                          cache_dir
+                                                                          cache_dir, in_memory
 ``cifar10``       :func:`load_cifar_pickles` (``cifar-10-batches-py/``)     path
 ``cifar100``      :func:`load_cifar_pickles` (``cifar-100-python/``)        path, coarse_labels
 ``cifar10_jpeg``  :func:`lossdial.data.cifar_jpeg.load_cifar10_jpeg`       archive, verify_sha256, cache,
@@ -95,7 +95,8 @@ class Pool:
             if train.x.shape[1:] != test.x.shape[1:]:
                 raise DataSourceError(f"the test split has per-sample shape {list(test.x.shape[1:])} but the "
                                       f"training split has {list(train.x.shape[1:])}")
-            x = np.concatenate([train.x, test.x.astype(train.x.dtype, copy=False)])
+            x = (train.x.concat(test.x) if hasattr(train.x, "concat")  # lazy ImageFiles
+                 else np.concatenate([train.x, test.x.astype(train.x.dtype, copy=False)]))
             cols = None
         else:
             x = None
@@ -313,7 +314,8 @@ def _from_cfg_image_folder(cfg) -> Pool:
     from lossdial.data.images import load_image_folder
 
     return load_image_folder(cfg.path, test_path=cfg.test_path, image_size=cfg.image_size, channels=cfg.channels,
-                             skip_bad_images=cfg.skip_bad_images, cache=cfg.cache, cache_dir=cfg.cache_dir)
+                             skip_bad_images=cfg.skip_bad_images, cache=cfg.cache, cache_dir=cfg.cache_dir,
+                             in_memory=cfg.in_memory)
 
 
 def _from_cfg_cifar_jpeg(cfg) -> Pool:

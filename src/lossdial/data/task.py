@@ -23,7 +23,7 @@ class Split:
     Inputs are *not* normalised: :class:`Normalizer` runs on the fly, on the device, after augmentation.
     """
 
-    x: torch.Tensor
+    x: torch.Tensor  # or a lazy ImageFiles list (data.in_memory: false), decoded per batch
     y: torch.Tensor  # int64, 0/1 (binary) or 0..C-1
     num_classes: int = 2
 
@@ -123,6 +123,17 @@ class Normalizer:
         return cls(mean.tolist(), std.tolist(), kind)
 
     @classmethod
+    def fit_sample(cls, images, kind: str, seed: int, max_images: int = 2048) -> "Normalizer":
+        """Fit on a seeded random sample of at most ``max_images`` of a lazy image list (decoding a whole
+        photo folder just for two statistics per channel would cost a full pass over the data)."""
+        n = len(images)
+        if n <= max_images:
+            return cls.fit(images.load(), kind)
+        rng = np.random.default_rng([seed, 0x4E0E])
+        pick = np.sort(rng.choice(n, size=max_images, replace=False))
+        return cls.fit(images[pick].load(), kind)
+
+    @classmethod
     def identity(cls, n: int, kind: str) -> "Normalizer":
         return cls([0.0] * n, [1.0] * n, kind)
 
@@ -204,10 +215,14 @@ def build_task(data_cfg) -> Task:
         input_shape: tuple[int, ...] = (x_all.shape[1],)
     else:
         x_all = pool.x
-        norm = Normalizer.fit(x_all[idx.train], pool.kind)
+        lazy = hasattr(x_all, "load")  # ImageFiles (data.in_memory: false)
+        norm = (Normalizer.fit_sample(x_all[idx.train], pool.kind, data_cfg.seed) if lazy
+                else Normalizer.fit(x_all[idx.train], pool.kind))
         input_shape = tuple(pool.x.shape[1:])
 
     def split(ix: np.ndarray) -> Split:
+        if hasattr(x_all, "load"):
+            return Split(x=x_all[ix], y=torch.from_numpy(labels[ix].copy()), num_classes=len(names))
         # .copy() gives canonical C strides even for size-1 dims (np.ascontiguousarray keeps e.g. a
         # channels-last-looking stride of a [N, 1, H, W] view, which sends convolutions down another kernel)
         return Split(x=torch.from_numpy(x_all[ix].copy()), y=torch.from_numpy(labels[ix].copy()),

@@ -95,3 +95,36 @@ def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int) -> torch.optim
     total = cfg.train.epochs * steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total, steps_per_epoch, cfg))
+
+
+def resolve_loader_kind(cfg: Config, task) -> str:
+    """"device" or "stream" for ``train.loader`` (auto: stream a lazy image folder, else device)."""
+    lazy = hasattr(task.train.x, "load")
+    kind = cfg.train.loader
+    if kind == "auto":
+        return "stream" if lazy else "device"
+    if kind == "device" and lazy:
+        raise ValueError("train.loader: device needs the images in memory, but data.in_memory is false; set "
+                         "train.loader: stream (or auto), or data.in_memory: true for data that fit in memory")
+    if kind == "stream" and (task.train.x.dtype != torch.uint8 or len(task.input_shape) != 3):
+        raise ValueError(f"train.loader: stream takes uint8 images [C, H, W]; this data is "
+                         f"{str(task.train.x.dtype).removeprefix('torch.')} {list(task.input_shape)} (tables and "
+                         f"float images live in memory): set train.loader: device (or auto)")
+    return kind
+
+
+def build_train_loader(cfg: Config, task, dev: torch.device):
+    """The training-split loader: on-device tensors (augmented by the loop) or a streaming DataLoader."""
+    from lossdial.data.loader import TensorLoader
+
+    tc = cfg.train
+    seed = derive_seed(cfg.seed, 0x5FF1)
+    if resolve_loader_kind(cfg, task) == "stream":
+        from lossdial.data.streaming import StreamingLoader
+
+        return StreamingLoader(task.train.x, task.train.y, tc.batch_size, augment=tc.augment,
+                               padding=tc.crop_padding, shuffle=True, seed=seed,
+                               aug_seed=derive_seed(cfg.seed, 0xA06E), drop_last=tc.drop_last,
+                               num_workers=tc.num_workers, pin_memory=tc.pin_memory, device=dev)
+    return TensorLoader(task.train.x.to(dev), task.train.y.to(dev), tc.batch_size, shuffle=True, seed=seed,
+                        drop_last=tc.drop_last)

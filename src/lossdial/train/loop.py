@@ -20,7 +20,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lossdial.config import Config, config_from_dict
-from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator
+from lossdial.data.loader import augment_batch, derive_seed, make_generator
 from lossdial.data.task import Task, build_task
 from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
@@ -33,6 +33,7 @@ from lossdial.train.factory import (
     build_model_from_config,
     build_optimizer,
     build_scheduler,
+    build_train_loader,
     resolve_device,
 )
 
@@ -178,8 +179,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         dctx.check_batch_size(tc.batch_size)
         model, net = dctx.wrap_model(model, dev, tc.sync_batchnorm)
     loss_fn = build_loss_fn(cfg, task.class_counts).to(dev)
-    loader = TensorLoader(task.train.x.to(dev), task.train.y.to(dev), tc.batch_size, shuffle=True,
-                          seed=derive_seed(cfg.seed, 0x5FF1), drop_last=tc.drop_last)
+    loader = build_train_loader(cfg, task, dev)
     steps_per_epoch = len(loader)
     total_steps = tc.epochs * steps_per_epoch
     optimizer = build_optimizer(cfg, model)
@@ -230,7 +230,9 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         if hasattr(loss_fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting
             loss_fn.set_epoch(epoch)
         for xb, yb in loader.batches(epoch, start=state["batch"]):
-            xb = task.normalizer(augment_batch(xb, tc.augment, aug_gen, tc.crop_padding))
+            if loader.augments_batches:
+                xb = augment_batch(xb, tc.augment, aug_gen, tc.crop_padding)
+            xb = task.normalizer(xb)
             if space is not None:
                 lam = {k: v.to(dev) for k, v in space.sample(len(yb), lam_gen).items()}
                 z = space.encode(lam, batch_size=len(yb)).to(dev)

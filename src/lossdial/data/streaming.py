@@ -1,0 +1,165 @@
+"""The standard DataLoader path: images decoded and augmented per item in worker processes.
+
+:class:`StreamingLoader` has the interface of :class:`~lossdial.data.loader.TensorLoader` (``len``,
+``order(epoch)``, ``batches(epoch, start)``) and the same per-epoch sample order, but it augments each
+image on its own with torchvision transforms v2 (:func:`build_transform`) inside ``torch.utils.data``
+workers, collates uint8 batches in pinned memory (on CUDA), and copies them to the device asynchronously.
+Use it for data that do not fit in device memory (an image folder of photos with ``data.in_memory: false``);
+``lossdial train`` picks it with ``train.loader: stream`` (or ``auto`` for a lazy image folder). It is also
+the "standard path" the speed benchmark compares the on-device path with (``to_pil=True``: PIL images
+through the transforms, the way the reference implementations train).
+
+Both paths draw from the same distribution: random crop (zero padding, offsets uniform in [0, 2p]), flip
+with probability 1/2, TrivialAugment-Wide (14 operations, 31 bins, sign 1/2, nearest interpolation, zero
+fill). ``tests/test_streaming.py`` checks operation frequencies and per-operation outputs of the two.
+
+Reproducibility: image ``i`` at position ``k`` of epoch ``e`` is augmented under the seed
+``seeds(e)[k]`` (one vectorised draw per epoch), whatever worker handles it, so results do not depend on
+``num_workers`` and a run resumed mid-epoch sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lossdial.data.augment import AUGMENT_MODES
+from lossdial.data.loader import EpochOrder, make_generator
+
+
+def build_transform(mode: str, image_hw: Sequence[int], padding: int = 4, *, to_pil: bool = False):
+    """The torchvision transforms v2 pipeline equal in distribution to :func:`~lossdial.data.augment.augment_batch`.
+
+    Input: a uint8 tensor [C, H, W] (or a PIL image with ``to_pil=True``); output: a uint8 tensor [C, H, W].
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import v2
+
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"unknown augmentation {mode!r}; choose from {AUGMENT_MODES}")
+    steps = []
+    if mode in ("crop", "crop_flip", "crop_flip_trivial") and padding > 0:
+        steps.append(v2.RandomCrop(tuple(int(v) for v in image_hw), padding=padding, fill=0,
+                                   padding_mode="constant"))
+    if mode in ("flip", "crop_flip", "crop_flip_trivial"):
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    if mode in ("trivial", "crop_flip_trivial"):
+        steps.append(v2.TrivialAugmentWide(num_magnitude_bins=31, interpolation=InterpolationMode.NEAREST,
+                                           fill=None))
+    if to_pil:
+        steps.append(v2.PILToTensor())
+    return v2.Compose(steps) if steps else None
+
+
+class AugmentedImages(Dataset):
+    """Item ``(i, seed)``: image ``i`` (decoded from a file or read from a uint8 array) augmented under ``seed``.
+
+    The seed is applied inside :func:`torch.random.fork_rng`, so with ``num_workers=0`` the caller's global
+    RNG (dropout, resume) is left untouched.
+    """
+
+    def __init__(self, images, labels: torch.Tensor, transform, *, to_pil: bool = False):
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+        self.to_pil = to_pil
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _image(self, i: int):
+        a = self.images[i]
+        if self.to_pil:
+            from PIL import Image
+
+            a = np.asarray(a)
+            return Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        return torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, seed = item
+        img = self._image(int(i))
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                img = self.transform(img)
+        if not isinstance(img, torch.Tensor):  # a PIL image without augmentation
+            img = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))
+            img = img[None] if img.ndim == 2 else img.permute(2, 0, 1)
+        return img.contiguous(), self.labels[int(i)]
+
+
+class _EpochBatches(Sampler):
+    """Batches of (index, augmentation seed) for one epoch, from batch ``start`` on (set before iterating)."""
+
+    def __init__(self, loader: "StreamingLoader"):
+        self.loader = loader
+        self.epoch = 0
+        self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.loader) - self.start
+
+    def __iter__(self):
+        ld = self.loader
+        perm = ld.order(self.epoch).tolist()
+        seeds = ld.item_seeds(self.epoch).tolist()
+        for b in range(self.start, len(ld)):
+            lo, hi = b * ld.batch_size, min((b + 1) * ld.batch_size, len(perm))
+            yield [(perm[k], seeds[k]) for k in range(lo, hi)]
+
+
+class StreamingLoader(EpochOrder):
+    """Augmented uint8 batches from a DataLoader with workers; same order as TensorLoader for the same seed.
+
+    ``images``: a uint8 tensor/array [N, C, H, W] or a lazy :class:`~lossdial.data.images.ImageFiles`;
+    ``augment``/``padding``: as ``train.augment``/``train.crop_padding``; ``aug_seed``: the augmentation
+    stream; ``num_workers``: DataLoader worker processes (0: in this process); ``pin_memory``: collate into
+    page-locked memory for asynchronous copies (default: when ``device`` is CUDA); ``to_pil``: run the
+    transforms on PIL images (the reference implementations' way; slower, same distribution).
+    """
+
+    augments_batches = False  # batches arrive augmented: the training loop must not augment them again
+
+    def __init__(self, images, y: torch.Tensor, batch_size: int, *, augment: str = "none", padding: int = 4,
+                 shuffle: bool = True, seed: int = 0, aug_seed: int = 0, drop_last: bool = False,
+                 num_workers: int = 2, pin_memory: bool | None = None, device: torch.device | str = "cpu",
+                 to_pil: bool = False, prefetch_factor: int = 4):
+        super().__init__(len(y), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        if len(images) != len(y):
+            raise ValueError(f"images has {len(images)} rows, y has {len(y)}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        shape = tuple(images.shape[1:])
+        if len(shape) != 3:
+            raise ValueError(f"the streaming loader takes images [N, C, H, W], got per-sample shape {list(shape)}")
+        if isinstance(images, torch.Tensor):
+            if images.dtype != torch.uint8:
+                raise ValueError(f"the streaming loader takes uint8 images, got {images.dtype}")
+            images = images.cpu()
+        self.device = torch.device(device)
+        self.aug_seed = aug_seed
+        self.y = y.cpu()
+        self.dataset = AugmentedImages(images, self.y, build_transform(augment, shape[1:], padding, to_pil=to_pil),
+                                       to_pil=to_pil)
+        self.sampler = _EpochBatches(self)
+        pin = self.device.type == "cuda" if pin_memory is None else pin_memory
+        kw = dict(num_workers=num_workers, pin_memory=pin and torch.cuda.is_available())
+        if num_workers > 0:
+            kw.update(persistent_workers=True, prefetch_factor=prefetch_factor)
+        self._dl = DataLoader(self.dataset, batch_sampler=self.sampler, **kw)
+
+    def item_seeds(self, epoch: int) -> torch.Tensor:
+        """One augmentation seed per position of epoch ``epoch`` (one vectorised draw)."""
+        return torch.randint(0, 2 ** 62, (self.n,), generator=make_generator(self.aug_seed, 0x57EA, epoch))
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.epoch, self.sampler.start = epoch, start
+        if start >= len(self):
+            return
+        nb = self.device.type == "cuda"
+        for xb, yb in self._dl:
+            yield xb.to(self.device, non_blocking=nb), yb.to(self.device, non_blocking=nb)
