@@ -93,23 +93,26 @@ class AugmentedImages(Dataset):
 
 
 class _EpochBatches(Sampler):
-    """Batches of (index, augmentation seed) for one epoch, from batch ``start`` on (set before iterating)."""
+    """Batches of (index, augmentation seed) of one epoch, from batch ``start`` on (set before iterating).
 
-    def __init__(self, loader: "StreamingLoader"):
-        self.loader = loader
-        self.epoch = 0
+    It holds plain lists, not the loader: a reference cycle through the DataLoader would leave its worker
+    shutdown to the garbage collector, which then waits out the join timeouts.
+    """
+
+    def __init__(self, batch_size: int, num_batches: int):
+        self.batch_size = batch_size
+        self.num_batches = num_batches
+        self.perm: list[int] = []
+        self.seeds: list[int] = []
         self.start = 0
 
     def __len__(self) -> int:
-        return len(self.loader) - self.start
+        return self.num_batches - self.start
 
     def __iter__(self):
-        ld = self.loader
-        perm = ld.order(self.epoch).tolist()
-        seeds = ld.item_seeds(self.epoch).tolist()
-        for b in range(self.start, len(ld)):
-            lo, hi = b * ld.batch_size, min((b + 1) * ld.batch_size, len(perm))
-            yield [(perm[k], seeds[k]) for k in range(lo, hi)]
+        bs, perm, seeds = self.batch_size, self.perm, self.seeds
+        for b in range(self.start, self.num_batches):
+            yield [(perm[k], seeds[k]) for k in range(b * bs, min((b + 1) * bs, len(perm)))]
 
 
 class StreamingLoader(EpochOrder):
@@ -145,21 +148,32 @@ class StreamingLoader(EpochOrder):
         self.y = y.cpu()
         self.dataset = AugmentedImages(images, self.y, build_transform(augment, shape[1:], padding, to_pil=to_pil),
                                        to_pil=to_pil)
-        self.sampler = _EpochBatches(self)
+        self.sampler = _EpochBatches(batch_size, len(self))
         pin = self.device.type == "cuda" if pin_memory is None else pin_memory
-        kw = dict(num_workers=num_workers, pin_memory=pin and torch.cuda.is_available())
+        # its own generator: the DataLoader draws its workers' base seed from it, not from the global RNG
+        kw = dict(num_workers=num_workers, pin_memory=pin and torch.cuda.is_available(),
+                  generator=make_generator(aug_seed, 0xDA7A))
         if num_workers > 0:
             kw.update(persistent_workers=True, prefetch_factor=prefetch_factor)
         self._dl = DataLoader(self.dataset, batch_sampler=self.sampler, **kw)
+
+    def close(self) -> None:
+        """Stop the worker processes now (they also stop when the loader is garbage-collected)."""
+        it = getattr(self._dl, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        self._dl._iterator = None
 
     def item_seeds(self, epoch: int) -> torch.Tensor:
         """One augmentation seed per position of epoch ``epoch`` (one vectorised draw)."""
         return torch.randint(0, 2 ** 62, (self.n,), generator=make_generator(self.aug_seed, 0x57EA, epoch))
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.sampler.epoch, self.sampler.start = epoch, start
         if start >= len(self):
             return
+        self.sampler.perm = self.order(epoch).tolist()
+        self.sampler.seeds = self.item_seeds(epoch).tolist()
+        self.sampler.start = start
         nb = self.device.type == "cuda"
         for xb, yb in self._dl:
             yield xb.to(self.device, non_blocking=nb), yb.to(self.device, non_blocking=nb)

@@ -290,6 +290,8 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         if callback is not None:
             callback.on_epoch_end(epoch + 1, record)
 
+    if hasattr(loader, "close"):  # stop DataLoader workers before the final evaluation
+        loader.close()
     final = _final_evaluation(cfg, task, space, eval_model, dev, amp)
     if main:
         save_weights(run.weights, eval_model)
