@@ -170,3 +170,30 @@ def test_sigkilled_cli_run_resumes_to_identical_weights(tmp_path, tiny_overrides
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_equals_torch_averaged_model_without_host_syncs():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from lossdial.models import build_model
+    from lossdial.train.ema import EMA
+
+    torch.manual_seed(0)
+    model = build_model(backbone="small_cnn", num_classes=2, lambda_dim=1, film="identity", in_channels=1,
+                        input_shape=(1, 8, 8), width=8)
+    ref = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    ours = EMA(model, 0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(4):
+        model(torch.randn(16, 1, 8, 8), torch.randn(16, 1)).sum().backward()  # BN stats move too
+        opt.step()
+        opt.zero_grad()
+        ref.update_parameters(model)
+        ours.update_parameters(model)
+    a, b = ref.state_dict(), ours.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    again = EMA(model, 0.9)
+    again.load_state_dict(b)  # resume: the update count comes back from the state dict
+    assert again._n == 4

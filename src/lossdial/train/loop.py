@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lossdial.config import Config, config_from_dict
 from lossdial.data.loader import augment_batch, derive_seed, make_generator
@@ -26,6 +25,7 @@ from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
 from lossdial.rundir import RunDir, RunError, atomic_write_text, write_json
 from lossdial.train import distributed as ddp
+from lossdial.train.ema import EMA
 from lossdial.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from lossdial.train.factory import (
     build_lambda_space,
@@ -186,7 +186,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     ema = None
     if tc.ema_decay is not None:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
+        ema = EMA(model, tc.ema_decay)
     lam_gen = make_generator(cfg.seed, 0x1A3B)
     aug_gen = make_generator(cfg.seed, 0xA06E)
     state = {"epoch": 0, "batch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0}

@@ -1,0 +1,62 @@
+"""Exponential moving average of a model's weights and buffers, without host synchronisation.
+
+Numerically the same as ``torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay),
+use_buffers=True)`` (tested), and its ``state_dict`` has the same keys (``module.*`` and ``n_averaged``), but
+the update count lives in a Python int: AveragedModel reads its on-device counter with ``bool(n == 0)`` and
+``if n > 0`` on every step, two host syncs per step on a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA(nn.Module):
+    """``ema = decay * ema + (1 - decay) * current`` over parameters and buffers; the first update copies."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.module = copy.deepcopy(model)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = float(decay)
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long,
+                                                        device=next(model.parameters()).device))
+        self._n = 0
+
+    def _pairs(self, model: nn.Module):
+        mine = list(self.module.parameters()) + list(self.module.buffers())
+        theirs = list(model.parameters()) + list(model.buffers())
+        if len(mine) != len(theirs):
+            raise ValueError("EMA.update got a model with a different structure")
+        return mine, theirs
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        mine, theirs = self._pairs(model)
+        if self._n == 0:
+            for a, b in zip(mine, theirs):
+                a.copy_(b.detach())
+        else:
+            fa = [a for a in mine if a.is_floating_point()]
+            fb = [b.detach() for b in theirs if b.is_floating_point()]
+            if fa:
+                torch._foreach_lerp_(fa, fb, 1.0 - self.decay)
+            for a, b in zip(mine, theirs):  # integer buffers (BatchNorm's num_batches_tracked), as AveragedModel
+                if not a.is_floating_point():
+                    a.copy_(a * self.decay + b.detach() * (1.0 - self.decay))
+        self.n_averaged.add_(1)
+        self._n += 1
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._n = int(self.n_averaged)  # one sync, at load time only
+        return out
