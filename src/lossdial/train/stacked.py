@@ -1,0 +1,405 @@
+"""Train N runs at once as one stacked model ("many small runs at once" on one device).
+
+:func:`train_stacked` trains a grid of configurations that share everything but ``name``, ``seed``,
+``loss.params`` and the LCT lambda distributions (same names, so the same lambda dimension): the N
+networks' parameters and buffers are stacked along a new leading dimension with
+:func:`torch.func.stack_module_state`, and one forward pass runs all of them with
+:func:`torch.func.functional_call` under :func:`torch.vmap`, member ``n`` on its own batch ``x[n]`` with its
+own encoded lambda ``z[n]``. On a GPU a stack of small models fills the device far better than one model
+(a batch-128 ResNet-32 step is launch-bound); see ``benchmarks/grid.py``.
+
+Each member reproduces what ``lossdial.train.train(cfg_n, out_n)`` does, step for step (tested weight for
+weight against sequential runs on the CPU):
+
+- the model is built by ``build_model_from_config(cfg_n, ...)`` (seeded by ``cfg_n.seed``) and the loss by
+  ``build_loss_fn(cfg_n, ...)``; the data are built once (the data config is shared);
+- member ``n`` draws its batches from its own :class:`~lossdial.data.loader.TensorLoader` (seed
+  ``derive_seed(seed_n, 0x5FF1)``), its lambdas from ``make_generator(seed_n, 0x1A3B)`` and its augmentation
+  from ``make_generator(seed_n, 0xA06E)``, through the same ``augment_batch`` and normalizer calls;
+- the loss is the sum over members of each member's loss on its own logits, so every member's gradient is
+  exactly its own loss's gradient (the members share no parameter);
+- SGD / AdamW act element-wise, so one optimizer over the stacked tensors is N optimizers; the parameter
+  groups (no weight decay for biases and normalisation parameters) are decided on the *unstacked* shapes
+  (``ndim <= 1``), and the LambdaLR schedule is the single run's (the schedules are equal by construction);
+- gradient-norm clipping is per member, with ``torch.nn.utils.clip_grad_norm_``'s formula
+  (``coef = min(1, max_norm / (||(||g_p||_2)_p||_2 + 1e-6))``);
+- the EMA follows :class:`lossdial.train.ema.EMA` on the stacked tensors (the first update copies, then
+  ``lerp`` by ``1 - decay``; integer buffers as ``a * decay + b * (1 - decay)`` truncated).
+
+BatchNorm under vmap: the stacked buffers are passed to ``functional_call`` as batched inputs, so in train
+mode each member's ``running_mean`` / ``running_var`` / ``num_batches_tracked`` is updated in place with its
+own batch statistics (torch.func's batch-norm batching rule writes through to the stacked tensor; this is
+tested against sequential runs). Nothing else is needed as long as every buffer is stacked, which
+``stack_module_state`` guarantees; the failure mode documented in torch.func ("Patching Batch Norm") is an
+*unbatched* running stat with a batched input, which cannot occur here.
+
+Randomness inside the forward pass (dropout) would draw from the global RNG in a different order than N
+sequential runs do, so models with dropout are refused and the vmap runs with ``randomness="error"``.
+
+Scope: only the in-memory path (``train.loader`` device, or auto with in-memory data), one process (no
+torchrun), binary tasks. There is no checkpoint and no resume: a killed stack restarts (``force=True``).
+Each member's run directory is written exactly as a single run writes it (config.yaml, data.json,
+splits.npz, lambda_space.json, metrics.jsonl with the start / epoch / final records, model.safetensors,
+COMPLETE) except that there is no checkpoint.pt, so ``lossdial sweep / pick / evaluate`` read it as any
+run. The COMPLETE marker's ``seconds`` is the member's share of the stack's time (stack time / N), so sums
+over runs stay wall-clock sums; ``stack_seconds`` and ``stack_members`` record the whole stack.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from lossdial.config import Config
+from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator
+from lossdial.data.task import build_task
+from lossdial.evaluate.classification import binary_metrics
+from lossdial.evaluate.scoring import score_lambdas
+from lossdial.rundir import RunDir, RunError, write_json
+from lossdial.train import distributed as ddp
+from lossdial.train.checkpoint import save_weights
+from lossdial.train.factory import (
+    build_lambda_space,
+    build_loss_fn,
+    build_model_from_config,
+    build_scheduler,
+    resolve_device,
+    resolve_loader_kind,
+)
+from lossdial.train.loop import (
+    RUN_FILES,
+    Callback,
+    TrainResult,
+    _final_evaluation,
+    _prepare_run_dir,
+    _write_run_header,
+    reference_lambda,
+)
+
+__all__ = ["StackedConfigError", "check_stackable", "train_stacked"]
+
+#: Fields that stacked members may set differently (dotted prefixes of Config.to_dict()).
+MAY_DIFFER = ("name", "seed", "loss.params", "lct.lambda")
+
+
+class StackedConfigError(ValueError):
+    """The configs cannot be trained as one stack; the message names the field and the fix."""
+
+
+# --------------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------------
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if d else {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): d}
+
+
+def _may_differ(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in MAY_DIFFER)
+
+
+def check_stackable(cfgs: Sequence[Config]) -> None:
+    """Raise :class:`StackedConfigError` unless ``cfgs`` differ only where a stack allows it."""
+    if not cfgs:
+        raise StackedConfigError("train_stacked needs at least one config")
+    ref = _flatten(cfgs[0].to_dict())
+    for n, cfg in enumerate(cfgs[1:], start=1):
+        other = _flatten(cfg.to_dict())
+        for key in sorted(set(ref) | set(other)):
+            if _may_differ(key):
+                continue
+            a, b = ref.get(key, "<unset>"), other.get(key, "<unset>")
+            if a != b:
+                raise StackedConfigError(
+                    f"stacked configs differ at {key} (member 0: {a!r}, member {n}: {b!r}); stacked members may "
+                    f"differ only in {', '.join(MAY_DIFFER)}: give every member the same {key}, or train the "
+                    f"differing configs in separate stacks (or one by one with lossdial.train.train)")
+        if cfgs[0].lct.enabled and set(cfg.lct.lambdas) != set(cfgs[0].lct.lambdas):
+            raise StackedConfigError(
+                f"stacked configs differ in the names of lct.lambda (member 0: {sorted(cfgs[0].lct.lambdas)}, "
+                f"member {n}: {sorted(cfg.lct.lambdas)}): stacked LCT members must condition on the same "
+                f"hyperparameters (one FiLM input size); stack them separately")
+    if cfgs[0].data.task != "binary":
+        raise StackedConfigError("train_stacked trains binary tasks only (data.task: binary), as train does")
+
+
+def _check_no_dropout(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            raise StackedConfigError(
+                f"the model has dropout ({name or 'model'}: p={m.p}); dropout draws from the global RNG, which a "
+                f"stack cannot replay member by member: set the backbone's dropout to 0 or train these runs "
+                f"one by one with lossdial.train.train")
+
+
+def _check_outs(outs: Sequence[str | Path], n: int, force: bool) -> list[RunDir]:
+    if len(outs) != n:
+        raise StackedConfigError(f"train_stacked got {n} configs but {len(outs)} output directories")
+    resolved = [Path(o).resolve() for o in outs]
+    if len(set(resolved)) != len(resolved):
+        raise StackedConfigError("train_stacked: two members write the same output directory; give each its own")
+    runs = [RunDir(o) for o in outs]
+    if not force:
+        for r in runs:
+            if r.path.is_dir() and any((r.path / f).exists() for f in RUN_FILES):
+                raise RunError(f"{r.path} already holds a run; stacked training does not resume: pass force=True "
+                               f"(--force) to overwrite it, or choose another output directory")
+    return runs
+
+
+# --------------------------------------------------------------------------------------------------
+# stacked pieces
+# --------------------------------------------------------------------------------------------------
+def _stacked_optimizer(cfg: Config, params: dict[str, torch.Tensor], unstacked_ndim: dict[str, int]):
+    """:func:`lossdial.train.factory.build_optimizer` on stacked tensors (groups from the unstacked shapes)."""
+    decay, no_decay = [], []
+    for name, p in params.items():
+        if p.requires_grad:
+            (no_decay if unstacked_ndim[name] <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+
+
+@torch.no_grad()
+def clip_grad_norm_per_member_(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` (L2) applied to each member ``n`` of stacked parameters ``[N, ...]`` separately.
+
+    Returns the per-member total norms ``[N]`` (before clipping).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(0)
+    n = grads[0].shape[0]
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(n, -1), 2, dim=1) for g in grads])  # [P, N]
+    total = torch.linalg.vector_norm(norms, 2, dim=0)  # [N]
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.view((n,) + (1,) * (g.ndim - 1)).to(g.dtype))
+    return total
+
+
+class StackedEMA:
+    """:class:`lossdial.train.ema.EMA` over stacked tensors (parameters then buffers, as EMA pairs them)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.avg = {k: v.detach().clone() for k, v in tensors.items()}
+        self.n_averaged = 0
+
+    @torch.no_grad()
+    def update(self, tensors: dict[str, torch.Tensor]) -> None:
+        mine = list(self.avg.values())
+        theirs = [tensors[k].detach() for k in self.avg]
+        if self.n_averaged == 0:
+            for a, b in zip(mine, theirs):
+                a.copy_(b)
+        else:
+            fa = [a for a in mine if a.is_floating_point()]
+            fb = [b for b in theirs if b.is_floating_point()]
+            if fa:
+                torch._foreach_lerp_(fa, fb, 1.0 - self.decay)
+            for a, b in zip(mine, theirs):
+                if not a.is_floating_point():
+                    a.copy_(a * self.decay + b * (1.0 - self.decay))
+        self.n_averaged += 1
+
+
+def _member_state(tensors: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    return {k: v[n] for k, v in tensors.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------------------
+def train_stacked(cfgs: list[Config], outs: list[str | Path], *, device: str | torch.device | None = None,
+                  force: bool = False, callback: Callback | None = None) -> list[TrainResult]:
+    """Train ``cfgs[n]`` into ``outs[n]`` for every n, all at once as one stacked model.
+
+    Every run directory ends up as ``lossdial.train.train(cfgs[n], outs[n])`` would write it (without
+    checkpoint.pt), with the same weights up to floating-point reassociation. ``callback`` sees the stack's
+    steps; its ``on_epoch_end`` record carries the mean ``train_loss`` and the per-member ``train_losses``.
+    Raises :class:`StackedConfigError` (a ``ValueError``) for configs that cannot share a stack.
+    """
+    cfgs = list(cfgs)
+    check_stackable(cfgs)
+    if ddp.env_world_size() > 1:
+        raise StackedConfigError("train_stacked runs in one process; it does not run under torchrun "
+                                 "(WORLD_SIZE > 1): launch it with plain python")
+    runs = _check_outs(outs, len(cfgs), force)
+    cfg0 = cfgs[0]
+    dev = resolve_device(device if device is not None else cfg0.train.device)
+    task = build_task(cfg0.data)
+    kind = resolve_loader_kind(cfg0, task)
+    if kind != "device":
+        raise StackedConfigError(
+            f"train_stacked needs the in-memory, on-device data path (train.loader: device, or auto with "
+            f"in-memory data); this config resolves to train.loader: {kind}: set train.loader: device with "
+            f"data.in_memory: true, or train these runs one by one with lossdial.train.train")
+    for run, cfg in zip(runs, cfgs):
+        _prepare_run_dir(run, cfg, False, force)
+    spaces = [build_lambda_space(c) for c in cfgs]
+    for run, cfg, space in zip(runs, cfgs, spaces):
+        _write_run_header(run, cfg, task, space)
+    fork_devices = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(derive_seed(cfg0.seed, 0x6107))  # unused by the forward (no dropout); kept tidy
+        return _train_stacked(cfgs, runs, task, spaces, dev, callback)
+
+
+def _train_stacked(cfgs: list[Config], runs: list[RunDir], task, spaces: list, dev: torch.device,
+                   callback: Callback | None) -> list[TrainResult]:
+    from torch.func import functional_call, stack_module_state
+
+    t0 = time.perf_counter()
+    n_members = len(cfgs)
+    cfg0 = cfgs[0]
+    tc = cfg0.train
+    lambda_dim = spaces[0].dim if spaces[0] is not None else 0
+    models = [build_model_from_config(c, task.input_shape, lambda_dim).to(dev) for c in cfgs]
+    _check_no_dropout(models[0])
+    for m in models:
+        m.train()
+    loss_fns = [build_loss_fn(c, task.class_counts).to(dev) for c in cfgs]
+    x_dev, y_dev = task.train.x.to(dev), task.train.y.to(dev)  # one copy of the split for every member
+    loaders = [TensorLoader(x_dev, y_dev, tc.batch_size, shuffle=True, seed=derive_seed(c.seed, 0x5FF1),
+                            drop_last=tc.drop_last) for c in cfgs]
+    steps_per_epoch = len(loaders[0])
+    total_steps = tc.epochs * steps_per_epoch
+
+    params, buffers = stack_module_state(models)  # parameters: new leaves [N, ...]; buffers: [N, ...]
+    unstacked_ndim = {k: p.ndim for k, p in models[0].named_parameters()}
+    base = copy.deepcopy(models[0]).to("meta")
+    base.train()
+    optimizer = _stacked_optimizer(cfg0, params, unstacked_ndim)
+    scheduler = build_scheduler(cfg0, optimizer, steps_per_epoch)
+    ema = StackedEMA({**params, **buffers}, tc.ema_decay) if tc.ema_decay is not None else None
+    lam_gens = [make_generator(c.seed, 0x1A3B) for c in cfgs]
+    aug_gens = [make_generator(c.seed, 0xA06E) for c in cfgs]
+    conditioned = spaces[0] is not None
+
+    def fmodel(p, b, x, z=None):
+        return functional_call(base, (p, b), (x, z))
+
+    forward = torch.vmap(fmodel, in_dims=(0, 0, 0, 0) if conditioned else (0, 0, 0), randomness="error")
+
+    def load_member(n: int, source: dict[str, torch.Tensor]) -> nn.Module:
+        """Member n's weights (live or EMA) in its own ordinary model (the eval / save model)."""
+        with torch.no_grad():
+            models[n].load_state_dict(_member_state(source, n))
+        return models[n]
+
+    def eval_source() -> dict[str, torch.Tensor]:
+        return ema.avg if ema is not None else {**params, **buffers}
+
+    ref_lams = [reference_lambda(s) for s in spaces]
+    if callback is not None:
+        callback.on_start(total_steps, 0)
+    for n, run in enumerate(runs):
+        run.log({"event": "start", "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                 "device": str(dev), "train_counts": task.class_counts,
+                 "torch": torch.__version__, "python": platform.python_version(),
+                 "stacked": {"members": n_members, "index": n}})
+
+    amp = tc.amp and dev.type == "cuda"
+    grad_params = [p for p in params.values() if p.requires_grad]
+    step = 0
+    for epoch in range(tc.epochs):
+        for fn in loss_fns:
+            if hasattr(fn, "set_epoch"):
+                fn.set_epoch(epoch)
+        loss_acc = torch.zeros(n_members, device=dev)
+        count = 0
+        for batches in zip(*(ld.batches(epoch) for ld in loaders)):
+            xs, ys, lams, zs = [], [], [], []
+            for n, (xb, yb) in enumerate(batches):
+                xs.append(augment_batch(xb, tc.augment, aug_gens[n], tc.crop_padding))
+                ys.append(yb)
+                if conditioned:
+                    lam = {k: v.to(dev) for k, v in spaces[n].sample(len(yb), lam_gens[n]).items()}
+                    lams.append(lam)
+                    zs.append(spaces[n].encode(lam, batch_size=len(yb)).to(dev))
+                else:
+                    lams.append(None)
+            x = torch.stack(xs)
+            x = task.normalizer(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                logits = forward(params, buffers, x, torch.stack(zs)) if conditioned \
+                    else forward(params, buffers, x)
+            logits = logits.float()
+            losses = torch.stack([loss_fns[n](logits[n], ys[n], lam=lams[n]) for n in range(n_members)])
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            if tc.grad_clip is not None:
+                clip_grad_norm_per_member_(grad_params, tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update({**params, **buffers})
+            loss_acc += losses.detach()
+            count += 1
+            step += 1
+            if callback is not None:
+                callback.on_step(step)
+        # end of epoch
+        train_losses = [v / max(1, count) for v in loss_acc.tolist()]  # as the loop: float sum / count
+        bad = [n for n, v in enumerate(train_losses) if not np.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"training loss of stacked member(s) {bad} ({', '.join(str(runs[n].path) for n in bad)}) became "
+                f"{train_losses[bad[0]]} in epoch {epoch + 1}; lower optim.lr or set train.grad_clip")
+        last = epoch + 1 == tc.epochs
+        do_eval = bool(tc.eval_every) and (epoch + 1) % tc.eval_every == 0 and not last
+        seconds = time.perf_counter() - t0
+        lr = optimizer.param_groups[0]["lr"]
+        for n, run in enumerate(runs):
+            record: dict[str, Any] = {"event": "epoch", "epoch": epoch + 1, "step": step,
+                                      "train_loss": train_losses[n], "lr": lr, "seconds": seconds}
+            if do_eval:
+                eval_model = load_member(n, eval_source())
+                ref = ref_lams[n]
+                scores = score_lambdas(eval_model, task.val.x, [ref] if ref else None, spaces[n],
+                                       batch_size=cfg0.evaluate.batch_size, device=dev, amp=amp,
+                                       transform=task.normalizer)[0]
+                m = binary_metrics(task.val.y.numpy(), scores, threshold=cfg0.evaluate.threshold)
+                record["val"] = {k: m[k] for k in ("auc", "ap", "brier", "f1")}
+                if ref:
+                    record["val_lambda"] = ref
+            run.log(record)
+        if callback is not None:
+            callback.on_epoch_end(epoch + 1, {"event": "epoch", "epoch": epoch + 1, "step": step,
+                                              "train_loss": float(np.mean(train_losses)),
+                                              "train_losses": train_losses, "lr": lr, "seconds": seconds})
+
+    results = []
+    finals = []
+    for n, (cfg, run, space) in enumerate(zip(cfgs, runs, spaces)):
+        eval_model = load_member(n, eval_source())
+        final = _final_evaluation(cfg, task, space, eval_model, dev, amp)
+        save_weights(run.weights, eval_model)
+        run.log(final)
+        finals.append(final)
+    stack_seconds = time.perf_counter() - t0
+    share = stack_seconds / n_members
+    for run, final in zip(runs, finals):
+        write_json(run.complete_marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": step,
+                                         "seconds": share, "stack_seconds": stack_seconds,
+                                         "stack_members": n_members})
+        results.append(TrainResult(run_dir=run.path, steps=step, seconds=share, final=final))
+    return results
