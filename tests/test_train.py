@@ -197,3 +197,47 @@ def test_ema_equals_torch_averaged_model_without_host_syncs():
     again = EMA(model, 0.9)
     again.load_state_dict(b)  # resume: the update count comes back from the state dict
     assert again._n == 4
+
+
+@pytest.mark.parametrize("switch", ["train.channels_last=true", "optim.fused=true", "train.checkpoint_epochs=2"])
+def test_speed_switches_train_the_same_weights(tmp_path, tiny_overrides, switch):
+    """Each fast-path switch against the plain path over a few epochs on CPU (same seeds, same batches)."""
+    ov = tiny_overrides + ["train.epochs=2", "train.batch_size=64", "train.augment=crop_flip_trivial"]
+    plain = train(_cfg(ov), tmp_path / "plain", device="cpu")
+    fast = train(_cfg(ov + [switch]), tmp_path / "fast", device="cpu")
+    a = load_file(str(plain.run_dir / "model.safetensors"))
+    b = load_file(str(fast.run_dir / "model.safetensors"))
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst < 1e-4, worst
+    if switch.startswith("train.checkpoint"):
+        assert worst == 0.0
+
+
+def test_checkpoint_epochs_resume_from_latest_checkpoint(tmp_path, tiny_overrides):
+    ov = tiny_overrides + ["train.epochs=4", "train.batch_size=64", "train.checkpoint_epochs=2"]
+    cfg = _cfg(ov)
+    full = train(cfg, tmp_path / "full", device="cpu")
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 4: resumes from the checkpoint after epoch 2
+        train(cfg, tmp_path / "killed", device="cpu", callback=_KillAt(3 * 16 + 5))
+    ck = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert ck["state"]["epoch"] == 2
+    train(cfg, tmp_path / "killed", device="cpu", resume=True)
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert full.steps == 4 * 16
+
+
+@pytest.mark.slow
+def test_compiled_forward_trains_like_eager(tmp_path, tiny_overrides):
+    """train.compile (experimental) on CPU: a C++ compiler is needed; a few steps against eager."""
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    ov = tiny_overrides + ["train.epochs=1", "train.batch_size=64", "train.drop_last=true"]
+    eager = train(_cfg(ov), tmp_path / "eager", device="cpu")
+    comp = train(_cfg(ov + ["train.compile=default"]), tmp_path / "compiled", device="cpu")
+    a = load_file(str(eager.run_dir / "model.safetensors"))
+    b = load_file(str(comp.run_dir / "model.safetensors"))
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-3

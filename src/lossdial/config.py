@@ -210,6 +210,8 @@ class OptimConfig(_Section):
     nesterov: bool = False
     weight_decay: float = Field(2e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
+    fused: bool | None = Field(
+        None, description="Fused optimizer step (one kernel for all parameters); null: on CUDA only, else foreach.")
 
 
 class ScheduleConfig(_Section):
@@ -248,7 +250,14 @@ class TrainConfig(_Section):
     pin_memory: bool | None = Field(
         None, description="train.loader stream: collate batches in pinned memory (null: when training on CUDA).")
     eval_every: int = Field(10, ge=0, description="Validate every N epochs (0: only at the end).")
-    checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: at the end of each epoch).")
+    checkpoint_every: int = Field(0, ge=0, description="Also checkpoint every N steps within an epoch (0: never).")
+    checkpoint_epochs: int = Field(
+        1, ge=1, description="Write the resume checkpoint every N epochs (and after the last); a killed run resumes "
+                             "from the latest one.")
+    channels_last: bool = Field(False, description="Images and convolution weights in channels-last memory layout.")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off", description="EXPERIMENTAL: torch.compile the training forward with this mode (reduce-overhead uses "
+                           "CUDA graphs). Not yet measured on a GPU; off by default.")
     device: str = Field("auto", description='"auto", "cpu", "cuda", "cuda:1", "mps", ...')
     amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU).")
     drop_last: bool = False

@@ -30,6 +30,15 @@ _SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "bright
 _AFFINE = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
 
 
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Copy a CPU tensor to ``device`` without a host sync: on CUDA through pinned memory, asynchronously
+    (a plain ``.to("cuda")`` of pageable memory waits for the GPU to drain its queue)."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def trivial_magnitudes(num_bins: int = 31) -> dict[str, torch.Tensor | None]:
     """torchvision's TrivialAugmentWide magnitude bins per operation (float32, as torchvision builds them)."""
     lin = lambda a, b: torch.linspace(a, b, num_bins)  # noqa: E731
@@ -114,7 +123,7 @@ def _sharpness(img, factor):
     if h <= 2 or w <= 2:
         return img
     a, b = 1.0 / 13.0, 5.0 / 13.0
-    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=torch.float32, device=img.device)
+    kernel = to_device(torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=torch.float32), img.device)
     out = img.float().clone()
     blurred = F.conv2d(out, kernel.expand(c, 1, 3, 3), groups=c)
     if not img.is_floating_point():
@@ -186,12 +195,12 @@ def affine_batch(img: torch.Tensor, matrices: torch.Tensor, mode: str = "nearest
     """Warp each image by its own inverse matrix (torchvision's grid convention, zero fill)."""
     n, c, h, w = img.shape
     dev = img.device
-    theta = matrices.to(device=dev, dtype=torch.float32)
+    theta = to_device(matrices.to(dtype=torch.float32), dev)
     base = torch.empty(1, h, w, 3, dtype=torch.float32, device=dev)
     base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=dev))
     base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=dev).unsqueeze(-1))
     base[..., 2].fill_(1)
-    scale = torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32, device=dev)
+    scale = to_device(torch.tensor([0.5 * w, 0.5 * h], dtype=torch.float32), dev)
     rescaled = theta.transpose(1, 2) / scale  # [n, 3, 2]
     grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(rescaled).view(n, h, w, 2)
     out = F.grid_sample(img.float(), grid, mode=mode, padding_mode="zeros", align_corners=False)
@@ -238,13 +247,13 @@ def apply_trivial(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) ->
     if len(sel):
         names = [TRIVIAL_OPS[int(k)] for k in op[sel]]
         mats = _affine_params(names, magnitude[sel], h, w)
-        idx = sel.to(x.device)
+        idx = to_device(sel, x.device)
         out[idx] = affine_batch(x[idx], mats)
     for name, fn in _COLOR_FNS.items():
         sel = torch.nonzero(op == TRIVIAL_OPS.index(name)).squeeze(1)
         if len(sel):
-            idx = sel.to(x.device)
-            out[idx] = fn(x[idx], magnitude[sel].to(x.device))
+            idx = to_device(sel, x.device)
+            out[idx] = fn(x[idx], to_device(magnitude[sel], x.device))
     return out
 
 
@@ -257,7 +266,7 @@ def trivial_augment(x: torch.Tensor, generator: torch.Generator, num_bins: int =
 def random_crop(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
     """Each image shifted by its own (dy, dx) in [-padding, padding] with zero fill (crop of the padded image)."""
     b, c, h, w = x.shape
-    off = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
+    off = to_device(torch.randint(0, 2 * padding + 1, (2, b), generator=generator), x.device)
     xp = F.pad(x, (padding, padding, padding, padding))
     rows = (off[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (off[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
@@ -267,7 +276,7 @@ def random_crop(x: torch.Tensor, generator: torch.Generator, padding: int) -> to
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    flip = to_device(torch.rand(len(x), generator=generator) < 0.5, x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lossdial.data.augment import augment_batch  # noqa: F401  (re-exported: the loop imports it here)
+from lossdial.data.augment import augment_batch, to_device  # noqa: F401  (re-exported for the loop)
 
 
 def derive_seed(*parts: int) -> int:
@@ -67,7 +67,7 @@ class TensorLoader(EpochOrder):
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield the batches of `epoch`, skipping the first `start` (used by resume)."""
-        perm = self.order(epoch).to(self.x.device)
+        perm = to_device(self.order(epoch), self.x.device)
         for b in range(start, len(self)):
             ix = perm[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.x[ix], self.y[ix]

@@ -28,28 +28,32 @@ class EMA(nn.Module):
         self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long,
                                                         device=next(model.parameters()).device))
         self._n = 0
+        self._cache: tuple[int, list, list, list, list] | None = None
 
     def _pairs(self, model: nn.Module):
-        mine = list(self.module.parameters()) + list(self.module.buffers())
-        theirs = list(model.parameters()) + list(model.buffers())
-        if len(mine) != len(theirs):
-            raise ValueError("EMA.update got a model with a different structure")
-        return mine, theirs
+        """(all mine, all theirs, floating mine, floating theirs), listed once per source model."""
+        if self._cache is None or self._cache[0] != id(model):
+            mine = list(self.module.parameters()) + list(self.module.buffers())
+            theirs = [t.detach() for t in list(model.parameters()) + list(model.buffers())]
+            if len(mine) != len(theirs):
+                raise ValueError("EMA.update got a model with a different structure")
+            fa = [a for a in mine if a.is_floating_point()]
+            fb = [b for b in theirs if b.is_floating_point()]
+            self._cache = (id(model), mine, theirs, fa, fb)
+        return self._cache[1:]
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
-        mine, theirs = self._pairs(model)
+        mine, theirs, fa, fb = self._pairs(model)
         if self._n == 0:
             for a, b in zip(mine, theirs):
-                a.copy_(b.detach())
+                a.copy_(b)
         else:
-            fa = [a for a in mine if a.is_floating_point()]
-            fb = [b.detach() for b in theirs if b.is_floating_point()]
             if fa:
                 torch._foreach_lerp_(fa, fb, 1.0 - self.decay)
             for a, b in zip(mine, theirs):  # integer buffers (BatchNorm's num_batches_tracked), as AveragedModel
                 if not a.is_floating_point():
-                    a.copy_(a * self.decay + b.detach() * (1.0 - self.decay))
+                    a.copy_(a * self.decay + b * (1.0 - self.decay))
         self.n_averaged.add_(1)
         self._n += 1
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lossdial.config import Config, config_from_dict
-from lossdial.data.loader import augment_batch, derive_seed, make_generator
+from lossdial.data.loader import augment_batch, derive_seed, make_generator, to_device
 from lossdial.data.task import Task, build_task
 from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
@@ -174,10 +174,16 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     main = dctx is None or dctx.is_main  # only rank 0 writes the run directory
     lambda_dim = space.dim if space is not None else 0
     model = build_model_from_config(cfg, task.input_shape, lambda_dim).to(dev)
-    net = model  # what the training forward pass runs (the DDP wrapper under torchrun)
+    images = len(task.input_shape) == 3
+    layout = torch.channels_last if tc.channels_last and images else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    net = model  # what the training forward pass runs (the DDP wrapper under torchrun, torch.compile's wrapper)
     if dctx is not None:
         dctx.check_batch_size(tc.batch_size)
         model, net = dctx.wrap_model(model, dev, tc.sync_batchnorm)
+    if tc.compile != "off":  # experimental (see docs): the eval/EMA/checkpoint paths keep the plain module
+        net = torch.compile(net, mode=tc.compile)
+    params = [p for p in model.parameters() if p.requires_grad]  # listed once, not on every step
     loss_fn = build_loss_fn(cfg, task.class_counts).to(dev)
     loader = build_train_loader(cfg, task, dev)
     steps_per_epoch = len(loader)
@@ -233,9 +239,12 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
             if loader.augments_batches:
                 xb = augment_batch(xb, tc.augment, aug_gen, tc.crop_padding)
             xb = task.normalizer(xb)
+            if layout is not torch.contiguous_format:
+                xb = xb.contiguous(memory_format=layout)
             if space is not None:
-                lam = {k: v.to(dev) for k, v in space.sample(len(yb), lam_gen).items()}
-                z = space.encode(lam, batch_size=len(yb)).to(dev)
+                lam_cpu = space.sample(len(yb), lam_gen)
+                z = to_device(space.encode(lam_cpu, batch_size=len(yb)), dev)
+                lam = {k: to_device(v, dev) for k, v in lam_cpu.items()}
             else:
                 lam, z = None, None
             if dctx is not None:  # this rank's slice of the global batch (same lambda stream everywhere)
@@ -247,7 +256,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()
             scheduler.step()
             if ema is not None:
@@ -286,7 +295,8 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         state.update({"epoch": epoch + 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0})
         if main:
             run.log(record)
-            save_checkpoint(run.checkpoint, snapshot())
+            if (epoch + 1) % tc.checkpoint_epochs == 0 or last:
+                save_checkpoint(run.checkpoint, snapshot())
         if callback is not None:
             callback.on_epoch_end(epoch + 1, record)
 
