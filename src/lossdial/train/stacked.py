@@ -83,7 +83,8 @@ from lossdial.train.loop import (
     reference_lambda,
 )
 
-__all__ = ["StackedConfigError", "check_stackable", "train_stacked"]
+__all__ = ["StackedConfigError", "StackedTrainer", "check_stackable", "clip_grad_norm_per_member_",
+           "train_stacked"]
 
 #: Fields that stacked members may set differently (dotted prefixes of Config.to_dict()).
 MAY_DIFFER = ("name", "seed", "loss.params", "lct.lambda")
@@ -263,50 +264,110 @@ def train_stacked(cfgs: list[Config], outs: list[str | Path], *, device: str | t
         return _train_stacked(cfgs, runs, task, spaces, dev, callback)
 
 
+class StackedTrainer:
+    """The N stacked members and one optimisation step of all of them (the body of the training loop).
+
+    ``step(batches)`` takes member n's raw batch ``batches[n] = (x_n, y_n)`` (as its TensorLoader yields
+    it), augments, normalises and draws lambda with member n's generators, runs one vmapped forward and
+    backward, clips per member, steps the optimizer, the schedule and the EMA, and returns the members'
+    losses ``[N]`` (detached, on the device; no host sync).
+    """
+
+    def __init__(self, cfgs: list[Config], task, spaces: list, dev: torch.device, steps_per_epoch: int):
+        from torch.func import functional_call, stack_module_state
+
+        self.cfgs, self.task, self.spaces, self.dev = cfgs, task, spaces, dev
+        self.n = len(cfgs)
+        cfg0 = cfgs[0]
+        self.tc = tc = cfg0.train
+        lambda_dim = spaces[0].dim if spaces[0] is not None else 0
+        self.models = [build_model_from_config(c, task.input_shape, lambda_dim).to(dev) for c in cfgs]
+        _check_no_dropout(self.models[0])
+        for m in self.models:
+            m.train()
+        self.loss_fns = [build_loss_fn(c, task.class_counts).to(dev) for c in cfgs]
+        # parameters: new leaves [N, ...]; buffers (BatchNorm running stats, counters): [N, ...]
+        self.params, self.buffers = stack_module_state(self.models)
+        unstacked_ndim = {k: p.ndim for k, p in self.models[0].named_parameters()}
+        base = copy.deepcopy(self.models[0]).to("meta")
+        base.train()
+        self.optimizer = _stacked_optimizer(cfg0, self.params, unstacked_ndim)
+        self.scheduler = build_scheduler(cfg0, self.optimizer, steps_per_epoch)
+        self.ema = StackedEMA(self.tensors(), tc.ema_decay) if tc.ema_decay is not None else None
+        self.lam_gens = [make_generator(c.seed, 0x1A3B) for c in cfgs]
+        self.aug_gens = [make_generator(c.seed, 0xA06E) for c in cfgs]
+        self.conditioned = spaces[0] is not None
+        self.amp = tc.amp and dev.type == "cuda"
+        self.grad_params = [p for p in self.params.values() if p.requires_grad]
+
+        def fmodel(p, b, x, z=None):
+            return functional_call(base, (p, b), (x, z))
+
+        self.forward = torch.vmap(fmodel, in_dims=(0, 0, 0, 0) if self.conditioned else (0, 0, 0),
+                                  randomness="error")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The live stacked parameters and buffers (parameters first, as EMA pairs them)."""
+        return {**self.params, **self.buffers}
+
+    def set_epoch(self, epoch: int) -> None:
+        for fn in self.loss_fns:
+            if hasattr(fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting
+                fn.set_epoch(epoch)
+
+    def step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        tc, dev, task = self.tc, self.dev, self.task
+        xs, ys, lams, zs = [], [], [], []
+        for n, (xb, yb) in enumerate(batches):
+            xs.append(augment_batch(xb, tc.augment, self.aug_gens[n], tc.crop_padding))
+            ys.append(yb)
+            if self.conditioned:
+                lam = {k: v.to(dev) for k, v in self.spaces[n].sample(len(yb), self.lam_gens[n]).items()}
+                lams.append(lam)
+                zs.append(self.spaces[n].encode(lam, batch_size=len(yb)).to(dev))
+            else:
+                lams.append(None)
+        x = torch.stack(xs)
+        x = task.normalizer(x.flatten(0, 1)).unflatten(0, x.shape[:2])  # element-wise: same as per member
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.forward(self.params, self.buffers, x, torch.stack(zs)) if self.conditioned \
+                else self.forward(self.params, self.buffers, x)
+        logits = logits.float()
+        losses = torch.stack([self.loss_fns[n](logits[n], ys[n], lam=lams[n]) for n in range(self.n)])
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # the members share nothing: each gets exactly its own loss's gradient
+        if tc.grad_clip is not None:
+            clip_grad_norm_per_member_(self.grad_params, tc.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.tensors())
+        return losses.detach()
+
+    def member_model(self, n: int, use_ema: bool = True) -> nn.Module:
+        """Member n as an ordinary model holding its EMA weights (if enabled and ``use_ema``) or live ones.
+
+        The model is member n's own (built for its initialisation); it is overwritten on every call.
+        """
+        source = self.ema.avg if (use_ema and self.ema is not None) else self.tensors()
+        with torch.no_grad():
+            self.models[n].load_state_dict(_member_state(source, n))
+        return self.models[n]
+
+
 def _train_stacked(cfgs: list[Config], runs: list[RunDir], task, spaces: list, dev: torch.device,
                    callback: Callback | None) -> list[TrainResult]:
-    from torch.func import functional_call, stack_module_state
-
     t0 = time.perf_counter()
     n_members = len(cfgs)
     cfg0 = cfgs[0]
     tc = cfg0.train
-    lambda_dim = spaces[0].dim if spaces[0] is not None else 0
-    models = [build_model_from_config(c, task.input_shape, lambda_dim).to(dev) for c in cfgs]
-    _check_no_dropout(models[0])
-    for m in models:
-        m.train()
-    loss_fns = [build_loss_fn(c, task.class_counts).to(dev) for c in cfgs]
     x_dev, y_dev = task.train.x.to(dev), task.train.y.to(dev)  # one copy of the split for every member
     loaders = [TensorLoader(x_dev, y_dev, tc.batch_size, shuffle=True, seed=derive_seed(c.seed, 0x5FF1),
                             drop_last=tc.drop_last) for c in cfgs]
     steps_per_epoch = len(loaders[0])
     total_steps = tc.epochs * steps_per_epoch
-
-    params, buffers = stack_module_state(models)  # parameters: new leaves [N, ...]; buffers: [N, ...]
-    unstacked_ndim = {k: p.ndim for k, p in models[0].named_parameters()}
-    base = copy.deepcopy(models[0]).to("meta")
-    base.train()
-    optimizer = _stacked_optimizer(cfg0, params, unstacked_ndim)
-    scheduler = build_scheduler(cfg0, optimizer, steps_per_epoch)
-    ema = StackedEMA({**params, **buffers}, tc.ema_decay) if tc.ema_decay is not None else None
-    lam_gens = [make_generator(c.seed, 0x1A3B) for c in cfgs]
-    aug_gens = [make_generator(c.seed, 0xA06E) for c in cfgs]
-    conditioned = spaces[0] is not None
-
-    def fmodel(p, b, x, z=None):
-        return functional_call(base, (p, b), (x, z))
-
-    forward = torch.vmap(fmodel, in_dims=(0, 0, 0, 0) if conditioned else (0, 0, 0), randomness="error")
-
-    def load_member(n: int, source: dict[str, torch.Tensor]) -> nn.Module:
-        """Member n's weights (live or EMA) in its own ordinary model (the eval / save model)."""
-        with torch.no_grad():
-            models[n].load_state_dict(_member_state(source, n))
-        return models[n]
-
-    def eval_source() -> dict[str, torch.Tensor]:
-        return ema.avg if ema is not None else {**params, **buffers}
+    stack = StackedTrainer(cfgs, task, spaces, dev, steps_per_epoch)
+    amp = stack.amp
 
     ref_lams = [reference_lambda(s) for s in spaces]
     if callback is not None:
@@ -317,42 +378,13 @@ def _train_stacked(cfgs: list[Config], runs: list[RunDir], task, spaces: list, d
                  "torch": torch.__version__, "python": platform.python_version(),
                  "stacked": {"members": n_members, "index": n}})
 
-    amp = tc.amp and dev.type == "cuda"
-    grad_params = [p for p in params.values() if p.requires_grad]
     step = 0
     for epoch in range(tc.epochs):
-        for fn in loss_fns:
-            if hasattr(fn, "set_epoch"):
-                fn.set_epoch(epoch)
+        stack.set_epoch(epoch)
         loss_acc = torch.zeros(n_members, device=dev)
         count = 0
         for batches in zip(*(ld.batches(epoch) for ld in loaders)):
-            xs, ys, lams, zs = [], [], [], []
-            for n, (xb, yb) in enumerate(batches):
-                xs.append(augment_batch(xb, tc.augment, aug_gens[n], tc.crop_padding))
-                ys.append(yb)
-                if conditioned:
-                    lam = {k: v.to(dev) for k, v in spaces[n].sample(len(yb), lam_gens[n]).items()}
-                    lams.append(lam)
-                    zs.append(spaces[n].encode(lam, batch_size=len(yb)).to(dev))
-                else:
-                    lams.append(None)
-            x = torch.stack(xs)
-            x = task.normalizer(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                logits = forward(params, buffers, x, torch.stack(zs)) if conditioned \
-                    else forward(params, buffers, x)
-            logits = logits.float()
-            losses = torch.stack([loss_fns[n](logits[n], ys[n], lam=lams[n]) for n in range(n_members)])
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            if tc.grad_clip is not None:
-                clip_grad_norm_per_member_(grad_params, tc.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update({**params, **buffers})
-            loss_acc += losses.detach()
+            loss_acc += stack.step(batches)
             count += 1
             step += 1
             if callback is not None:
@@ -367,14 +399,13 @@ def _train_stacked(cfgs: list[Config], runs: list[RunDir], task, spaces: list, d
         last = epoch + 1 == tc.epochs
         do_eval = bool(tc.eval_every) and (epoch + 1) % tc.eval_every == 0 and not last
         seconds = time.perf_counter() - t0
-        lr = optimizer.param_groups[0]["lr"]
+        lr = stack.optimizer.param_groups[0]["lr"]
         for n, run in enumerate(runs):
             record: dict[str, Any] = {"event": "epoch", "epoch": epoch + 1, "step": step,
                                       "train_loss": train_losses[n], "lr": lr, "seconds": seconds}
             if do_eval:
-                eval_model = load_member(n, eval_source())
                 ref = ref_lams[n]
-                scores = score_lambdas(eval_model, task.val.x, [ref] if ref else None, spaces[n],
+                scores = score_lambdas(stack.member_model(n), task.val.x, [ref] if ref else None, spaces[n],
                                        batch_size=cfg0.evaluate.batch_size, device=dev, amp=amp,
                                        transform=task.normalizer)[0]
                 m = binary_metrics(task.val.y.numpy(), scores, threshold=cfg0.evaluate.threshold)
@@ -387,16 +418,16 @@ def _train_stacked(cfgs: list[Config], runs: list[RunDir], task, spaces: list, d
                                               "train_loss": float(np.mean(train_losses)),
                                               "train_losses": train_losses, "lr": lr, "seconds": seconds})
 
-    results = []
     finals = []
     for n, (cfg, run, space) in enumerate(zip(cfgs, runs, spaces)):
-        eval_model = load_member(n, eval_source())
+        eval_model = stack.member_model(n)
         final = _final_evaluation(cfg, task, space, eval_model, dev, amp)
         save_weights(run.weights, eval_model)
         run.log(final)
         finals.append(final)
     stack_seconds = time.perf_counter() - t0
     share = stack_seconds / n_members
+    results = []
     for run, final in zip(runs, finals):
         write_json(run.complete_marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": step,
                                          "seconds": share, "stack_seconds": stack_seconds,
