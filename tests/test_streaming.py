@@ -277,9 +277,14 @@ def test_stream_errors_name_the_fix(tmp_path):
     cfg = config_from_dict(d)
     with pytest.raises(ValueError, match="train.loader: stream"):
         resolve_loader_kind(cfg, build_task(cfg.data))
-    digits = load_config(packaged_config_path("demo_digits"), ["train.loader=stream"])
-    with pytest.raises(ValueError, match="uint8 images"):
+    digits = load_config(packaged_config_path("demo_digits"), ["train.loader=pil"])
+    with pytest.raises(ValueError, match="pil takes uint8 images"):
         resolve_loader_kind(digits, build_task(digits.data))
+    table = load_config(packaged_config_path("demo_digits"), ["train.loader=stream", "data.source=breast_cancer",
+                                                               "data.positive_class=malignant",
+                                                               "model.backbone=mlp", "model.backbone_kwargs={}"])
+    with pytest.raises(ValueError, match="tables live in memory"):
+        resolve_loader_kind(table, build_task(table.data))
     with pytest.raises(DataSourceError, match="in_memory: true"):
         load_image_folder(root, in_memory=False, skip_bad_images=True)
     PIL.fromarray(np.zeros((5, 7, 3), np.uint8)).save(root / "good" / "zz_odd.png")

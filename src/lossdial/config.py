@@ -241,11 +241,12 @@ class TrainConfig(_Section):
         "none", description="On-device batch augmentation: crop (zero padding crop_padding), flip, trivial "
                             "(TrivialAugment-Wide); crop_flip_trivial applies all three in that order.")
     crop_padding: int = Field(4, ge=0)
-    loader: Literal["auto", "device", "stream"] = Field(
+    loader: Literal["auto", "device", "stream", "pil"] = Field(
         "auto", description="device: the training split lives on the training device and is augmented there in "
                             "whole batches (fast; CIFAR-scale data); stream: DataLoader workers decode and augment "
-                            "each image with torchvision transforms v2 (large image folders); auto: stream for "
-                            "data.in_memory: false, else device.")
+                            "each image with torchvision transforms v2 (large image folders); pil: stream with PIL "
+                            "images through the transforms (the reference implementations' path, for speed "
+                            "comparisons); auto: stream for data.in_memory: false, else device.")
     num_workers: int = Field(2, ge=0, description="train.loader stream: DataLoader worker processes (0: none).")
     pin_memory: bool | None = Field(
         None, description="train.loader stream: collate batches in pinned memory (null: when training on CUDA).")

@@ -33,7 +33,8 @@ from lossdial.data.loader import EpochOrder, make_generator
 def build_transform(mode: str, image_hw: Sequence[int], padding: int = 4, *, to_pil: bool = False):
     """The torchvision transforms v2 pipeline equal in distribution to :func:`~lossdial.data.augment.augment_batch`.
 
-    Input: a uint8 tensor [C, H, W] (or a PIL image with ``to_pil=True``); output: a uint8 tensor [C, H, W].
+    Input: a uint8 (or float in [0, 1]) tensor [C, H, W], or a PIL image with ``to_pil=True``; output: a tensor
+    [C, H, W] of the input's dtype (uint8 for PIL).
     """
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2
@@ -140,8 +141,9 @@ class StreamingLoader(EpochOrder):
         if len(shape) != 3:
             raise ValueError(f"the streaming loader takes images [N, C, H, W], got per-sample shape {list(shape)}")
         if isinstance(images, torch.Tensor):
-            if images.dtype != torch.uint8:
-                raise ValueError(f"the streaming loader takes uint8 images, got {images.dtype}")
+            if images.dtype != torch.uint8 and not (images.is_floating_point() and not to_pil):
+                raise ValueError(f"the streaming loader takes uint8 images (or float images in [0, 1] without "
+                                 f"to_pil), got {images.dtype}")
             images = images.cpu()
         self.device = torch.device(device)
         self.aug_seed = aug_seed

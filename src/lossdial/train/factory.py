@@ -105,7 +105,7 @@ def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int) -> torch.optim
 
 
 def resolve_loader_kind(cfg: Config, task) -> str:
-    """"device" or "stream" for ``train.loader`` (auto: stream a lazy image folder, else device)."""
+    """"device", "stream" or "pil" for ``train.loader`` (auto: stream a lazy image folder, else device)."""
     lazy = hasattr(task.train.x, "load")
     kind = cfg.train.loader
     if kind == "auto":
@@ -113,10 +113,12 @@ def resolve_loader_kind(cfg: Config, task) -> str:
     if kind == "device" and lazy:
         raise ValueError("train.loader: device needs the images in memory, but data.in_memory is false; set "
                          "train.loader: stream (or auto), or data.in_memory: true for data that fit in memory")
-    if kind == "stream" and (task.train.x.dtype != torch.uint8 or len(task.input_shape) != 3):
-        raise ValueError(f"train.loader: stream takes uint8 images [C, H, W]; this data is "
-                         f"{str(task.train.x.dtype).removeprefix('torch.')} {list(task.input_shape)} (tables and "
-                         f"float images live in memory): set train.loader: device (or auto)")
+    if kind in ("stream", "pil") and len(task.input_shape) != 3:
+        raise ValueError(f"train.loader: {kind} takes images [C, H, W]; this data is {list(task.input_shape)} "
+                         f"(tables live in memory): set train.loader: device (or auto)")
+    if kind == "pil" and task.train.x.dtype != torch.uint8:
+        raise ValueError(f"train.loader: pil takes uint8 images; this data is "
+                         f"{str(task.train.x.dtype).removeprefix('torch.')}: use train.loader: stream")
     return kind
 
 
@@ -126,12 +128,14 @@ def build_train_loader(cfg: Config, task, dev: torch.device):
 
     tc = cfg.train
     seed = derive_seed(cfg.seed, 0x5FF1)
-    if resolve_loader_kind(cfg, task) == "stream":
+    kind = resolve_loader_kind(cfg, task)
+    if kind in ("stream", "pil"):
         from lossdial.data.streaming import StreamingLoader
 
         return StreamingLoader(task.train.x, task.train.y, tc.batch_size, augment=tc.augment,
                                padding=tc.crop_padding, shuffle=True, seed=seed,
                                aug_seed=derive_seed(cfg.seed, 0xA06E), drop_last=tc.drop_last,
-                               num_workers=tc.num_workers, pin_memory=tc.pin_memory, device=dev)
+                               num_workers=tc.num_workers, pin_memory=tc.pin_memory, device=dev,
+                               to_pil=kind == "pil")
     return TensorLoader(task.train.x.to(dev), task.train.y.to(dev), tc.batch_size, shuffle=True, seed=seed,
                         drop_last=tc.drop_last)
