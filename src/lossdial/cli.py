@@ -623,6 +623,9 @@ def compare(
     prevalence: Optional[float] = typer.Option(None, help="Prevalence for precision-type metrics (default: the "
                                                "training prevalence, as `pick` uses)."),
     device: Optional[str] = typer.Option(None, help="Training device (default: train.device of the config)."),
+    stacked: bool = typer.Option(False, "--stacked", help="Train the baseline grid (all seeds) as one stacked model "
+                                 "and the LCT runs as another (torch.func.vmap; fast on a GPU; in-memory data "
+                                 "only; unfinished runs restart instead of resuming)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Baseline grid vs LCT over seeds: train all, pick each method's best point per metric on validation,
@@ -643,7 +646,7 @@ def compare(
             result = compare_fn(config, out=out, baseline_grid=baseline_grid, lct=lct, seeds=seeds,
                                 overrides=overrides, jobs=jobs, vary_data_seed=vary_data_seed, device=device,
                                 lct_lambdas=lambda_, prevalence=prevalence,
-                                callback=_CompareProgress(progress, jobs))
+                                callback=_CompareProgress(progress, jobs), stacked=stacked)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; run the same command again (same --out {out}) to continue: finished "
                           f"runs are reused and unfinished ones resume")

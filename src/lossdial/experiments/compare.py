@@ -305,6 +305,38 @@ def _train_runs(runs: list[PlannedRun], *, jobs: int, device: str | None, callba
             raise
 
 
+def stack_groups(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """The runs to train as one stack each (``compare(stacked=True)``): the baseline grid members of all seeds
+    form one stack, the LCT runs (every law and seed) another; runs on different data seeds or LCT runs
+    conditioned on different hyperparameters go to separate stacks (a stack shares its data and FiLM size)."""
+    groups: dict[tuple, list[PlannedRun]] = {}
+    for r in runs:
+        cfg = r.config
+        key = (cfg.lct.enabled, r.data_seed, tuple(sorted(cfg.lct.lambdas)) if cfg.lct.enabled else ())
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+def _train_stacked_runs(runs: list[PlannedRun], *, device: str | None, callback: Any) -> None:
+    """Train every unfinished run in stacks (:func:`lossdial.train.stacked.train_stacked`).
+
+    A stack does not resume: an unfinished run (a checkpoint of an earlier unstacked compare, or a stack
+    killed midway) is retrained from the start. Its callback is the first member's train callback.
+    """
+    from lossdial.train.stacked import train_stacked
+
+    for r in runs:
+        if r.action == "reuse":
+            _call(callback, "on_run_end", r, 0.0)
+    for group in stack_groups([r for r in runs if r.action != "reuse"]):
+        for r in group:
+            _call(callback, "on_run_start", r)
+        results = train_stacked([r.config for r in group], [r.path for r in group], device=device, force=True,
+                                callback=_call(callback, "train_callback", group[0]))
+        for r, res in zip(group, results):
+            _call(callback, "on_run_end", r, res.seconds)
+
+
 # --------------------------------------------------------------------------------------------------
 # selection on validation, scoring on test
 # --------------------------------------------------------------------------------------------------
@@ -526,7 +558,8 @@ def compare(config: Config | str | Path, *, out: str | Path,
             lct: str | Sequence[str] | None = None, seeds: int | Sequence[int] = 3,
             overrides: Sequence[str] = (), jobs: int = 1, vary_data_seed: bool = False,
             device: str | None = None, eval_device: str = "auto", lct_lambdas: str | None = None,
-            prevalence: float | None = None, callback: CompareCallback | None = None) -> CompareResult:
+            prevalence: float | None = None, callback: CompareCallback | None = None,
+            stacked: bool = False) -> CompareResult:
     """Train the baseline grid and the LCT model(s) for every seed; choose on val, score on test, aggregate.
 
     Args:
@@ -544,6 +577,10 @@ def compare(config: Config | str | Path, *, out: str | Path,
         prevalence: positive prevalence for precision-type metrics (default: the training prevalence,
             as ``lossdial pick`` uses).
         callback: progress hooks (:class:`CompareCallback`).
+        stacked: train the baseline grid (all seeds) as one stacked model and the LCT runs as another
+            (:func:`lossdial.train.stacked.train_stacked`; see :func:`stack_groups`): the same runs, weight
+            for weight up to rounding, much faster on a GPU. Needs ``jobs=1`` and the in-memory data path;
+            unfinished runs are retrained from the start (stacks do not resume).
     """
     from lossdial.conditioning import parse_lambda_grid
 
@@ -556,6 +593,9 @@ def compare(config: Config | str | Path, *, out: str | Path,
         config_name = str(config)
     if jobs < 1:
         raise CompareError(f"jobs must be >= 1, got {jobs}")
+    if stacked and jobs > 1:
+        raise CompareError("--stacked trains each stack in this process on one device; drop --jobs (or use "
+                           "--jobs without --stacked)")
     out = Path(out)
     methods = build_methods(baseline_grid, lct)
     seed_list = _seed_list(base, seeds)
@@ -563,7 +603,15 @@ def compare(config: Config | str | Path, *, out: str | Path,
     runs = plan_runs(base, methods, seed_list, out, vary_data_seed=vary_data_seed)
     _call(callback, "on_plan", runs)
     t_train = time.perf_counter()
-    _train_runs(runs, jobs=jobs, device=device, callback=callback)
+    if stacked:
+        from lossdial.train.stacked import StackedConfigError
+
+        try:
+            _train_stacked_runs(runs, device=device, callback=callback)
+        except StackedConfigError as exc:
+            raise CompareError(f"--stacked: {exc}") from exc
+    else:
+        _train_runs(runs, jobs=jobs, device=device, callback=callback)
     t_eval = time.perf_counter()
 
     task_cache = _TaskCache()
@@ -598,7 +646,7 @@ def compare(config: Config | str | Path, *, out: str | Path,
         settings={"config": config_name, "overrides": list(overrides), "baseline_grid": methods[0].spec
                   if methods[0].kind == "baseline" else None,
                   "lct": [m.spec for m in methods if m.kind == "lct"], "vary_data_seed": vary_data_seed,
-                  "data_seeds": sorted({r.data_seed for r in runs}), "jobs": jobs,
+                  "data_seeds": sorted({r.data_seed for r in runs}), "jobs": jobs, "stacked": stacked,
                   "lct_lambdas": lct_lambdas, "runs": {r.label: r.action for r in runs},
                   "seconds": {"wall": time.perf_counter() - t_start, "train_phase": t_eval - t_train,
                               "evaluate_phase": time.perf_counter() - t_eval}})
