@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lossdial.config import load_config  # noqa: E402
-from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator  # noqa: E402
+from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator, to_device  # noqa: E402
 from lossdial.data.task import build_task  # noqa: E402
 from lossdial.train.ema import EMA  # noqa: E402
 from lossdial.train.factory import (  # noqa: E402
@@ -68,13 +68,15 @@ class SingleRun:
         self.lam_gen = make_generator(cfg.seed, 0x1A3B)
         self.aug_gen = make_generator(cfg.seed, 0xA06E)
         self.amp = cfg.train.amp and dev.type == "cuda"
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
 
     def step(self, xb, yb):
         tc = self.cfg.train
         xb = self.task.normalizer(augment_batch(xb, tc.augment, self.aug_gen, tc.crop_padding))
         if self.space is not None:
-            lam = {k: v.to(self.dev) for k, v in self.space.sample(len(yb), self.lam_gen).items()}
-            z = self.space.encode(lam, batch_size=len(yb)).to(self.dev)
+            lam_cpu = self.space.sample(len(yb), self.lam_gen)
+            z = to_device(self.space.encode(lam_cpu, batch_size=len(yb)), self.dev)
+            lam = {k: to_device(v, self.dev) for k, v in lam_cpu.items()}
         else:
             lam, z = None, None
         with torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -83,7 +85,7 @@ class SingleRun:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:

@@ -143,6 +143,9 @@ def test_other_bad_inputs(tmp_path, tiny_overrides):
                  MEMBERS[:2])
     with pytest.raises(StackedConfigError, match="dropout"):
         train_stacked(drop, [tmp_path / "d0", tmp_path / "d1"], device="cpu")
+    for ov, msg in (("train.channels_last=true", "channels_last"), ("train.compile=default", "compile")):
+        with pytest.raises(StackedConfigError, match=msg):
+            train_stacked(_cfgs(tiny_overrides + [ov], MEMBERS[:2]), [tmp_path / "c0", tmp_path / "c1"], device="cpu")
     stream = _cfgs(tiny_overrides + ["train.loader=stream"], MEMBERS[:2])
     with pytest.raises(ValueError, match="stream"):
         train_stacked(stream, [tmp_path / "s0", tmp_path / "s1"], device="cpu")

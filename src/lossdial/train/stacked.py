@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from lossdial.config import Config
-from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator
+from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator, to_device
 from lossdial.data.task import build_task
 from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
@@ -131,6 +131,14 @@ def check_stackable(cfgs: Sequence[Config]) -> None:
                 f"stacked configs differ in the names of lct.lambda (member 0: {sorted(cfgs[0].lct.lambdas)}, "
                 f"member {n}: {sorted(cfg.lct.lambdas)}): stacked LCT members must condition on the same "
                 f"hyperparameters (one FiLM input size); stack them separately")
+    tc = cfgs[0].train
+    if tc.channels_last:
+        raise StackedConfigError("train.channels_last is not supported by train_stacked (vmap folds the members "
+                                 "into the channel dimension of one grouped convolution); set "
+                                 "train.channels_last: false")
+    if tc.compile != "off":
+        raise StackedConfigError(f"train.compile: {tc.compile} is not supported by train_stacked (the vmapped "
+                                 f"forward is not compiled); set train.compile: off")
     if cfgs[0].data.task != "binary":
         raise StackedConfigError("train_stacked trains binary tasks only (data.task: binary), as train does")
 
@@ -171,9 +179,12 @@ def _stacked_optimizer(cfg: Config, params: dict[str, torch.Tensor], unstacked_n
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     o = cfg.optim
+    flat = decay + no_decay
+    fused = (bool(flat) and flat[0].device.type == "cuda") if o.fused is None else o.fused
+    kind = {"fused": True} if fused else {}
     if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0)
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, **kind)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), **kind)
 
 
 @torch.no_grad()
@@ -203,17 +214,20 @@ class StackedEMA:
         self.decay = float(decay)
         self.avg = {k: v.detach().clone() for k, v in tensors.items()}
         self.n_averaged = 0
+        self._lists: tuple[list, list, list, list] | None = None
 
     @torch.no_grad()
     def update(self, tensors: dict[str, torch.Tensor]) -> None:
-        mine = list(self.avg.values())
-        theirs = [tensors[k].detach() for k in self.avg]
+        if self._lists is None:  # the stacked tensors are fixed objects: list them once
+            mine = list(self.avg.values())
+            theirs = [tensors[k].detach() for k in self.avg]
+            self._lists = (mine, theirs, [a for a in mine if a.is_floating_point()],
+                           [b for b in theirs if b.is_floating_point()])
+        mine, theirs, fa, fb = self._lists
         if self.n_averaged == 0:
             for a, b in zip(mine, theirs):
                 a.copy_(b)
         else:
-            fa = [a for a in mine if a.is_floating_point()]
-            fb = [b for b in theirs if b.is_floating_point()]
             if fa:
                 torch._foreach_lerp_(fa, fb, 1.0 - self.decay)
             for a, b in zip(mine, theirs):
@@ -321,10 +335,10 @@ class StackedTrainer:
         for n, (xb, yb) in enumerate(batches):
             xs.append(augment_batch(xb, tc.augment, self.aug_gens[n], tc.crop_padding))
             ys.append(yb)
-            if self.conditioned:
-                lam = {k: v.to(dev) for k, v in self.spaces[n].sample(len(yb), self.lam_gens[n]).items()}
-                lams.append(lam)
-                zs.append(self.spaces[n].encode(lam, batch_size=len(yb)).to(dev))
+            if self.conditioned:  # drawn and encoded on the CPU, copied without a host sync (as the loop)
+                lam_cpu = self.spaces[n].sample(len(yb), self.lam_gens[n])
+                zs.append(to_device(self.spaces[n].encode(lam_cpu, batch_size=len(yb)), dev))
+                lams.append({k: to_device(v, dev) for k, v in lam_cpu.items()})
             else:
                 lams.append(None)
         x = torch.stack(xs)
