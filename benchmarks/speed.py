@@ -40,14 +40,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, os.environ.get("LOSSDIAL_BENCH_SRC") or str(ROOT / "src"))
 
 PATHS = {
-    "standard": ["train.loader=pil", "train.num_workers=2"],
-    "stream": ["train.loader=stream", "train.num_workers=2"],
-    "device": ["train.loader=device"],
+    "standard": ["train.loader=pil", "train.num_workers=2", "train.channels_last=false"],
+    "stream": ["train.loader=stream", "train.num_workers=2", "train.channels_last=false"],
+    "device": ["train.loader=device", "train.channels_last=false"],
     "device+cl": ["train.loader=device", "train.channels_last=true"],
-    "device+compile": ["train.loader=device", "train.compile=default"],
+    "device+compile": ["train.loader=device", "train.channels_last=false", "train.compile=default"],
 }
 
 WORKLOADS = {
@@ -60,12 +60,22 @@ WORKLOADS = {
 def _config(workload: str, path: str, epochs: int, seed: int, extra: list[str]):
     from lossdial.config import load_config, packaged_config_path
 
+    from lossdial.config import ConfigError
+
     cfg_path, ov = WORKLOADS[workload]
-    switch = PATHS[path]
+    switch = PATHS[path.split("@")[0]]
     if workload == "demo" and path == "standard":  # the digits are float images: no PIL form, tensors in workers
         switch = PATHS["stream"]
-    return load_config(cfg_path or packaged_config_path("demo_digits"),
-                       ov + switch + [f"train.epochs={epochs}", f"seed={seed}"] + extra)
+    args = ov + switch + [f"train.epochs={epochs}", f"seed={seed}"] + extra
+    try:
+        return load_config(cfg_path or packaged_config_path("demo_digits"), args)
+    except ConfigError:
+        if "@" not in path:
+            raise
+        # an older lossdial (--before): drop the switches it does not know; its defaults are the plain path
+        newer = ("train.loader", "train.checkpoint_epochs", "train.num_workers", "train.channels_last")
+        return load_config(cfg_path or packaged_config_path("demo_digits"),
+                           [a for a in args if not a.startswith(newer)])
 
 
 def worker(args) -> None:
@@ -125,11 +135,14 @@ def worker(args) -> None:
 def run_one(args, workload: str, path: str, seed: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--workload", workload, "--path", path, "--device", args.device,
            "--epochs", str(args.epochs), "--seed", str(seed)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if "@" in path:  # "device@before": the same measurement with an older source tree first on the path
+        env["LOSSDIAL_BENCH_SRC"] = args.before
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     for s in args.set:
         cmd += ["--set", s]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"{workload}/{path} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -157,6 +170,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
     ap.add_argument("--set", action="append", default=[], help="extra config override for every run")
+    ap.add_argument("--before", default=None, metavar="SRC_DIR",
+                    help="also time the device path with this older source tree (e.g. a git worktree's src/), "
+                         "as path 'device@before', to show what the loop's overhead removal bought")
     ap.add_argument("--out", default=None, help="results file stem (default benchmarks/results/speed_<device>)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
@@ -167,7 +183,9 @@ def main() -> None:
         return worker(args)
 
     paths = args.paths.split(",")
-    unknown = [p for p in paths if p not in PATHS]
+    if args.before:
+        paths.append("device@before")
+    unknown = [p for p in paths if p.split("@")[0] not in PATHS]
     if unknown:
         raise SystemExit(f"unknown path(s) {unknown}; choose from {list(PATHS)}")
     results: list[dict] = []
@@ -203,12 +221,16 @@ def main() -> None:
             base = s if path == "standard" else base
             ratio = f"{base / s:.2f}x" if base else "-"
             n = rs[0]["n_train"]
-            auc_s = f"{auc:.3f}" + (f" ± {statistics.stdev(r['val_auc'] for r in rs):.3f}" if len(rs) > 1 else "")
+            distinct_seeds = len({r["seed"] for r in rs}) > 1
+            auc_s = f"{auc:.3f}" + (f" ± {statistics.stdev(r['val_auc'] for r in rs):.3f}" if distinct_seeds else "")
             lines.append(f"| {workload} | {path} | {n} | {s:.3f} | {n / s:.0f} | {ev:.3f} | {s + ev / 10:.3f} | "
                          f"{mem:.0f} | {ratio} | {auc_s} |")
             summary.append({"workload": workload, "path": path, "s_epoch": s, "images_per_s": n / s, "eval_s": ev,
                             "peak_mib": mem, "speedup_vs_standard": (base / s) if base else None,
                             "val_auc_mean": auc, "runs": rs})
+    if args.before:
+        lines += ["", f"device@before: the device path with the source tree {args.before} (settings it lacks "
+                      f"left at its defaults)."]
     lines += ["", "val AUC: the final EMA model on the validation split, mean over the evaluation lambda grid "
               "(after only the epochs above unless --quality was run for the full schedule)."]
     table = "\n".join(lines)
