@@ -3,7 +3,6 @@
 import html.parser
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

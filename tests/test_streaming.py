@@ -241,28 +241,13 @@ def test_streamed_folder_trains_like_the_device_path(tmp_path, augment):
     assert b.final["rows"][0]["metrics"]["auc"] > 0.9  # the classes differ in brightness: easy
 
 
-class _KillAt:
-    def __init__(self, step):
-        self.step = step
-
-    def on_start(self, total, start):
-        pass
-
-    def on_step(self, step):
-        if step == self.step:
-            raise KeyboardInterrupt
-
-    def on_epoch_end(self, epoch, record):
-        pass
-
-
-def test_streamed_run_killed_and_resumed_equals_uninterrupted(tmp_path):
+def test_streamed_run_killed_and_resumed_equals_uninterrupted(tmp_path, kill_at):
     root = _folder(tmp_path / "imgs")
     cfg = _folder_cfg(root, tmp_path, ["train.augment=crop_flip_trivial", "train.checkpoint_every=3",
                                        "train.loader=stream", "train.num_workers=2", "train.epochs=3"])
     full = train(cfg, tmp_path / "full", device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", device="cpu", callback=_KillAt(full.steps // 2 + 1))
+        train(cfg, tmp_path / "killed", device="cpu", callback=kill_at(full.steps // 2 + 1))
     resumed = train(cfg, tmp_path / "killed", device="cpu", resume=True)
     assert resumed.steps == full.steps
     wa = load_file(str(tmp_path / "full" / "model.safetensors"))

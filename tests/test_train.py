@@ -13,32 +13,15 @@ def _cfg(overrides):
     return load_config(packaged_config_path("demo_digits"), overrides)
 
 
-class _KillAt:
-    """Simulates a kill: raises in the middle of training after `step` optimizer steps."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_start(self, total, start):
-        pass
-
-    def on_step(self, step):
-        if step == self.step:
-            raise KeyboardInterrupt
-
-    def on_epoch_end(self, epoch, record):
-        pass
-
-
 @pytest.mark.parametrize("lct", [True, False])
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, tiny_overrides, lct):
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, tiny_overrides, lct, kill_at):
     ov = tiny_overrides + ["train.epochs=3", "train.batch_size=64", "train.checkpoint_every=5",
                            f"lct.enabled={str(lct).lower()}", "lct.per_sample=true", "train.augment=crop"]
     cfg = _cfg(ov)
     full = train(cfg, tmp_path / "full", device="cpu")
     # 16 steps per epoch: kill at step 23 (mid-epoch 2, 3 steps after the checkpoint at step 20)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", device="cpu", callback=_KillAt(23))
+        train(cfg, tmp_path / "killed", device="cpu", callback=kill_at(23))
     assert not (tmp_path / "killed" / "COMPLETE").exists()
     with pytest.raises(RunError, match="--resume"):
         train(cfg, tmp_path / "killed", device="cpu")
@@ -82,10 +65,10 @@ def test_run_directory_contents_and_protection(tmp_path, tiny_overrides):
         train(cfg, tmp_path / "other", device="cpu", force=True)
 
 
-def test_resume_rejects_a_different_config(tmp_path, tiny_overrides):
+def test_resume_rejects_a_different_config(tmp_path, tiny_overrides, kill_at):
     cfg = _cfg(tiny_overrides)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "r", device="cpu", callback=_KillAt(10))
+        train(cfg, tmp_path / "r", device="cpu", callback=kill_at(10))
     with pytest.raises(RunError, match="differs"):
         train(_cfg(tiny_overrides + ["optim.lr=0.01"]), tmp_path / "r", device="cpu", resume=True)
 
@@ -213,12 +196,12 @@ def test_speed_switches_train_the_same_weights(tmp_path, tiny_overrides, switch)
         assert worst == 0.0
 
 
-def test_checkpoint_epochs_resume_from_latest_checkpoint(tmp_path, tiny_overrides):
+def test_checkpoint_epochs_resume_from_latest_checkpoint(tmp_path, tiny_overrides, kill_at):
     ov = tiny_overrides + ["train.epochs=4", "train.batch_size=64", "train.checkpoint_epochs=2"]
     cfg = _cfg(ov)
     full = train(cfg, tmp_path / "full", device="cpu")
     with pytest.raises(KeyboardInterrupt):  # killed in epoch 4: resumes from the checkpoint after epoch 2
-        train(cfg, tmp_path / "killed", device="cpu", callback=_KillAt(3 * 16 + 5))
+        train(cfg, tmp_path / "killed", device="cpu", callback=kill_at(3 * 16 + 5))
     ck = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert ck["state"]["epoch"] == 2
     train(cfg, tmp_path / "killed", device="cpu", resume=True)

@@ -14,7 +14,6 @@ Picking is O(K n log n): per lambda, one sort of the scores gives every threshol
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from dataclasses import dataclass, field

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lossdial.rundir import RunDir, atomic_write_text, write_json
+from lossdial.rundir import atomic_write_text, write_json
 
 CARD_FORMAT_VERSION = 1
 CARD_METRICS = ("recall", "precision", "f1_at_threshold", "auc", "ap", "brier", "ece", "balanced_accuracy", "cost")

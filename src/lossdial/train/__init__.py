@@ -11,7 +11,8 @@ from lossdial.train.factory import (
     resolve_device,
 )
 from lossdial.train.loop import TrainResult, default_eval_grid, train
+from lossdial.train.stacked import StackedConfigError, train_stacked
 
 __all__ = ["TrainResult", "build_lambda_space", "build_loss_fn", "build_model_from_config", "build_optimizer",
            "build_scheduler", "default_eval_grid", "load_checkpoint", "load_weights", "lr_factor",
-           "resolve_device", "save_checkpoint", "save_weights", "train"]
+           "resolve_device", "save_checkpoint", "save_weights", "StackedConfigError", "train", "train_stacked"]

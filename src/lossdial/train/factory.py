@@ -71,6 +71,11 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     for _, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
+    return optimizer_from_groups(cfg, decay, no_decay)
+
+
+def optimizer_from_groups(cfg: Config, decay: list, no_decay: list) -> torch.optim.Optimizer:
+    """The configured optimizer over two parameter groups: with and without weight decay."""
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     o = cfg.optim

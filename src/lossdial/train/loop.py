@@ -285,13 +285,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
                                   "seconds": time.perf_counter() - t0}
         last = epoch + 1 == tc.epochs
         if tc.eval_every and ((epoch + 1) % tc.eval_every == 0) and not last:
-            scores = score_lambdas(eval_model, task.val.x, [ref_lam] if ref_lam else None, space,
-                                   batch_size=cfg.evaluate.batch_size, device=dev, amp=amp,
-                                   transform=task.normalizer)[0]
-            m = binary_metrics(task.val.y.numpy(), scores, threshold=cfg.evaluate.threshold)
-            record["val"] = {k: m[k] for k in ("auc", "ap", "brier", "f1")}
-            if ref_lam:
-                record["val_lambda"] = ref_lam
+            record.update(periodic_validation(cfg, task, space, eval_model, ref_lam, dev, amp))
         state.update({"epoch": epoch + 1, "batch": 0, "loss_sum": 0.0, "loss_count": 0})
         if main:
             run.log(record)
@@ -309,6 +303,17 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         write_json(run.complete_marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                          "steps": state["step"], "seconds": time.perf_counter() - t0})
     return TrainResult(run_dir=run.path, steps=state["step"], seconds=time.perf_counter() - t0, final=final)
+
+
+def periodic_validation(cfg: Config, task: Task, space, model, ref_lam, dev, amp) -> dict[str, Any]:
+    """The epoch record's validation entries: metrics at the reference lambda (never the test split)."""
+    scores = score_lambdas(model, task.val.x, [ref_lam] if ref_lam else None, space,
+                           batch_size=cfg.evaluate.batch_size, device=dev, amp=amp, transform=task.normalizer)[0]
+    m = binary_metrics(task.val.y.numpy(), scores, threshold=cfg.evaluate.threshold)
+    out: dict[str, Any] = {"val": {k: m[k] for k in ("auc", "ap", "brier", "f1")}}
+    if ref_lam:
+        out["val_lambda"] = ref_lam
+    return out
 
 
 def _final_evaluation(cfg: Config, task: Task, space, model, dev, amp) -> dict[str, Any]:

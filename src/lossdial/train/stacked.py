@@ -60,8 +60,6 @@ from torch import nn
 from lossdial.config import Config
 from lossdial.data.loader import TensorLoader, augment_batch, derive_seed, make_generator, to_device
 from lossdial.data.task import build_task
-from lossdial.evaluate.classification import binary_metrics
-from lossdial.evaluate.scoring import score_lambdas
 from lossdial.rundir import RunDir, RunError, write_json
 from lossdial.train import distributed as ddp
 from lossdial.train.checkpoint import save_weights
@@ -70,10 +68,12 @@ from lossdial.train.factory import (
     build_loss_fn,
     build_model_from_config,
     build_scheduler,
+    optimizer_from_groups,
     resolve_device,
     resolve_loader_kind,
 )
 from lossdial.train.loop import (
+    periodic_validation,
     RUN_FILES,
     Callback,
     TrainResult,
@@ -176,15 +176,7 @@ def _stacked_optimizer(cfg: Config, params: dict[str, torch.Tensor], unstacked_n
     for name, p in params.items():
         if p.requires_grad:
             (no_decay if unstacked_ndim[name] <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    o = cfg.optim
-    flat = decay + no_decay
-    fused = (bool(flat) and flat[0].device.type == "cuda") if o.fused is None else o.fused
-    kind = {"fused": True} if fused else {}
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, **kind)
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), **kind)
+    return optimizer_from_groups(cfg, decay, no_decay)
 
 
 @torch.no_grad()
@@ -418,14 +410,8 @@ def _train_stacked(cfgs: list[Config], runs: list[RunDir], task, spaces: list, d
             record: dict[str, Any] = {"event": "epoch", "epoch": epoch + 1, "step": step,
                                       "train_loss": train_losses[n], "lr": lr, "seconds": seconds}
             if do_eval:
-                ref = ref_lams[n]
-                scores = score_lambdas(stack.member_model(n), task.val.x, [ref] if ref else None, spaces[n],
-                                       batch_size=cfg0.evaluate.batch_size, device=dev, amp=amp,
-                                       transform=task.normalizer)[0]
-                m = binary_metrics(task.val.y.numpy(), scores, threshold=cfg0.evaluate.threshold)
-                record["val"] = {k: m[k] for k in ("auc", "ap", "brier", "f1")}
-                if ref:
-                    record["val_lambda"] = ref
+                record.update(periodic_validation(cfg0, task, spaces[n], stack.member_model(n), ref_lams[n],
+                                                  dev, amp))
             run.log(record)
         if callback is not None:
             callback.on_epoch_end(epoch + 1, {"event": "epoch", "epoch": epoch + 1, "step": step,
