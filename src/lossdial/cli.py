@@ -649,7 +649,8 @@ def compare(
                                 callback=_CompareProgress(progress, jobs), stacked=stacked)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; run the same command again (same --out {out}) to continue: finished "
-                          f"runs are reused and unfinished ones resume")
+                          f"runs are reused and unfinished ones " + ("restart (stacks do not checkpoint)" if stacked
+                                                                    else "resume"))
         raise typer.Exit(130)
     except (CompareError, ConfigError, RunError, ValueError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
