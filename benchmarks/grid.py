@@ -138,6 +138,7 @@ def main() -> None:
     repeats = 2 if args.quick else (args.repeats or (5 if cuda else 3))
 
     base_ov = ["train.batch_size=128", "train.augment=crop_flip", "train.ema_decay=0.99", "train.loader=device",
+               "train.channels_last=false",  # both modes in the default layout (stacks refuse channels-last)
                f"lct.enabled={str(args.lct).lower()}"]
     cfg0 = load_config(args.config, base_ov)
     t = time.perf_counter()
