@@ -256,6 +256,9 @@ class TrainConfig(_Section):
         1, ge=1, description="Write the resume checkpoint every N epochs (and after the last); a killed run resumes "
                              "from the latest one.")
     channels_last: bool = Field(False, description="Images and convolution weights in channels-last memory layout.")
+    cudnn_benchmark: bool = Field(
+        False, description="CUDA: let cuDNN time its convolution algorithms for this run's fixed shapes (faster "
+                           "steps; the chosen kernels, and so the last bits of the weights, may vary run to run).")
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
         "off", description="EXPERIMENTAL: torch.compile the training forward with this mode (reduce-overhead uses "
                            "CUDA graphs). Not yet measured on a GPU; off by default.")

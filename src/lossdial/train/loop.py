@@ -162,9 +162,14 @@ def _train_run(cfg: Config, run: RunDir, resume: bool, force: bool, callback: Ca
         _write_run_header(run, cfg, task, space)
 
     fork_devices = [dev] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(derive_seed(cfg.seed, 0x6107))
-        return _train(cfg, run, task, space, dev, resuming, callback, dctx)
+    cudnn_prev = torch.backends.cudnn.benchmark  # set for this run only, restored after (no global state)
+    torch.backends.cudnn.benchmark = cudnn_prev or (cfg.train.cudnn_benchmark and dev.type == "cuda")
+    try:
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(derive_seed(cfg.seed, 0x6107))
+            return _train(cfg, run, task, space, dev, resuming, callback, dctx)
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_prev
 
 
 def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resuming: bool,
