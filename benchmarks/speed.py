@@ -173,7 +173,8 @@ def main() -> None:
     ap.add_argument("--before", default=None, metavar="SRC_DIR",
                     help="also time the device path with this older source tree (e.g. a git worktree's src/), "
                          "as path 'device@before', to show what the loop's overhead removal bought")
-    ap.add_argument("--out", default=None, help="results file stem (default benchmarks/results/speed_<device>)")
+    ap.add_argument("--out", default=None,
+                    help="results file stem: writes STEM.md and STEM.json (default benchmarks/results/speed_<device>)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
@@ -196,7 +197,7 @@ def main() -> None:
                 r = run_one(args, workload, path, seed)
                 results.append(r)
                 print(f"  {workload:7s} {path:15s} seed {seed}: {r['s_epoch']:.3f} s/epoch "
-                      f"(epochs {[round(e, 2) for e in r['epoch_seconds']]}), eval {r['eval_s']:.3f} s, "
+                      f"(epoch end times {[round(e, 2) for e in r['epoch_seconds']]} s), eval {r['eval_s']:.3f} s, "
                       f"val AUC {r['val_auc']:.3f}", flush=True)
 
     lines = [f"# Training speed ({args.device})", "", machine(args.device), "",

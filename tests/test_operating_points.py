@@ -148,6 +148,11 @@ def test_cli_pick_card_predict_export_report(runs, tmp_path):
     assert pt["val"]["recall"] >= 0.8 and set(pt["lambda"]) == {"tau"}
     assert {"recall", "precision", "auc", "ap", "brier"} <= set(pt["test"])
     assert (runs / "lct" / "model_card.md").read_text().count("### `") == 2
+    # --at alone: precision is maximised under a recall constraint, and the point gets a shell-safe name
+    r = runner.invoke(app, ["pick", run, "--at", "recall>=0.8", "--n-boot", "20"])
+    assert r.exit_code == 0, r.output
+    auto = json.loads((runs / "lct" / "model_card.json").read_text())["points"]["recall_ge_0.8_max_precision"]
+    assert auto["lambda"] == pt["lambda"] and auto["threshold"] == pt["threshold"]
 
     # predict reproduces the sweep's scores for the same lambda
     loaded = load_run(run)

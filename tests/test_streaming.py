@@ -272,9 +272,16 @@ def test_stream_errors_name_the_fix(tmp_path):
         resolve_loader_kind(table, build_task(table.data))
     with pytest.raises(DataSourceError, match="in_memory: true"):
         load_image_folder(root, in_memory=False, skip_bad_images=True)
+    good = load_image_folder(root, in_memory=False)
     PIL.fromarray(np.zeros((5, 7, 3), np.uint8)).save(root / "good" / "zz_odd.png")
-    lazy = load_image_folder(root, in_memory=False)
-    with pytest.raises(ImageReadError, match="zz_odd.png.*data.image_size"):
-        lazy.x.load()
+    with pytest.raises(DataSourceError, match="zz_odd.png is 7x5.*data.image_size"):  # headers read up front
+        load_image_folder(root, in_memory=False)
     resized = load_image_folder(root, in_memory=False, image_size=12)
     assert resized.x.load().shape == (29, 3, 12, 12)
+    # a file that changes size after listing fails in the worker; the message comes back as one line
+    files = good.x.files[:8] + [str(root / "good" / "zz_odd.png")]
+    lazy = ImageFiles(files, 3, None, item_shape=(3, 12, 12))
+    with pytest.raises(ImageReadError) as info:
+        list(StreamingLoader(lazy, torch.zeros(9, dtype=torch.long), 4, num_workers=2).batches(0))
+    msg = str(info.value)
+    assert "zz_odd.png" in msg and "data.image_size" in msg and "\n" not in msg and "Traceback" not in msg

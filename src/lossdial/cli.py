@@ -121,7 +121,19 @@ def train(
     if not is_main_process():  # torchrun: rank 0 reports
         return
     console.print(f"run directory: [bold]{result.run_dir}[/]  ({result.steps} steps, {result.seconds:.1f} s)")
-    _print_rows(result.final.get("rows", []), title=f"{cfg.name}: validation split")
+    counts = _split_counts(result.run_dir, "val")
+    where = f" ({counts[1]} positives / {counts[0]} negatives); prevalence {counts[1] / sum(counts):.4f} " \
+            f"(the split's own)" if counts else ""
+    _print_rows(result.final.get("rows", []), title=f"{cfg.name}: validation split{where}",
+                label="LCT" if cfg.lct.enabled else "baseline")
+
+
+def _split_counts(run_dir: Path, split: str) -> list[int] | None:
+    try:
+        c = json.loads((Path(run_dir) / "data.json").read_text())["counts"][split]
+        return c if len(c) == 2 and sum(c) else None
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 _COLUMNS = [("auc", "AUC"), ("ap", "AP"), ("brier", "Brier"), ("ece", "ECE"), ("f1", "bestF1"),
@@ -314,9 +326,13 @@ def sweep(
 def pick(
     run: Path = typer.Argument(..., help="A finished run directory."),
     at: Optional[str] = typer.Option(None, "--at", help='Constraint, e.g. "recall>=0.95" or "precision>=0.9".'),
-    maximize: Optional[str] = typer.Option(None, help="precision, recall, f1, ap, auc, balanced_accuracy, accuracy."),
+    maximize: Optional[str] = typer.Option(
+        None, help="precision, recall, f1, ap, auc, balanced_accuracy, accuracy. Default: precision under a recall "
+                   "constraint, recall under a precision constraint, else f1."),
     minimize: Optional[str] = typer.Option(None, help="brier, ece, cost."),
-    name: str = typer.Option(..., "--name", help="Name of the point in the model card (e.g. screening)."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Name of the point in the model card (e.g. screening); default from the constraint "
+                             "and objective, e.g. recall_ge_0.9_max_precision."),
     lambda_: Optional[str] = typer.Option(None, "--lambda", help="Lambda grid to search (default 33 points)."),
     prevalence: Optional[float] = typer.Option(None, help="Prevalence for precision-type metrics (default: training)."),
     cost: Optional[str] = typer.Option(None, help="'fp=1,fn=20' for --minimize cost."),
@@ -333,7 +349,16 @@ def pick(
 
     if maximize and minimize:
         _fail("give --maximize or --minimize, not both")
-    objective = maximize or minimize or "f1"
+    constrained = (at or "").strip().split(">")[0].split("<")[0].split("=")[0].strip()
+    objective = maximize or minimize or {"recall": "precision", "precision": "recall"}.get(constrained, "f1")
+    if name is None:
+        import re
+
+        goal = f"{'min' if minimize else 'max'}_{objective}"
+        ops = {">=": "_ge_", "<=": "_le_", ">": "_gt_", "<": "_lt_", "==": "_eq_", "=": "_eq_"}
+        cons = re.sub(r">=|<=|==|>|<|=", lambda m: ops[m.group(0)], (at or "").replace(" ", ""))
+        name = f"{cons}_{goal}" if at else goal
+        console.print(f"point name: {name} (--name to choose one)", highlight=False)
     loaded = _load_or_fail(run, device)
     spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
                          confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost))
@@ -505,6 +530,9 @@ def data(
     if src.get("cache"):
         state = "reused" if src.get("cache_hit") else "built now"
         console.print(f"[bold]cache[/] {src['cache']} ({state})", highlight=False)
+    elif cfg.data.source == "image_folder" and not cfg.data.in_memory:
+        console.print("[bold]cache[/] not used (data.in_memory: false: images are decoded from their files "
+                      "while training)")
     elif cfg.data.source in ("image_folder", "cifar10_jpeg"):
         console.print("[bold]cache[/] off (data.cache: false)")
     if src.get("skipped_images"):

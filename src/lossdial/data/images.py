@@ -121,7 +121,7 @@ class ImageFiles:
         if a.shape != self.item_shape:
             raise ImageReadError(
                 f"image {self.files[i]} decodes to {a.shape[2]}x{a.shape[1]} (width x height) but the others are "
-                f"{self.item_shape[2]}x{self.item_shape[1]}; set data.image_size (e.g. 256) to resize every image")
+                f"{self.item_shape[2]}x{self.item_shape[1]}; set data.image_size (e.g. 64) to resize every image")
         return a
 
     def __getitem__(self, ix):
@@ -188,6 +188,26 @@ def _decode_all(files: list[tuple[Path, int]], channels: int, size_hw, skip_bad:
     return x, y, bad
 
 
+def _check_sizes(files: list[Path], root: Path, workers: int | None) -> None:
+    """All images share one size (from the file headers only), else the in-memory path's error."""
+    from PIL import Image, UnidentifiedImageError
+
+    def size(f):
+        try:
+            with Image.open(f) as im:
+                return im.size
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise ImageReadError(f"cannot read image {f}: {exc}; fix or delete the file") from None
+
+    sizes = map_chunked(size, files, workers or min(8, os.cpu_count() or 1))
+    first = sizes[0]
+    for f, sz in zip(files, sizes):
+        if sz != first:
+            raise DataSourceError(
+                f"images differ in size: {f.relative_to(root)} is {sz[0]}x{sz[1]} but {files[0].relative_to(root)} "
+                f"is {first[0]}x{first[1]} (width x height); set data.image_size (e.g. 64) to resize every image")
+
+
 def _cache_key(files: list[tuple[Path, int]], classes: list[str], channels: int, size_hw, skip_bad: bool) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"v": CACHE_VERSION, "classes": classes, "channels": channels,
@@ -214,6 +234,8 @@ def _load_one_root(root: Path, *, classes: list[str] | None, channels: int, size
         if skip_bad:
             raise DataSourceError("data.skip_bad_images needs data.in_memory: true (streamed images are decoded "
                                   "during training, too late to skip); fix or delete unreadable files instead")
+        if size_hw is None:  # read the headers now (no decoding) so a stray size fails here, not mid-training
+            _check_sizes([f for f, _ in files], root, workers)
         lazy = ImageFiles([f for f, _ in files], channels, size_hw, item_shape, workers)
         y = np.array([c for _, c in files], dtype=np.int64)
         return Pool(x=lazy, y=y, class_names=classes, kind="image"), {

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lossdial.data.augment import AUGMENT_MODES
 from lossdial.data.loader import EpochOrder, make_generator
+from lossdial.data.sources import DataSourceError
 
 
 def build_transform(mode: str, image_hw: Sequence[int], padding: int = 4, *, to_pil: bool = False):
@@ -146,6 +147,7 @@ class StreamingLoader(EpochOrder):
                                  f"to_pil), got {images.dtype}")
             images = images.cpu()
         self.device = torch.device(device)
+        self.num_workers = num_workers
         self.aug_seed = aug_seed
         self.y = y.cpu()
         self.dataset = AugmentedImages(images, self.y, build_transform(augment, shape[1:], padding, to_pil=to_pil),
@@ -177,5 +179,9 @@ class StreamingLoader(EpochOrder):
         self.sampler.seeds = self.item_seeds(epoch).tolist()
         self.sampler.start = start
         nb = self.device.type == "cuda"
-        for xb, yb in self._dl:
-            yield xb.to(self.device, non_blocking=nb), yb.to(self.device, non_blocking=nb)
+        try:
+            for xb, yb in self._dl:
+                yield xb.to(self.device, non_blocking=nb), yb.to(self.device, non_blocking=nb)
+        except DataSourceError as exc:  # raised in a worker: keep the message, drop the worker traceback
+            last = str(exc).strip().splitlines()[-1]
+            raise type(exc)(last.split(": ", 1)[1] if last.startswith(type(exc).__module__) else last) from None

@@ -230,7 +230,8 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         callback.on_start(total_steps, state["step"])
     if not resuming and main:
         run.log({"event": "start", "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                 "device": str(dev), "train_counts": task.class_counts,
+                 "device": str(dev), "train_counts": task.class_counts, "loader": type(loader).__name__,
+                 "num_workers": getattr(loader, "num_workers", 0),
                  "torch": torch.__version__, "python": platform.python_version()})
 
     amp = tc.amp and dev.type == "cuda"
