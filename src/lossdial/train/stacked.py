@@ -63,6 +63,7 @@ from lossdial.data.task import build_task
 from lossdial.rundir import RunDir, RunError, write_json
 from lossdial.train import distributed as ddp
 from lossdial.train.checkpoint import save_weights
+from lossdial.train.ema import ema_update_
 from lossdial.train.factory import (
     build_lambda_space,
     build_loss_fn,
@@ -206,25 +207,13 @@ class StackedEMA:
         self.decay = float(decay)
         self.avg = {k: v.detach().clone() for k, v in tensors.items()}
         self.n_averaged = 0
-        self._lists: tuple[list, list, list, list] | None = None
+        self._lists: tuple[list, list] | None = None
 
     @torch.no_grad()
     def update(self, tensors: dict[str, torch.Tensor]) -> None:
         if self._lists is None:  # the stacked tensors are fixed objects: list them once
-            mine = list(self.avg.values())
-            theirs = [tensors[k].detach() for k in self.avg]
-            self._lists = (mine, theirs, [a for a in mine if a.is_floating_point()],
-                           [b for b in theirs if b.is_floating_point()])
-        mine, theirs, fa, fb = self._lists
-        if self.n_averaged == 0:
-            for a, b in zip(mine, theirs):
-                a.copy_(b)
-        else:
-            if fa:
-                torch._foreach_lerp_(fa, fb, 1.0 - self.decay)
-            for a, b in zip(mine, theirs):
-                if not a.is_floating_point():
-                    a.copy_(a * self.decay + b * (1.0 - self.decay))
+            self._lists = (list(self.avg.values()), [tensors[k].detach() for k in self.avg])
+        ema_update_(*self._lists, self.decay, first=self.n_averaged == 0)
         self.n_averaged += 1
 
 
