@@ -78,6 +78,17 @@ def decode_image(path: Path, channels: int, size_hw: tuple[int, int] | None) -> 
     return a[None] if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
+def size_mismatch(name, wh: tuple[int, int], ref_name, ref_wh: tuple[int, int]) -> str:
+    """The one message for images of different sizes (width x height) without data.image_size."""
+    return (f"images differ in size: {name} is {wh[0]}x{wh[1]} but {ref_name} is {ref_wh[0]}x{ref_wh[1]} "
+            f"(width x height); set data.image_size (e.g. 64) to resize every image")
+
+
+def is_lazy(x) -> bool:
+    """True for a lazy :class:`ImageFiles` split (``data.in_memory: false``), False for in-memory arrays."""
+    return isinstance(x, ImageFiles)
+
+
 class ImageFiles:
     """A lazy uint8 image array: a list of files decoded on access (``data.in_memory: false``).
 
@@ -119,9 +130,8 @@ class ImageFiles:
     def decode(self, i: int) -> np.ndarray:
         a = decode_image(Path(self.files[i]), self.channels, self.size_hw)
         if a.shape != self.item_shape:
-            raise ImageReadError(
-                f"image {self.files[i]} decodes to {a.shape[2]}x{a.shape[1]} (width x height) but the others are "
-                f"{self.item_shape[2]}x{self.item_shape[1]}; set data.image_size (e.g. 64) to resize every image")
+            raise ImageReadError(size_mismatch(self.files[i], (a.shape[2], a.shape[1]), "the others",
+                                               (self.item_shape[2], self.item_shape[1])))
         return a
 
     def __getitem__(self, ix):
@@ -179,10 +189,8 @@ def _decode_all(files: list[tuple[Path, int]], channels: int, size_hw, skip_bad:
     if len(shapes) > 1:
         first = kept[0]
         other = next(k for k in kept if k[0].shape != first[0].shape)
-        raise DataSourceError(
-            f"images differ in size: {other[2]} is {other[0].shape[2]}x{other[0].shape[1]} but {first[2]} is "
-            f"{first[0].shape[2]}x{first[0].shape[1]} (width x height); set data.image_size (e.g. 64) to resize "
-            f"every image")
+        raise DataSourceError(size_mismatch(other[2], (other[0].shape[2], other[0].shape[1]), first[2],
+                                            (first[0].shape[2], first[0].shape[1])))
     x = np.stack([a for a, _, _ in kept])
     y = np.array([c for _, c, _ in kept], dtype=np.int64)
     return x, y, bad
@@ -203,9 +211,7 @@ def _check_sizes(files: list[Path], root: Path, workers: int | None) -> None:
     first = sizes[0]
     for f, sz in zip(files, sizes):
         if sz != first:
-            raise DataSourceError(
-                f"images differ in size: {f.relative_to(root)} is {sz[0]}x{sz[1]} but {files[0].relative_to(root)} "
-                f"is {first[0]}x{first[1]} (width x height); set data.image_size (e.g. 64) to resize every image")
+            raise DataSourceError(size_mismatch(f.relative_to(root), sz, files[0].relative_to(root), first))
 
 
 def _cache_key(files: list[tuple[Path, int]], classes: list[str], channels: int, size_hw, skip_bad: bool) -> str:

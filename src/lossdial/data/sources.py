@@ -95,7 +95,9 @@ class Pool:
             if train.x.shape[1:] != test.x.shape[1:]:
                 raise DataSourceError(f"the test split has per-sample shape {list(test.x.shape[1:])} but the "
                                       f"training split has {list(train.x.shape[1:])}")
-            x = (train.x.concat(test.x) if hasattr(train.x, "concat")  # lazy ImageFiles
+            from lossdial.data.images import is_lazy
+
+            x = (train.x.concat(test.x) if is_lazy(train.x)
                  else np.concatenate([train.x, test.x.astype(train.x.dtype, copy=False)]))
             cols = None
         else:

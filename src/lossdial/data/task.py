@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lossdial.data.images import is_lazy
 from lossdial.data.sources import Pool, load_source
 from lossdial.data.splits import SplitIndices, binary_labels, make_splits, multiclass_labels
 
@@ -215,13 +216,12 @@ def build_task(data_cfg) -> Task:
         input_shape: tuple[int, ...] = (x_all.shape[1],)
     else:
         x_all = pool.x
-        lazy = hasattr(x_all, "load")  # ImageFiles (data.in_memory: false)
-        norm = (Normalizer.fit_sample(x_all[idx.train], pool.kind, data_cfg.seed) if lazy
+        norm = (Normalizer.fit_sample(x_all[idx.train], pool.kind, data_cfg.seed) if is_lazy(x_all)
                 else Normalizer.fit(x_all[idx.train], pool.kind))
         input_shape = tuple(pool.x.shape[1:])
 
     def split(ix: np.ndarray) -> Split:
-        if hasattr(x_all, "load"):
+        if is_lazy(x_all):  # ImageFiles (data.in_memory: false): decoded per batch
             return Split(x=x_all[ix], y=torch.from_numpy(labels[ix].copy()), num_classes=len(names))
         # .copy() gives canonical C strides even for size-1 dims (np.ascontiguousarray keeps e.g. a
         # channels-last-looking stride of a [N, 1, H, W] view, which sends convolutions down another kernel)

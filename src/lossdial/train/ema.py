@@ -14,18 +14,24 @@ import torch
 from torch import nn
 
 
+def ema_pairs(mine: list[torch.Tensor], theirs: list[torch.Tensor]) -> tuple[list, list, list, list]:
+    """(mine, theirs, floating mine, floating theirs): what :func:`ema_update_` takes, listed once."""
+    fl = [a.is_floating_point() for a in mine]
+    return (mine, theirs, [a for a, f in zip(mine, fl) if f], [b for b, f in zip(theirs, fl) if f])
+
+
 @torch.no_grad()
-def ema_update_(mine: list[torch.Tensor], theirs: list[torch.Tensor], decay: float, first: bool) -> None:
-    """One EMA step over paired tensor lists: copy on the first update, then ``lerp`` floating tensors by
+def ema_update_(pairs: tuple[list, list, list, list], decay: float, first: bool) -> None:
+    """One EMA step over :func:`ema_pairs`: copy on the first update, then ``lerp`` floating tensors by
     ``1 - decay`` in one foreach call and integer ones as ``a * decay + b * (1 - decay)`` (AveragedModel's
     rule). Shared by :class:`EMA` and the stacked trainer."""
+    mine, theirs, fa, fb = pairs
     if first:
         for a, b in zip(mine, theirs):
             a.copy_(b)
         return
-    fa = [a for a in mine if a.is_floating_point()]
     if fa:
-        torch._foreach_lerp_(fa, [b for a, b in zip(mine, theirs) if a.is_floating_point()], 1.0 - decay)
+        torch._foreach_lerp_(fa, fb, 1.0 - decay)
     for a, b in zip(mine, theirs):  # integer buffers (BatchNorm's num_batches_tracked)
         if not a.is_floating_point():
             a.copy_(a * decay + b * (1.0 - decay))
@@ -45,22 +51,21 @@ class EMA(nn.Module):
         self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long,
                                                         device=next(model.parameters()).device))
         self._n = 0
-        self._cache: tuple[int, list, list] | None = None
+        self._cache: tuple[int, tuple] | None = None
 
-    def _pairs(self, model: nn.Module) -> tuple[list, list]:
-        """(my tensors, the model's tensors), listed once per source model, not on every step."""
+    def _pairs(self, model: nn.Module) -> tuple:
+        """:func:`ema_pairs` of my tensors and the model's, listed once per source model, not every step."""
         if self._cache is None or self._cache[0] != id(model):
             mine = list(self.module.parameters()) + list(self.module.buffers())
             theirs = [t.detach() for t in list(model.parameters()) + list(model.buffers())]
             if len(mine) != len(theirs):
                 raise ValueError("EMA.update got a model with a different structure")
-            self._cache = (id(model), mine, theirs)
-        return self._cache[1], self._cache[2]
+            self._cache = (id(model), ema_pairs(mine, theirs))
+        return self._cache[1]
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
-        mine, theirs = self._pairs(model)
-        ema_update_(mine, theirs, self.decay, first=self._n == 0)
+        ema_update_(self._pairs(model), self.decay, first=self._n == 0)
         self.n_averaged.add_(1)
         self._n += 1
 

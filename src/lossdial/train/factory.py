@@ -111,7 +111,9 @@ def build_scheduler(cfg: Config, optimizer, steps_per_epoch: int) -> torch.optim
 
 def resolve_loader_kind(cfg: Config, task) -> str:
     """"device", "stream" or "pil" for ``train.loader`` (auto: stream a lazy image folder, else device)."""
-    lazy = hasattr(task.train.x, "load")
+    from lossdial.data.images import is_lazy
+
+    lazy = is_lazy(task.train.x)
     kind = cfg.train.loader
     if kind == "auto":
         return "stream" if lazy else "device"

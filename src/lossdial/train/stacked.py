@@ -63,7 +63,7 @@ from lossdial.data.task import build_task
 from lossdial.rundir import RunDir, RunError, write_json
 from lossdial.train import distributed as ddp
 from lossdial.train.checkpoint import save_weights
-from lossdial.train.ema import ema_update_
+from lossdial.train.ema import ema_pairs, ema_update_
 from lossdial.train.factory import (
     build_lambda_space,
     build_loss_fn,
@@ -207,13 +207,13 @@ class StackedEMA:
         self.decay = float(decay)
         self.avg = {k: v.detach().clone() for k, v in tensors.items()}
         self.n_averaged = 0
-        self._lists: tuple[list, list] | None = None
+        self._pairs: tuple | None = None
 
     @torch.no_grad()
     def update(self, tensors: dict[str, torch.Tensor]) -> None:
-        if self._lists is None:  # the stacked tensors are fixed objects: list them once
-            self._lists = (list(self.avg.values()), [tensors[k].detach() for k in self.avg])
-        ema_update_(*self._lists, self.decay, first=self.n_averaged == 0)
+        if self._pairs is None:  # the stacked tensors are fixed objects: list them once
+            self._pairs = ema_pairs(list(self.avg.values()), [tensors[k].detach() for k in self.avg])
+        ema_update_(self._pairs, self.decay, first=self.n_averaged == 0)
         self.n_averaged += 1
 
 
