@@ -366,3 +366,33 @@ def test_sklearn_sources_still_load():
     assert load_source("breast_cancer").kind == "table"
     with pytest.raises(ValueError, match="unknown data source"):
         load_source("imagenet")
+
+
+def test_npz_labels_not_0_to_k_map_train_and_test_by_value(tmp_path):
+    """Labels {1, 2} without class_names: classes "1", "2" (indices 0, 1) for y AND y_test alike."""
+    x = np.arange(6 * 4, dtype=np.float32).reshape(6, 4)
+    np.savez(tmp_path / "v.npz", x=x, y=np.array([1, 2, 2, 1, 2, 2]), x_test=x[:3], y_test=np.array([2, 1, 1]))
+    pool = load_npz(tmp_path / "v.npz")
+    assert pool.class_names == ["1", "2"] and pool.n_test == 3
+    assert pool.y.tolist() == [0, 1, 1, 0, 1, 1] + [1, 0, 0]  # written out by hand: 1 -> 0, 2 -> 1
+    # test labels that happen to be valid indices were the silent case: 1 must mean class "1", not index 1
+    np.savez(tmp_path / "s.npz", x=x, y=np.array([1, 2, 2, 1, 2, 2]), x_test=x[:2], y_test=np.array([1, 1]))
+    assert load_npz(tmp_path / "s.npz").y[-2:].tolist() == [0, 0]
+    # through a task: the positive class "2" is label 1 in the source's own test split too
+    rng = np.random.default_rng(0)
+    y = rng.choice([1, 2], 200, p=[0.7, 0.3])
+    y_test = np.array([2] * 15 + [1] * 25)
+    np.savez(tmp_path / "w.npz", x=rng.normal(size=(200, 3)), y=y, x_test=rng.normal(size=(40, 3)), y_test=y_test)
+    task = build_task(_data_cfg(source="npz", path=str(tmp_path / "w.npz"), positive_class="2", beta=None,
+                                val_fraction=0.25, min_holdout_positives=5))
+    test_rows = task.indices.test - 200  # the source's own test split follows the 200 training rows
+    assert task.test.y.tolist() == (y_test[test_rows] == 2).astype(int).tolist()
+    assert task.describe()["counts"]["test"] == [25, 15]
+    # a test label never seen in training is refused, by name
+    np.savez(tmp_path / "u.npz", x=x, y=np.array([1, 2, 2, 1, 2, 2]), x_test=x[:2], y_test=np.array([2, 3]))
+    with pytest.raises(DataSourceError, match=r"y_test.*labels \[3\] never occur in the training labels"):
+        load_npz(tmp_path / "u.npz")
+    # with class_names, integer labels still index it (train and test alike)
+    np.savez(tmp_path / "n.npz", x=x, y=np.array([0, 1, 1, 0, 1, 1]), x_test=x[:2], y_test=np.array([1, 0]),
+             class_names=np.array(["neg", "pos"]))
+    assert load_npz(tmp_path / "n.npz").y.tolist() == [0, 1, 1, 0, 1, 1, 1, 0]

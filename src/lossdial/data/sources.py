@@ -144,8 +144,15 @@ def load_sklearn(name: str) -> Pool:
 # --------------------------------------------------------------------------------------------------------
 # NPZ arrays
 
-def _labels_from_array(y: np.ndarray, class_names: list[str] | None, where: str) -> tuple[np.ndarray, list[str]]:
-    """Map an integer or string label array to class indices and names, checking the class list."""
+def _labels_from_array(y: np.ndarray, class_names: list[str] | None, where: str, *,
+                       by_value: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Map an integer or string label array to class indices and names, checking the class list.
+
+    Without ``class_names`` the classes are the sorted distinct values of ``y`` (e.g. labels {1, 2} become
+    classes "1", "2" with indices 0, 1). ``by_value=True`` maps ``y`` through ``class_names`` *by value*:
+    the names were derived that way from the training labels, and the test labels must be mapped the same
+    way (a value never seen in training is an error); otherwise integer labels index ``class_names``.
+    """
     if y.ndim != 1:
         raise DataSourceError(f"{where}: y must be one label per sample (1-D), got shape {list(y.shape)}")
     if y.dtype.kind in "US":
@@ -153,6 +160,9 @@ def _labels_from_array(y: np.ndarray, class_names: list[str] | None, where: str)
         names = list(class_names) if class_names is not None else sorted(set(vals.tolist()))
         bad = sorted(set(vals.tolist()) - set(names))
         if bad:
+            if by_value:
+                raise DataSourceError(f"{where}: labels {bad[:5]} never occur in the training labels y (classes "
+                                      f"{names}); every test label must be a training class")
             raise DataSourceError(f"{where}: labels {bad[:5]} are not in class_names {names}; fix the labels or "
                                   f"add them to class_names")
         lut = {n: i for i, n in enumerate(names)}
@@ -167,6 +177,13 @@ def _labels_from_array(y: np.ndarray, class_names: list[str] | None, where: str)
     if class_names is None:
         uniq = np.unique(y)
         return np.searchsorted(uniq, y).astype(np.int64), [str(int(v)) for v in uniq]
+    if by_value:
+        lut = {n: i for i, n in enumerate(class_names)}
+        bad = sorted(int(v) for v in np.unique(y) if str(int(v)) not in lut)
+        if bad:
+            raise DataSourceError(f"{where}: labels {bad[:5]} never occur in the training labels y (classes "
+                                  f"{list(class_names)}); every test label must be a training class")
+        return np.array([lut[str(int(v))] for v in y], dtype=np.int64), list(class_names)
     bad = sorted(set(int(v) for v in np.unique(y) if v < 0 or v >= len(class_names)))
     if bad:
         raise DataSourceError(f"{where}: labels {bad[:5]} fall outside class_names ({len(class_names)} classes: "
@@ -229,7 +246,8 @@ def load_npz(path: str | Path) -> Pool:
         xt, _, _ = _npz_images(z["x_test"], f"{p} (x_test)")
         if xt.dtype != x.dtype:
             xt = xt.astype(x.dtype)
-        yt, names_t = _labels_from_array(z["y_test"], names, f"{p} (y_test)")
+        # without a class_names array the classes are y's values: map y_test by value too, not as indices
+        yt, names_t = _labels_from_array(z["y_test"], names, f"{p} (y_test)", by_value="class_names" not in keys)
         test = Pool(x=xt, y=yt, class_names=names_t, kind=kind)
     meta.update({"name": "npz", "path": str(p.resolve()), "shape": list(x.shape[1:])})
     return Pool.concat(pool, test, meta) if test is not None else Pool(x=x, y=y, class_names=names, kind=kind,
