@@ -52,10 +52,21 @@ def _progress(quiet: bool) -> Progress:
                     console=err_console, disable=quiet, transient=False)
 
 
+class _WarningLines(warnings.catch_warnings):
+    """Within the block, each warning is printed at once as one `warning: MESSAGE` line on stderr (no Python
+    source line, no category); the warning filters are left as they are."""
+
+    def __enter__(self):
+        super().__enter__()
+        warnings.showwarning = lambda message, *args, **kwargs: err_console.print(
+            f"[yellow]warning:[/] {message}", highlight=False)
+        return self
+
+
 def _run_training(cfg, out: Path, *, resume: bool, force: bool, quiet: bool, label: str, device: str | None):
     from lossdial.train import train
 
-    with _progress(quiet) as progress:
+    with _WarningLines(), _progress(quiet) as progress:
         return train(cfg, out, resume=resume, force=force, device=device,
                      callback=_ProgressCallback(progress, label))
 
@@ -434,19 +445,25 @@ def predict(
 
     loaded = _load_or_fail(run, device)
     lam, thr = _point_from_options(loaded, at, lambda_, threshold)
-    try:
-        ids, x = read_inputs(input_, loaded.data)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ids, x, notes = read_inputs(input_, loaded.data)
             scores, decisions = predict_fn(loaded, x, lam, thr)
-    except (PredictInputError, ValueError, KeyError) as exc:
-        _fail(str(exc).strip("'\""))
+        except (PredictInputError, ValueError, KeyError) as exc:
+            exc_text = str(exc).strip("'\"")
+        else:
+            exc_text = None
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    if exc_text is not None:
+        _fail(exc_text)
     out = out or Path(run) / "predictions" / f"{at or 'custom'}-{Path(input_).stem}.csv"
     write_predictions(out, ids, scores, decisions)
-    console.print(f"{len(ids)} inputs scored at lambda {_lam_str(lam) if lam else '(fixed)'}, threshold {thr:.6g}: "
-                  f"{int(decisions.sum())} predicted positive. Wrote {out}")
+    done = "; ".join(notes)
+    console.print(f"{len(ids)} inputs scored at lambda {_lam_str(lam) if lam else '(fixed)'}, threshold {thr:.6g}"
+                  f"{' (' + done + ')' if done else ''}: {int(decisions.sum())} predicted positive. Wrote {out}",
+                  highlight=False)
 
 
 @app.command()
@@ -535,9 +552,6 @@ def data(
                       "while training)")
     elif cfg.data.source in ("image_folder", "cifar10_jpeg"):
         console.print("[bold]cache[/] off (data.cache: false)")
-    if src.get("skipped_images"):
-        console.print(f"[yellow]skipped {src['skipped_images']} unreadable image(s)[/], e.g. "
-                      f"{src.get('skipped_examples', [])[:3]}", highlight=False)
     console.print(f"[bold]inputs[/] {d['kind']} {d['dtype']} {d['input_shape']}", highlight=False)
     names = d["class_names"]
     if tm["task"] == "binary":

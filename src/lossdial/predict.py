@@ -1,13 +1,23 @@
-"""Score new inputs with a finished run at a named point (or an explicit lambda and threshold)."""
+"""Score new inputs with a finished run at a named point (or an explicit lambda and threshold).
+
+:func:`read_inputs` reads an image folder/file, an ``.npz`` or a CSV/Parquet table into the run's raw input
+format and checks it against the format recorded at training time (``data.json`` ``raw_input``, see
+:func:`lossdial.data.task.raw_input_record`): shape, channels, integer vs float kind and value range. A
+mismatch stops with :class:`PredictInputError` naming the problem and the fix; nothing is resized unless the
+run itself resized its training images (``data.image_size``), and then the returned notes say so.
+"""
 
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import torch
+
+from lossdial.data.task import dtype_kind
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -16,62 +26,307 @@ class PredictInputError(ValueError):
     """The input to predict cannot be read or does not match the run; the message says why."""
 
 
-def _read_npz(path: Path, input_shape: list[int]) -> tuple[list[str], torch.Tensor]:
+class PredictInputs(NamedTuple):
+    """What :func:`read_inputs` returns: ids, raw inputs in the run's format, and notes on what was done to
+    them that the user should know (e.g. images resized as in training)."""
+
+    ids: list[str]
+    x: torch.Tensor
+    notes: list[str]
+
+
+NO_RECORD = ("this run's data.json has no raw_input record (the run was trained before lossdial recorded its "
+             "input format), so predict cannot check that {path} matches the training inputs' shape, channels, "
+             "dtype and value range; check them yourself, or retrain the run to get the check")
+
+
+# --------------------------------------------------------------------------------------------------------
+# The value checks (one place for every input kind)
+
+def image_value_bounds(rec: Mapping[str, Any]) -> tuple[float, float]:
+    """The values an image input may take for a run whose raw images were ``rec`` (the raw_input record).
+
+    The pixel scale the training range implies: [0, 255] for integer pixels inside it; [0, 1] widened by 0.05
+    for floats inside [0, 1]; otherwise the training range widened by 10% of its span on each side.
+    """
+    lo, hi = rec["value_range"]
+    if rec["dtype_kind"] == "integer" and lo >= 0 and hi <= 255:
+        return 0.0, 255.0
+    if lo >= 0 and hi <= 1:
+        return -0.05, 1.05
+    tol = 0.1 * ((hi - lo) or max(abs(hi), 1.0))
+    return lo - tol, hi + tol
+
+
+def table_value_bounds(lo: float, hi: float) -> tuple[float, float]:
+    """The values a table feature (or numeric column) with training range [lo, hi] may take at predict time:
+    the training range widened by its own span on each side (a constant column: by max(|value|, 1))."""
+    span = (hi - lo) or max(abs(lo), abs(hi), 1.0)
+    return lo - span, hi + span
+
+
+_FAR = ("Values more than one training span beyond the training range are refused (the model never saw "
+        "anything near them):")
+
+
+def _g(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _values_text(dtype_name: str | None, kind: str, lo: float, hi: float) -> str:
+    """"uint8 0-255", "float32 in [0, 1]", or "floats in [0, 1]" without a dtype name."""
+    if kind == "integer":
+        return f"{dtype_name or 'integers'} {_g(lo)}-{_g(hi)}"
+    return f"{dtype_name or 'floats'} in [{_g(lo)}, {_g(hi)}]"
+
+
+def _image_fix(kind: str, lo: float, hi: float, rec: Mapping[str, Any]) -> str:
+    """How to bring image values (kind, range) to the run's raw scale."""
+    rlo, rhi = rec["value_range"]
+    if rec["dtype_kind"] == "integer":
+        if kind == "float" and hi <= 1.0:
+            return f"multiply by 255 and round to integers ((x * 255).round().astype(np.{rec['dtype']}))"
+        if kind == "float":
+            return f"round to integers (x.round().astype(np.{rec['dtype']}))"
+        return f"rescale x to the training range {_g(rlo)}-{_g(rhi)}"
+    if rlo >= 0 and rhi <= 1 and lo >= 0 and 1 < hi <= 255 * 1.05:
+        return "divide by 255 (x / 255.0)"
+    if rlo >= 0 and 1 < rhi <= 255 * 1.05 and lo >= 0 and hi <= 1:
+        return "multiply by 255 (x * 255.0)"
+    if kind == "integer" and image_value_bounds(rec)[0] <= lo and hi <= image_value_bounds(rec)[1]:
+        return "convert to floats (x.astype(np.float32))"
+    return f"rescale x to the training range [{_g(rlo)}, {_g(rhi)}]"
+
+
+def array_problems(x: np.ndarray, rec: Mapping[str, Any], what: str) -> list[str]:
+    """Why the raw array ``x`` ([N, ...], as given, before any cast) does not match the run's raw input
+    record ``rec``: dtype kind (images), non-finite values, value range. Empty when it matches."""
+    kind = dtype_kind(x.dtype)
+    if kind == "other":
+        return [f"{what} has dtype {x.dtype}; predict needs numbers"]
+    problems = []
+    if kind == "float":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0, 0])
+            problems.append(f"{what} holds {int(bad.sum())} NaN or infinite value(s) (the first in sample "
+                            f"{first}); predict needs finite numbers")
+            return problems
+    if x.size == 0 or rec.get("value_range") is None:
+        return problems
+    if rec["kind"] == "image":
+        lo, hi = float(x.min()), float(x.max())
+        rlo, rhi = rec["value_range"]
+        trained = _values_text(rec["dtype"] if rec["dtype_kind"] == "integer" else None, rec["dtype_kind"], rlo, rhi)
+        given = _values_text(str(x.dtype), kind, lo, hi)
+        blo, bhi = image_value_bounds(rec)
+        reversed_scale = kind == "float" and rlo >= 0 and rhi > 2 and hi <= 1  # [0, 1] on a 0-255 run
+        if kind != rec["dtype_kind"] or lo < blo or hi > bhi or reversed_scale:
+            problems.append(f"{what} is {given} but the run was trained on {trained}: "
+                            f"{_image_fix(kind, lo, hi, rec)}")
+        return problems
+    out = []
+    cols = x.reshape(len(x), -1)
+    for j, r in enumerate(rec.get("feature_ranges") or []):
+        if r is None:
+            continue
+        blo, bhi = table_value_bounds(*r)
+        lo, hi = float(cols[:, j].min()), float(cols[:, j].max())
+        if lo < blo or hi > bhi:
+            out.append(f"feature {j} spans [{_g(lo)}, {_g(hi)}] (trained on [{_g(r[0])}, {_g(r[1])}])")
+    if out:
+        problems.append(f"{what} lies far outside the training range in {len(out)} feature(s): "
+                        f"{'; '.join(out[:5])}{'; ...' if len(out) > 5 else ''}. {_FAR} check the features' order "
+                        f"and units")
+    return problems
+
+
+def column_problems(cols: Mapping[str, np.ndarray], rec: Mapping[str, Any], what: str) -> list[str]:
+    """Numeric table columns with values far outside their training range (see :func:`table_value_bounds`)."""
+    from lossdial.data.tabular import numeric_values
+
+    out = []
+    for name, r in (rec.get("column_ranges") or {}).items():
+        if r is None or name not in cols:
+            continue  # a missing column is the preprocessor's error, with its own message
+        v = numeric_values(cols[name])
+        blo, bhi = table_value_bounds(*r)
+        rows = np.flatnonzero(np.isfinite(v) & ((v < blo) | (v > bhi)))
+        inf_rows = np.flatnonzero(np.isinf(v))
+        rows = np.union1d(rows, inf_rows)
+        if len(rows):
+            out.append(f"column {name!r} has {len(rows)} value(s) far outside the training range "
+                       f"[{_g(r[0])}, {_g(r[1])}], e.g. {cols[name][rows[0]]!r} in data row {int(rows[0]) + 1}")
+    if not out:
+        return []
+    return [f"{what}: {'; '.join(out)}. {_FAR} check the units of those columns, or fix or drop those rows"]
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        raise PredictInputError("; ".join(problems))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Readers
+
+def _shape_text(shape) -> str:
+    if len(shape) == 3:
+        c, h, w = shape
+        return f"{w}x{h} {'grayscale' if c == 1 else 'RGB' if c == 3 else f'{c}-channel'} images ({list(shape)})"
+    return f"a table of {shape[0]} features" if len(shape) == 1 else f"per-sample shape {list(shape)}"
+
+
+def _read_npz(path: Path, data: Mapping[str, Any], rec: Mapping[str, Any] | None) -> PredictInputs:
+    from lossdial.data.sources import DataSourceError, _npz_images
+
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise PredictInputError(f"{path} is not a readable .npz file ({exc})") from exc
     if "x" not in z:
         raise PredictInputError(f"{path} has arrays {list(z.keys())}; predict needs an array named 'x'")
-    x = z["x"]
-    if tuple(x.shape[1:]) != tuple(input_shape):
-        raise PredictInputError(f"{path}: x has per-sample shape {list(x.shape[1:])}, but the run was trained on "
-                                f"{list(input_shape)}")
-    ids = [str(i) for i in z["ids"]] if "ids" in z else [str(i) for i in range(len(x))]
-    return ids, torch.from_numpy(np.ascontiguousarray(x))
+    raw = z["x"]
+    ids = [str(i) for i in z["ids"]] if "ids" in z else [str(i) for i in range(len(raw))]
+    if len(ids) != len(raw):
+        raise PredictInputError(f"{path}: ids has {len(ids)} entries but x has {len(raw)} samples")
+    if rec is None:  # a run from before the record: the old shape check only
+        if tuple(raw.shape[1:]) != tuple(data["input_shape"]):
+            raise PredictInputError(f"{path}: x has per-sample shape {list(raw.shape[1:])}, but the run was "
+                                    f"trained on {list(data['input_shape'])}")
+        return PredictInputs(ids, torch.from_numpy(np.ascontiguousarray(raw)), [])
+    if rec.get("format") == "columns":
+        raise PredictInputError(f"{path}: the run was trained on a CSV/Parquet table; predict from a table (.csv "
+                                f"or .parquet) with the columns {rec['columns']}")
+    if raw.ndim < 2:
+        raise PredictInputError(f"{path}: x has shape {list(raw.shape)}; give one sample per row, [N, ...]")
+    try:  # the source's own reading of an array: [N, H, W] -> one channel, NHWC -> NCHW, ints -> float32
+        x, kind, _ = _npz_images(raw, f"{path}: x")
+    except DataSourceError as exc:
+        raise PredictInputError(str(exc)) from None
+    shape = [int(v) for v in x.shape[1:]]
+    problems = []
+    if kind != rec["kind"] or shape != rec["shape"]:
+        fix = ("resize and convert them to that shape first (predict resizes image files only, and only for "
+               "runs trained with data.image_size)" if rec["kind"] == "image" else "give the same features in "
+               "the same order")
+        problems.append(f"{path}: x holds {_shape_text(shape)} but the run was trained on "
+                        f"{_shape_text(rec['shape'])}: {fix}")
+    if not problems or (kind == rec["kind"] == "image"):  # per-feature ranges need the same features
+        problems += array_problems(raw, rec, f"{path}: x")
+    _raise(problems)
+    return PredictInputs(ids, torch.from_numpy(np.ascontiguousarray(x)), [])
 
 
-def _read_images(path: Path, input_shape: list[int], data: dict[str, Any]) -> tuple[list[str], torch.Tensor]:
+def _is_colour(im) -> bool:
+    """True when a PIL image holds colour (its R, G, B differ somewhere), not just grey values."""
+    if im.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return False
+    a = np.asarray(im.convert("RGB"))
+    return bool((a[..., 0] != a[..., 1]).any() or (a[..., 1] != a[..., 2]).any())
+
+
+def _read_images(path: Path, data: Mapping[str, Any], rec: Mapping[str, Any] | None) -> PredictInputs:
     from PIL import Image, UnidentifiedImageError
+
+    from lossdial.data.images import convert_image
 
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise PredictInputError(f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    c, h, w = input_shape
-    scale = float(data.get("source", {}).get("pixel_max", 255.0)) / 255.0
-    arrays = []
+    c, h, w = rec["shape"] if rec is not None else data["input_shape"]
+    if rec is None:  # a run from before the record: every image converted and resized to the input shape
+        size_hw, from_files, note = (h, w), True, "without checking the run's own image size"
+        pixel_max = float(data.get("source", {}).get("pixel_max", 255.0))
+        integer = False
+    else:
+        size_hw = tuple(rec["image_size"]) if rec.get("image_size") else None
+        from_files = rec.get("decoded_as") is not None  # the run decoded (and converted) image files itself
+        lo, hi = rec["value_range"] if rec.get("value_range") else (0.0, 255.0)
+        pixel_max = float(rec.get("pixel_max") or 255.0)
+        integer = rec["dtype_kind"] == "integer"
+        note = "as the run's training images were (data.image_size)"
+        if lo < 0 or hi > pixel_max * 1.05 or (integer and hi > 255):
+            raise PredictInputError(f"the run was trained on arrays with values in [{_g(lo)}, {_g(hi)}], not on "
+                                    f"{'0-255' if pixel_max > 1 else '[0, 1]'} pixels: image files cannot be "
+                                    f"brought to that scale; predict from an .npz prepared like the training data")
+    arrays, wrong_size, colour, resized = [], [], [], 0
     for f in files:
         try:
             with Image.open(f) as im:
-                im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.float32)
-        except (UnidentifiedImageError, OSError) as exc:
+                if size_hw is None and im.size != (w, h):
+                    wrong_size.append((f, im.size, _is_colour(im)))
+                    continue
+                if c == 1 and not from_files and _is_colour(im):
+                    colour.append((f, im.size))
+                    continue
+                resized += size_hw is not None and im.size != (size_hw[1], size_hw[0])
+                arrays.append(convert_image(im, c, size_hw))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise PredictInputError(f"cannot read image {f}: {exc}") from exc
-        arrays.append(a[None] if c == 1 else a.transpose(2, 0, 1))
-    x = np.stack(arrays) * scale
-    ids = [str(f.relative_to(path)) if path.is_dir() else f.name for f in files]
-    return ids, torch.from_numpy(x.astype(np.float32))
+
+    def name(f: Path) -> str:
+        return str(f.relative_to(path)) if path.is_dir() else f.name
+
+    trained = _shape_text([c, h, w])
+    problems = []
+    if wrong_size:
+        f, (fw, fh), col = wrong_size[0]
+        kind = ("RGB" if col else "grayscale") if c == 1 else ""
+        problems.append(f"{len(wrong_size)} of {len(files)} image(s) in {path} are not {w}x{h} (e.g. {name(f)} "
+                        f"is {fw}x{fh}{' ' + kind if kind else ''}), but the run was trained on {trained} without "
+                        f"data.image_size, so predict does not resize: resize them to {w}x{h}"
+                        f"{' grayscale' if c == 1 and col and not from_files else ''} first")
+    if colour:
+        f, (fw, fh) = colour[0]
+        problems.append(f"{len(colour)} of {len(files)} image(s) in {path} hold colour (e.g. {name(f)}), but the "
+                        f"run was trained on grayscale arrays: convert them to grayscale first")
+    _raise(problems)
+    x = np.stack(arrays)
+    if integer:
+        t = torch.from_numpy(x)
+    else:
+        t = torch.from_numpy(x.astype(np.float32) * np.float32(pixel_max / 255.0))
+    ids = [name(f) for f in files]
+    notes = []
+    if resized:
+        notes.append(f"resized {resized} of {len(files)} image(s) to {size_hw[1]}x{size_hw[0]} (width x height, "
+                     f"bilinear) {note}")
+    return PredictInputs(ids, t, notes)
 
 
-def read_inputs(path: str | Path, data: dict[str, Any]) -> tuple[list[str], torch.Tensor]:
-    """Read a folder/file of images, an NPZ (x [, ids]) or a CSV table into RAW inputs for the run."""
+def _read_table(path: Path, data: Mapping[str, Any], rec: Mapping[str, Any] | None) -> PredictInputs:
+    from lossdial.data.tabular import read_table, table_inputs
+
+    if data.get("kind") != "table":
+        raise PredictInputError(f"{path} is a table but the run was trained on {data.get('kind')} data")
+    cols = read_table(path)
+    if rec is not None:
+        _raise(column_problems(cols, rec, str(path)))
+    ids, x = table_inputs(cols, data)
+    return PredictInputs(ids, x, [])
+
+
+def read_inputs(path: str | Path, data: Mapping[str, Any]) -> PredictInputs:
+    """Read a folder/file of images, an NPZ (x [, ids]) or a CSV/Parquet table into RAW inputs for the run
+    whose data.json is ``data``, checked against its recorded raw input format (``data["raw_input"]``).
+
+    Raises :class:`PredictInputError` on a mismatch. A run without the record (trained before it existed)
+    gets a ``UserWarning`` instead, and only the old checks.
+    """
     path = Path(path)
     if not path.exists():
         raise PredictInputError(f"input {path} does not exist")
-    shape = data["input_shape"]
+    rec = data.get("raw_input")
+    if rec is None:
+        warnings.warn(NO_RECORD.format(path=path), UserWarning, stacklevel=2)
     if path.suffix.lower() == ".npz":
-        return _read_npz(path, shape)
+        return _read_npz(path, data, rec)
     if path.suffix.lower() in (".csv", ".parquet"):
-        if data.get("kind") != "table":
-            raise PredictInputError(f"{path} is a table but the run was trained on {data.get('kind')} data")
-        try:
-            from lossdial.data.tabular import read_predict_table  # provided with the tabular sources
-        except ImportError as exc:
-            raise PredictInputError("this lossdial cannot read tables for predict yet; pass an .npz") from exc
-        return read_predict_table(path, data)
+        return _read_table(path, data, rec)
     if data.get("kind") != "image":
         raise PredictInputError(f"{path}: a {data.get('kind')} run predicts from .npz or .csv inputs")
-    return _read_images(path, shape, data)
+    return _read_images(path, data, rec)
 
 
 def predict(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, threshold: float,

@@ -179,7 +179,7 @@ def _load(path: Path | None, digest: str, folder: Path, *, cache: bool, workers:
         hit = False
     n_train = int(meta["n_train"])
     info = {"name": "cifar10_jpeg", "archive": str(path.resolve()) if path else meta.get("archive"),
-            "sha256": digest, "shape": [3, 32, 32], "pixel_max": 255.0, "n_train_pool": n_train,
+            "sha256": digest, "shape": [3, 32, 32], "pixel_max": 255.0, "decoded_as": "RGB", "n_train_pool": n_train,
             "n_test": int(meta["n_test"]), "cache": str(folder) if cache else None, "cache_hit": hit,
             "build_seconds": meta.get("build_seconds"), "load_seconds": round(time.perf_counter() - t0, 3)}
     x, y = arrays["x"], arrays["y"]

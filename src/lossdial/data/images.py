@@ -69,12 +69,21 @@ def decode_image(path: Path, channels: int, size_hw: tuple[int, int] | None) -> 
 
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if size_hw is not None and im.size != (size_hw[1], size_hw[0]):
-                im = im.resize((size_hw[1], size_hw[0]), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
+            return convert_image(im, channels, size_hw)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+
+
+def convert_image(im, channels: int, size_hw: tuple[int, int] | None) -> np.ndarray:
+    """An open PIL image as uint8 [C, H, W]: converted to grayscale (``channels`` 1) or RGB (3), resized with
+    the bilinear filter when ``size_hw`` is set and differs. Training and ``lossdial predict`` both decode
+    image files with this function."""
+    from PIL import Image
+
+    im = im.convert("L" if channels == 1 else "RGB")
+    if size_hw is not None and im.size != (size_hw[1], size_hw[0]):
+        im = im.resize((size_hw[1], size_hw[0]), Image.BILINEAR)
+    a = np.asarray(im, dtype=np.uint8)
     return a[None] if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
@@ -288,7 +297,8 @@ def load_image_folder(root: str | Path, *, test_path: str | Path | None = None,
     train, info = _load_one_root(r, classes=None, channels=channels, size_hw=size_hw, skip_bad=skip_bad_images,
                                  cache=cache, cache_dir=cache_dir, workers=workers, in_memory=in_memory)
     meta = {"name": "image_folder", "path": str(r.resolve()), "shape": list(train.x.shape[1:]),
-            "pixel_max": 255.0, "resize": "bilinear" if size_hw else None, **info}
+            "pixel_max": 255.0, "resize": "bilinear" if size_hw else None,
+            "image_size": list(size_hw) if size_hw else None, "decoded_as": "L" if channels == 1 else "RGB", **info}
     if test_path is None:
         train.meta = meta
         return train

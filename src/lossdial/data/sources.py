@@ -192,8 +192,9 @@ def _labels_from_array(y: np.ndarray, class_names: list[str] | None, where: str,
 
 
 def _npz_images(x: np.ndarray, where: str) -> tuple[np.ndarray, str, dict]:
-    """(x in [N, C, H, W] or [N, F], kind, meta) from an NPZ array."""
-    meta: dict[str, Any] = {}
+    """(x in [N, C, H, W] or [N, F], kind, meta) from an NPZ array (``lossdial predict`` reads its .npz
+    inputs with this same function). ``meta["raw_dtype"]``: x's dtype before any cast to float32."""
+    meta: dict[str, Any] = {"raw_dtype": str(x.dtype)}
     if x.ndim == 2:
         if x.dtype.kind not in "fiub":
             raise DataSourceError(f"{where}: x has dtype {x.dtype}; a table must be numeric (use a CSV for "

@@ -62,6 +62,17 @@ def _to_float(v: Any) -> float | None:
         return None
 
 
+def numeric_values(col: np.ndarray) -> np.ndarray:
+    """A column as float64, NaN where a value is missing or not a number (the range record and check of a
+    numeric column, see :func:`lossdial.data.task.raw_input_record`)."""
+    out = np.full(len(col), np.nan)
+    for i, v in enumerate(col):
+        f = None if _is_missing(v) else _to_float(v)
+        if f is not None:
+            out[i] = f
+    return out
+
+
 def read_table(path: str | Path, fmt: str | None = None) -> dict[str, np.ndarray]:
     """Columns of a CSV or Parquet file as object arrays (None for missing); ``fmt`` overrides the suffix."""
     path = Path(path)
@@ -320,13 +331,17 @@ def read_predict_table(path: str | Path, data: Mapping[str, Any]) -> tuple[list[
     ``data`` is the run's ``data.json``: its ``preprocessing`` entry is the fitted :class:`TablePreprocessor`.
     Ids come from the training ``id_column`` when the table has it, else the 0-based row numbers.
     """
+    return table_inputs(read_table(Path(path)), data)
+
+
+def table_inputs(cols: Mapping[str, np.ndarray], data: Mapping[str, Any]) -> tuple[list[str], "torch.Tensor"]:
+    """(ids, inputs) of table columns already read (see :func:`read_predict_table`)."""
     import torch
 
     if not data.get("preprocessing"):
         raise DataSourceError("this run was not trained on a CSV/Parquet table (its data.json has no "
                               "preprocessing); predict from an .npz with array x instead")
     pre = TablePreprocessor.from_dict(data["preprocessing"])
-    cols = read_table(Path(path))
     x = pre.transform(cols)
     id_col = (data.get("source") or {}).get("id_column")
     ids = [str(v) for v in cols[id_col]] if id_col and id_col in cols else [str(i) for i in range(len(x))]

@@ -50,6 +50,7 @@ class Task:
     source_meta: dict[str, Any] = field(default_factory=dict)
     task_meta: dict[str, Any] = field(default_factory=dict)  # how the labels and splits were built
     preprocessor: Any = None  # TablePreprocessor for CSV/Parquet sources
+    raw_input: dict[str, Any] | None = None  # the raw input format predict checks (raw_input_record)
 
     @property
     def num_classes(self) -> int:
@@ -88,6 +89,7 @@ class Task:
         d["preprocessing"] = self.preprocessor.to_dict() if self.preprocessor is not None else None
         d["task"] = self.task_meta
         d["source"] = self.source_meta
+        d["raw_input"] = self.raw_input
         return d
 
 
@@ -153,6 +155,70 @@ class Normalizer:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
         return cls(d["mean"], d["std"], d["kind"])
+
+
+RAW_INPUT_VERSION = 1
+
+
+def dtype_kind(dtype) -> str:
+    """"integer" (bool, signed, unsigned), "float", or "other" (strings, objects) for a NumPy or torch dtype:
+    what ``lossdial predict`` compares, the kind of number and not its width."""
+    if isinstance(dtype, torch.dtype):
+        return "float" if dtype.is_floating_point else "other" if dtype.is_complex else "integer"
+    k = np.dtype(dtype).kind
+    return "integer" if k in "iub" else "float" if k == "f" else "other"
+
+
+def _finite_range(a, axis=None):
+    """[min, max] over the finite values of ``a`` (a list of them per column with ``axis=0``); None where
+    there are none. Works in ``a``'s own dtype (no float64 copy of a large uint8 image array)."""
+    a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if axis is not None:
+        return [_finite_range(a[:, j]) for j in range(a.shape[1])]
+    if a.size == 0:
+        return None
+    if a.dtype.kind == "f":
+        ok = np.isfinite(a)
+        if not ok.all():
+            if not ok.any():
+                return None
+            a = a[ok]
+    return [float(a.min()), float(a.max())]
+
+
+def raw_input_record(pool: Pool, x_train, preprocessor=None, train_columns=None) -> dict[str, Any]:
+    """The raw input format of a task, recorded in ``data.json`` as ``raw_input``: what ``lossdial predict``
+    checks new inputs against (``lossdial.predict.read_inputs``).
+
+    Arrays (images, NPZ tables): ``kind``, per-sample ``shape``, the source's own ``dtype`` before any cast
+    and its ``dtype_kind`` (integer/float), ``value_range`` [min, max] over the training split (for images
+    decoded lazily: the uint8 scale, [0, 255]); images add ``channels``, ``pixel_max``, ``image_size`` (the
+    [height, width] of ``data.image_size`` when the run resized its images, else null) and ``decoded_as``
+    (``"L"``/``"RGB"`` when the source decoded image files itself); NPZ tables add ``feature_ranges``.
+    CSV/Parquet tables (``x_train`` unused): ``columns`` and the [min, max] of each numeric column over the
+    training rows (``column_ranges``; ``train_columns`` are those rows' raw columns).
+    """
+    rec: dict[str, Any] = {"version": RAW_INPUT_VERSION, "kind": pool.kind, "range_of": "training split"}
+    if pool.x is None:
+        from lossdial.data.tabular import numeric_values
+
+        rec.update({"format": "columns", "columns": [c["name"] for c in preprocessor.columns_],
+                    "column_ranges": {c["name"]: _finite_range(numeric_values(train_columns[c["name"]]))
+                                      for c in preprocessor.columns_ if c["type"] == "numeric"}})
+        return rec
+    raw_dtype = pool.meta.get("raw_dtype", str(pool.x.dtype).removeprefix("torch."))
+    rec.update({"format": "array", "shape": [int(v) for v in pool.x.shape[1:]], "dtype": raw_dtype,
+                "dtype_kind": dtype_kind(raw_dtype)})
+    if is_lazy(x_train):
+        rec["value_range"], rec["range_of"] = [0.0, 255.0], "the uint8 pixel scale (images decoded lazily)"
+    else:
+        rec["value_range"] = _finite_range(x_train)
+    if pool.kind == "image":
+        rec.update({"channels": int(pool.x.shape[1]), "pixel_max": pool.meta.get("pixel_max"),
+                    "image_size": pool.meta.get("image_size"), "decoded_as": pool.meta.get("decoded_as")})
+    else:
+        rec["feature_ranges"] = _finite_range(x_train, axis=0)
+    return rec
 
 
 def resolved_val_fraction(data_cfg, has_test: bool) -> float:
@@ -228,6 +294,9 @@ def build_task(data_cfg) -> Task:
         return Split(x=torch.from_numpy(x_all[ix].copy()), y=torch.from_numpy(labels[ix].copy()),
                      num_classes=len(names))
 
-    return Task(train=split(idx.train), val=split(idx.val), test=split(idx.test), class_names=names,
+    train = split(idx.train)
+    raw = (raw_input_record(pool, None, preprocessor, {k: v[idx.train] for k, v in pool.columns.items()})
+           if pool.x is None else raw_input_record(pool, train.x))
+    return Task(train=train, val=split(idx.val), test=split(idx.test), class_names=names,
                 indices=idx, input_shape=input_shape, kind=pool.kind, normalizer=norm, source_meta=pool.meta,
-                task_meta=tmeta, preprocessor=preprocessor)
+                task_meta=tmeta, preprocessor=preprocessor, raw_input=raw)
