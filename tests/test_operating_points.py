@@ -285,7 +285,8 @@ def test_cli_grid_text_curves_and_counts(runs):
                                                                       "negatives")) + " |" in md
     import re
 
-    assert re.search(r"validation\s*│\s*" + r"\s*│\s*".join(str(cv[key]) for key in ("tp", "fp", "fn", "tn")), r.output)
+    cells = r"\s*│\s*".join(str(cv[key]) for key in ("tp", "fp", "fn", "tn"))
+    assert re.search(r"validation\s*│\s*" + cells, r.output)
 
     # --conservative beyond what the validation positives can certify: the cap, and one closest point
     n_pos = cv["positives"]

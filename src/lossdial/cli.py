@@ -179,7 +179,8 @@ def evaluate(
     lambda_: Optional[str] = typer.Option(None, "--lambda", help='Lambda values, e.g. "tau=0:4:33" or "tau=0,1,2".'),
     split: str = typer.Option("val", help="val (default) or test. Choose lambda and threshold on val only."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold of the P@thr / R@thr columns (default: "
-                                              "evaluate.threshold of the run's config); bestF1 is over all thresholds."),
+                                              "evaluate.threshold of the run's config); bestF1 is over all "
+                                              "thresholds."),
     prevalence: Optional[float] = typer.Option(None, help="Positive prevalence for precision-type metrics "
                                                "(default: the split's own)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

@@ -119,7 +119,8 @@ def binary_metrics(y: Sequence[int], score: Sequence[float], *, threshold: float
 
     ``threshold``: decision threshold for ``precision``, ``recall``, ``f1_at_threshold``, ``accuracy``,
     ``cost`` and the per-class accuracies (``f1`` is the best F1 over all thresholds, at ``f1_threshold``);
-    ``precision`` is NaN (undefined) when nothing is predicted positive. ``prevalence``: see the module docstring (None: the split's own).
+    ``precision`` is NaN (undefined) when nothing is predicted positive. ``prevalence``: see the module
+    docstring (None: the split's own).
     ``costs`` = (cost of a false positive, cost of a false negative); ``cost`` is the expected cost per
     sample at the threshold.
     """

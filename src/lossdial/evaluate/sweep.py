@@ -357,8 +357,8 @@ class SweepResult:
             what += f" (its {confidence:.0%} lower confidence bound)"
         parts = [f"no (lambda, threshold) on the {self.split} split meets {what}"]
         if too_few:
-            parts.append(f"{too_few} thresholds meet it but rest on fewer than {min_tp} {self.split} true "
-                         f"positives (min_tp, --min-tp {min_tp})")
+            parts.append(f"{too_few} (lambda, threshold) points meet it but rest on fewer than {min_tp} "
+                         f"{self.split} true positives (min_tp, --min-tp {min_tp})")
         if conservative:
             cap = best_certifiable(metric, n_pos, n_neg, pi, confidence)
             if level > cap:
