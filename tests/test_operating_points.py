@@ -223,3 +223,77 @@ def test_baseline_sweeps_thresholds_only(runs):
     assert len(res.lambdas) == 1 and res.lambdas[0]["tau"] == 1.0
     with pytest.raises(ValueError, match="thresholds only"):
         sweep_split(loaded, "val", [{"tau": 1.0}])
+
+
+def _counts(y, s, t):
+    """tp, fp, fn, tn at score >= t, counted directly."""
+    pred = s >= t
+    return {"tp": int((pred & (y == 1)).sum()), "fp": int((pred & (y == 0)).sum()),
+            "fn": int((~pred & (y == 1)).sum()), "tn": int((~pred & (y == 0)).sum()),
+            "positives": int((y == 1).sum()), "negatives": int((y == 0).sum())}
+
+
+def test_cli_grid_text_curves_and_counts(runs):
+    from lossdial.evaluate.scoring import score_lambdas
+    from lossdial.evaluate.select import search_grid
+
+    run = str(runs / "lct")
+    r = runner.invoke(app, ["sweep", run])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "searched 7 values of tau from evaluate.lambda of the run's config" in out  # demo config: tau=0:3:7
+    table = json.loads((runs / "lct" / "sweeps" / "val.json").read_text())
+    assert [row["lambda"]["tau"] for row in table["rows"]] == pytest.approx(np.linspace(0, 3, 7))
+    # the curves file: every lambda x threshold, counts as counted directly from the scores
+    loaded = load_run(run)
+    res = sweep_split(loaded, "val")
+    y = res.labels
+    pi = loaded.data["train_prevalence"]
+    with open(runs / "lct" / "sweeps" / "val_curves.csv") as f:
+        rows = list(__import__("csv").DictReader(f))
+    for k, lam in enumerate(res.lambdas):
+        mine = [row for row in rows if float(row["lambda.tau"]) == lam["tau"]]
+        assert len(mine) == len(np.unique(res.scores[k])) <= 1024
+        for row in mine[::37] + mine[-1:]:
+            c = _counts(y, res.scores[k], float(row["threshold"]))
+            assert {key: int(row[key]) for key in ("tp", "fp", "fn", "tn")} == \
+                {key: c[key] for key in ("tp", "fp", "fn", "tn")}
+            tpr, fpr = c["tp"] / c["positives"], c["fp"] / c["negatives"]
+            assert float(row["precision"]) == pytest.approx(pi * tpr / (pi * tpr + (1 - pi) * fpr))
+    r = runner.invoke(app, ["sweep", run, "--lambda", "tau=0:3:4"])
+    assert "searched 4 values of tau from --lambda" in " ".join(r.output.split())
+    # without evaluate.lambda: 33 points over the training support tau ~ L(0, 3, 0.33)
+    loaded.config.evaluate.lambda_grid = None
+    grid, text = search_grid(loaded)
+    assert [g["tau"] for g in grid] == pytest.approx(np.linspace(0, 3, 33))
+    assert text.startswith("33 values of tau over the training support (the default")
+
+    # pick: the counts behind the point, on validation and on test, in the output and the card
+    r = runner.invoke(app, ["pick", run, "--at", "recall>=0.8", "--name", "counted", "--n-boot", "20"])
+    assert r.exit_code == 0, r.output
+    assert "searched 7 values of tau from evaluate.lambda" in " ".join(r.output.split())
+    pt = json.loads((runs / "lct" / "model_card.json").read_text())["points"]["counted"]
+    k = [lam["tau"] for lam in res.lambdas].index(pt["lambda"]["tau"])
+    cv = _counts(y, res.scores[k], pt["threshold"])
+    assert pt["counts"]["val"] == cv and cv["tp"] >= 5 and pt["min_tp"] == 5
+    task = loaded.task()
+    st = score_lambdas(loaded.model, task.test.x, [pt["lambda"]], loaded.space, transform=task.normalizer)[0]
+    ct = _counts(task.test.y.numpy(), st, pt["threshold"])
+    assert pt["counts"]["test"] == ct
+    md = (runs / "lct" / "model_card.md").read_text()
+    assert "| validation | " + " | ".join(str(cv[key]) for key in ("tp", "fp", "fn", "tn", "positives",
+                                                                      "negatives")) + " |" in md
+    import re
+
+    cells = r"\s*│\s*".join(str(cv[key]) for key in ("tp", "fp", "fn", "tn"))
+    assert re.search(r"validation\s*│\s*" + cells, r.output)
+
+    # --conservative beyond what the validation positives can certify: the cap, and one closest point
+    n_pos = cv["positives"]
+    r = runner.invoke(app, ["pick", run, "--at", "recall>=0.99", "--conservative", "--confidence", "0.999",
+                            "--n-boot", "20"])
+    assert r.exit_code == 1, r.output
+    out = " ".join(r.output.split())
+    assert f"{0.001 ** (1 / n_pos):.4f} = 0.001^(1/{n_pos})" in out and out.count("closest") == 1
+    r = runner.invoke(app, ["pick", run, "--at", "recall>=0.5", "--min-tp", "1000", "--n-boot", "20"])
+    assert r.exit_code == 2 and "fewer than min_tp=1000" in " ".join(r.output.split())

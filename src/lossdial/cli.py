@@ -151,8 +151,9 @@ _COLUMNS = [("auc", "AUC"), ("ap", "AP"), ("brier", "Brier"), ("ece", "ECE"), ("
             ("precision@recall=0.9", "P@R.9"), ("precision", "P@thr"), ("recall", "R@thr")]
 
 
-_CAPTION = ("bestF1: best F1 over thresholds; P@R.9: precision at recall 0.9; P@thr / R@thr: precision "
-            "and recall at the decision threshold")
+_CAPTION = ("bestF1: the best F1 over all thresholds (key f1, reached at f1_threshold), not the F1 at the "
+            "decision threshold (f1_at_threshold); P@R.9: precision at recall 0.9; P@thr / R@thr: precision "
+            "and recall at the decision threshold; -: undefined (precision when nothing is predicted positive)")
 
 
 def _fmt(v: Any) -> str:
@@ -188,7 +189,9 @@ def evaluate(
     run: Path = typer.Argument(..., help="A finished run directory."),
     lambda_: Optional[str] = typer.Option(None, "--lambda", help='Lambda values, e.g. "tau=0:4:33" or "tau=0,1,2".'),
     split: str = typer.Option("val", help="val (default) or test. Choose lambda and threshold on val only."),
-    threshold: Optional[float] = typer.Option(None, help="Decision threshold for precision/recall columns."),
+    threshold: Optional[float] = typer.Option(None, help="Decision threshold of the P@thr / R@thr columns (default: "
+                                              "evaluate.threshold of the run's config); bestF1 is over all "
+                                              "thresholds."),
     prevalence: Optional[float] = typer.Option(None, help="Positive prevalence for precision-type metrics "
                                                "(default: the split's own)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -215,7 +218,9 @@ def evaluate(
     counts = loaded.data["counts"][split]
     prev_txt = f"prevalence {prevalence:g} (given)" if prevalence is not None else \
         f"prevalence {counts[1] / (counts[0] + counts[1]):.4f} (the split's own)"
-    _print_rows(rows, title=f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives); {prev_txt}",
+    thr = loaded.config.evaluate.threshold if threshold is None else threshold
+    _print_rows(rows, title=f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives); P@thr / R@thr at "
+                            f"threshold {thr:g}; {prev_txt}",
                 label="LCT" if loaded.is_lct else "baseline",
                 keys=list(loaded.space.names) if loaded.is_lct else None)
 
@@ -296,25 +301,41 @@ def _load_or_fail(run: Path, device: str):
         _fail(str(exc))
 
 
-@app.command()
+_SWEEP_HELP = "\n\n".join([
+    "Every operating point: K lambda values x every threshold, written under RUN/sweeps/.",
+    "SPLIT.csv and SPLIT.json, the summary (the table printed): one row per lambda, with the threshold-free "
+    "metrics (auc, ap, brier, ece; f1 = the best F1 over all thresholds, reached at f1_threshold; "
+    "precision@recall=r, recall@precision=p) and the metrics at the default threshold (the threshold column, "
+    "usually 0.5: precision, recall, f1_at_threshold, accuracy, cost, ...).",
+    "SPLIT_curves.csv: every operating point, one row per (lambda, threshold), with the lambda.NAME columns, "
+    "threshold, tp, fp, fn, tn (counts when predicting positive for score >= threshold), tpr, fpr and "
+    "precision at the prevalence. Every distinct score is a threshold; a lambda with more than 1024 is "
+    "thinned to 1024, keeping the first and last, the ROC convex hull and points evenly spaced along the curve.",
+])
+
+
+@app.command(help=_SWEEP_HELP)
 def sweep(
     run: Path = typer.Argument(..., help="A finished run directory."),
     split: str = typer.Option("val", help="val (default) or test."),
-    lambda_: Optional[str] = typer.Option(None, "--lambda", help='e.g. "tau=0:4:33" (default: 33 points over the support).'),
+    lambda_: Optional[str] = typer.Option(
+        None, "--lambda", help='e.g. "tau=0:4:33". Default: evaluate.lambda of the run\'s config (7 values of tau in '
+                               'the shipped configs), else 33 points per name over the training support.'),
     prevalence: Optional[float] = typer.Option(None, help="Positive prevalence for precision-type metrics "
                                                "(default: the training prevalence)."),
     cost: Optional[str] = typer.Option(None, help="Costs for the `cost` column, e.g. 'fp=1,fn=20'."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Every operating point: metrics for K lambda values x all thresholds; writes RUN/sweeps/SPLIT.{csv,json}."""
+    """The `sweep` command; its help is _SWEEP_HELP."""
     from lossdial.conditioning import parse_lambda_grid
-    from lossdial.evaluate.select import sweep_split
+    from lossdial.evaluate.select import search_grid, sweep_split
 
     loaded = _load_or_fail(run, device)
     try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            lambdas, grid_text = search_grid(loaded, lambdas, given_as="--lambda")
             result = sweep_split(loaded, split, lambdas, prevalence=prevalence, costs=_parse_costs(cost))
             table = result.table
     except (ValueError, KeyError) as exc:
@@ -323,17 +344,34 @@ def sweep(
         err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
     out = Path(run) / "sweeps"
     result.to_csv(out / f"{split}.csv")
-    result.to_json(out / f"{split}.json", extra={"run": str(run)})
+    result.to_json(out / f"{split}.json", extra={"run": str(run), "lambda_grid": grid_text})
+    n_curve = result.to_curves_csv(out / f"{split}_curves.csv")
     counts = loaded.data["counts"][split]
     src = "given" if prevalence is not None else "the training prevalence"
-    title = (f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives); precision-type metrics at "
-             f"prevalence {result.prevalence:.4f} ({src})")
+    title = (f"{run}: {split} split ({counts[1]} positives / {counts[0]} negatives); P@thr / R@thr at threshold "
+             f"{result.threshold:g}; precision-type metrics at prevalence {result.prevalence:.4f} ({src})")
+    console.print(f"searched {grid_text}", highlight=False)
     _print_rows(table, title=title, label="LCT" if loaded.is_lct else "baseline",
                 keys=list(loaded.space.names) if loaded.is_lct else None)
-    console.print(f"wrote {out / (split + '.csv')} and {out / (split + '.json')}")
+    console.print(f"wrote {out / (split + '.csv')} and {out / (split + '.json')} (one row per lambda: the table "
+                  f"above, more columns) and {out / (split + '_curves.csv')} ({n_curve} rows: every lambda x "
+                  f"threshold with tp, fp, fn, tn, tpr, fpr, precision)", highlight=False)
 
 
-@app.command()
+_PICK_HELP = "\n\n".join([
+    "Choose (lambda, threshold) on the validation split, then measure it once on test; writes the model card.",
+    "Prints the lambda grid searched and the counts behind the point (tp, fp, fn, tn, positives, negatives, on "
+    "validation and on test); both go into the model card. No threshold is chosen with fewer than --min-tp "
+    "validation true positives.",
+    "--conservative: --at must hold for a lower confidence bound, not for the validation estimate. recall: the "
+    "one-sided Clopper-Pearson lower bound of tp / positives at --confidence; with n validation positives it "
+    "cannot exceed (1 - confidence)^(1/n) (0.918 for 35 positives at 95%). precision, reported at the "
+    "prevalence pi, is bounded there: a Clopper-Pearson lower bound on TPR and upper bound on FPR, each at "
+    "1 - alpha/2 (alpha = 1 - confidence), put into pi*TPR / (pi*TPR + (1-pi)*FPR).",
+])
+
+
+@app.command(help=_PICK_HELP)
 def pick(
     run: Path = typer.Argument(..., help="A finished run directory."),
     at: Optional[str] = typer.Option(None, "--at", help='Constraint, e.g. "recall>=0.95" or "precision>=0.9".'),
@@ -344,19 +382,24 @@ def pick(
     name: Optional[str] = typer.Option(
         None, "--name", help="Name of the point in the model card (e.g. screening); default from the constraint "
                              "and objective, e.g. recall_ge_0.9_max_precision."),
-    lambda_: Optional[str] = typer.Option(None, "--lambda", help="Lambda grid to search (default 33 points)."),
+    lambda_: Optional[str] = typer.Option(
+        None, "--lambda", help="Lambda grid to search. Default: evaluate.lambda of the run's config (7 values of tau "
+                               "in the shipped configs), else 33 points per name over the training support."),
     prevalence: Optional[float] = typer.Option(None, help="Prevalence for precision-type metrics (default: training)."),
     cost: Optional[str] = typer.Option(None, help="'fp=1,fn=20' for --minimize cost."),
-    conservative: bool = typer.Option(False, help="Require the Clopper-Pearson lower bound of recall to meet --at."),
-    confidence: float = typer.Option(0.95, help="Confidence of the Clopper-Pearson bound."),
+    conservative: bool = typer.Option(False, help="--at must hold for a lower confidence bound (see above)."),
+    confidence: float = typer.Option(0.95, help="Confidence of the --conservative bound (alpha = 1 - confidence)."),
+    min_tp: int = typer.Option(5, "--min-tp", min=0, help="Choose no threshold with fewer validation true positives "
+                                                          "than this (a point resting on one or two positives says "
+                                                          "nothing about deployment)."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the test intervals."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Choose (lambda, threshold) on the validation split, then measure it once on test; writes the model card."""
+    """The `pick` command; its help is _PICK_HELP."""
     from lossdial.conditioning import parse_lambda_grid
-    from lossdial.evaluate.select import SelectionSpec, select_point
+    from lossdial.evaluate.select import SelectionSpec, search_grid, select_point
     from lossdial.evaluate.sweep import NoFeasiblePoint
-    from lossdial.report.card import add_point, card_paths
+    from lossdial.report.card import COUNT_KEYS, add_point, bound_text, card_paths, ci_text
 
     if maximize and minimize:
         _fail("give --maximize or --minimize, not both")
@@ -372,17 +415,15 @@ def pick(
         console.print(f"point name: {name} (--name to choose one)", highlight=False)
     loaded = _load_or_fail(run, device)
     spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
-                         confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost))
+                         confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp)
     try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            entry = select_point(loaded, spec, lambdas=lambdas, n_boot=n_boot)
-    except NoFeasiblePoint as exc:
-        c = exc.closest
+            console.print(f"searched {search_grid(loaded, lambdas, given_as='--lambda')[1]}", highlight=False)
+            entry = select_point(loaded, spec, lambdas=lambdas, n_boot=n_boot, given_as="--lambda")
+    except NoFeasiblePoint as exc:  # the message names the one closest point, with its counts
         err_console.print(f"[bold red]no point meets the constraint:[/] {exc}", highlight=False)
-        err_console.print(f"closest on validation: recall {c.metrics['recall']:.3f}, precision "
-                          f"{c.metrics['precision']:.3f} at lambda {c.lam}, threshold {c.threshold:.6g}")
         raise typer.Exit(1)
     except (ValueError, KeyError) as exc:
         _fail(str(exc).strip("'\""))
@@ -398,10 +439,17 @@ def pick(
     from lossdial.report.card import CARD_METRICS
 
     for k in CARD_METRICS:
-        ci = entry["test_ci95"].get(k)
-        t.add_row(k, _fmt(entry["val"].get(k)), _fmt(entry["test"].get(k)),
-                  f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        t.add_row(k, _fmt(entry["val"].get(k)), _fmt(entry["test"].get(k)), ci_text(entry["test_ci95"].get(k)))
     console.print(t)
+    c = Table(title="counts at the threshold (unweighted)" + (f"; validation lower bound {entry['val_lower_bound']:.4f}"
+                                                              + bound_text(entry) if entry["conservative"] else ""),
+              title_justify="left")
+    c.add_column("split")
+    for k in COUNT_KEYS:
+        c.add_column(k, justify="right")
+    for split, label in (("val", "validation"), ("test", "test")):
+        c.add_row(label, *[str(entry["counts"][split][k]) for k in COUNT_KEYS])
+    console.print(c)
     console.print("chosen on the validation split; the test split was scored once, after the point was fixed.")
     console.print(f"model card: {card_paths(run)[0]} and {card_paths(run)[1]}")
 

@@ -20,8 +20,8 @@ def demo_configs(quick: bool = False) -> tuple[Config, Config]:
 
 def dial_summary(lct_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How much each metric moves across the LCT rows (the lambda grid), from the measured numbers."""
-    def span(key: str) -> tuple[float, float]:
-        vals = [r["metrics"][key] for r in lct_rows]
-        return min(vals), max(vals)
+    def span(key: str) -> tuple[float, float]:  # over the rows where it is defined (precision may be NaN)
+        vals = [v for v in (r["metrics"][key] for r in lct_rows) if v is not None and v == v]
+        return (min(vals), max(vals)) if vals else (float("nan"), float("nan"))
 
     return {k: span(k) for k in ("auc", "ap", "brier", "precision", "recall")}

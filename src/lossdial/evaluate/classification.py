@@ -1,8 +1,12 @@
 """Binary classification metrics on positive-class scores (scikit-learn underneath).
 
 Metric keys are stable names used by every command: ``auc``, ``ap``, ``brier``, ``ece``, ``f1``,
-``f1_threshold``, ``precision@recall=0.9``, ``recall@precision=0.9``, ``precision``, ``recall``,
-``balanced_accuracy``, ``accuracy``, ``acc_class0``, ``acc_class1``, ``cost``.
+``f1_threshold``, ``f1_at_threshold``, ``precision@recall=0.9``, ``recall@precision=0.9``, ``precision``,
+``recall``, ``balanced_accuracy``, ``accuracy``, ``acc_class0``, ``acc_class1``, ``cost``.
+
+``f1`` is the best F1 over all thresholds (reached at ``f1_threshold``), a property of the score ranking;
+``f1_at_threshold`` is the F1 at the decision threshold, beside ``precision`` and ``recall`` there.
+``precision`` is undefined (NaN) when nothing is predicted positive at the threshold.
 
 Prevalence: precision-type metrics depend on how common positives are, and an evaluation split is often
 not the deployment (a balanced CIFAR test set, a carved validation set). Pass ``prevalence=p`` and every
@@ -101,14 +105,22 @@ def confusion_at(y, score, threshold: float, sample_weight=None) -> dict[str, fl
             "fn": float(w[~pred & (y == 1)].sum()), "tn": float(w[~pred & (y == 0)].sum())}
 
 
+def counts_at(y, score, threshold: float) -> dict[str, int]:
+    """Unweighted tp, fp, fn, tn at ``score >= threshold``, with the split's positives and negatives."""
+    c = {k: int(round(v)) for k, v in confusion_at(y, score, threshold).items()}
+    return {**c, "positives": c["tp"] + c["fn"], "negatives": c["fp"] + c["tn"]}
+
+
 def binary_metrics(y: Sequence[int], score: Sequence[float], *, threshold: float = 0.5,
                    prevalence: float | None = None, costs: tuple[float, float] = (1.0, 1.0),
                    recall_levels: Sequence[float] = RECALL_LEVELS,
                    precision_levels: Sequence[float] = PRECISION_LEVELS) -> dict[str, float]:
     """All the metrics of METHODS.md section 5 for one score vector (score = P(positive)).
 
-    ``threshold``: decision threshold for ``precision``, ``recall``, ``accuracy``, ``cost`` and the
-    per-class accuracies. ``prevalence``: see the module docstring (None: the split's own).
+    ``threshold``: decision threshold for ``precision``, ``recall``, ``f1_at_threshold``, ``accuracy``,
+    ``cost`` and the per-class accuracies (``f1`` is the best F1 over all thresholds, at ``f1_threshold``);
+    ``precision`` is NaN (undefined) when nothing is predicted positive. ``prevalence``: see the module
+    docstring (None: the split's own).
     ``costs`` = (cost of a false positive, cost of a false negative); ``cost`` is the expected cost per
     sample at the threshold.
     """
@@ -127,8 +139,10 @@ def binary_metrics(y: Sequence[int], score: Sequence[float], *, threshold: float
     c = confusion_at(y, score, threshold, w)
     tot = sum(c.values())
     out["threshold"] = float(threshold)
-    out["precision"] = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 0.0
+    out["precision"] = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else math.nan  # nothing predicted
     out["recall"] = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 0.0
+    f1_den = 2 * c["tp"] + c["fp"] + c["fn"]  # 2PR/(P+R) from counts: 0, not undefined, when tp = 0
+    out["f1_at_threshold"] = 2 * c["tp"] / f1_den if f1_den else math.nan
     out["accuracy"] = (c["tp"] + c["tn"]) / tot
     out["acc_class0"] = c["tn"] / (c["tn"] + c["fp"]) if n_neg else math.nan
     out["acc_class1"] = out["recall"] if n_pos else math.nan

@@ -6,23 +6,32 @@ is scored only after the point is fixed, at that one (lambda, threshold), with b
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lossdial.evaluate.classification import binary_metrics
+from lossdial.evaluate.classification import binary_metrics, counts_at
 from lossdial.evaluate.run import LoadedRun
 from lossdial.evaluate.scoring import score_lambdas
-from lossdial.evaluate.sweep import OperatingPoint, SweepResult, sweep
+from lossdial.evaluate.sweep import MIN_TP, OperatingPoint, SweepResult, sweep
 
 BOOTSTRAP_KEYS = ("recall", "precision", "f1_at_threshold", "auc", "ap", "brier", "balanced_accuracy", "cost")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+#: the default lambda grid of `sweep` / `pick` when neither --lambda nor evaluate.lambda gives one:
+#: this many points per conditioned name over the training support
+DEFAULT_SWEEP_POINTS = 33
+
+
 @dataclass
 class SelectionSpec:
+    """How to choose a point; see :meth:`SweepResult.pick` for ``conservative`` and ``min_tp``."""
+
     name: str
     constraint: str | None = None
     objective: str = "f1"
@@ -30,6 +39,7 @@ class SelectionSpec:
     confidence: float = 0.95
     prevalence: float | None = None
     costs: tuple[float, float] = (1.0, 1.0)
+    min_tp: int = MIN_TP  # no threshold is chosen on fewer validation true positives
 
 
 def run_prevalence(loaded: LoadedRun, prevalence: float | None) -> float:
@@ -37,23 +47,47 @@ def run_prevalence(loaded: LoadedRun, prevalence: float | None) -> float:
     return float(prevalence) if prevalence is not None else float(loaded.data["train_prevalence"])
 
 
+def search_grid(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | None = None, *,
+                given_as: str = "the lambdas given") -> tuple[list[dict[str, float]] | None, str]:
+    """The lambda grid `sweep` and `pick` search, and where it comes from, in words.
+
+    ``lambdas`` if given (described as ``given_as``, e.g. "--lambda"); else ``evaluate.lambda`` of the
+    run's config; else :data:`DEFAULT_SWEEP_POINTS` points per name over the training support. A baseline
+    run has no lambda (None): only thresholds are searched.
+    """
+    if not loaded.is_lct:
+        if lambdas:
+            raise ValueError("this is a baseline run (fixed loss hyperparameters, no FiLM): it sweeps thresholds "
+                             "only; drop --lambda")
+        return None, "thresholds only (a baseline run has no lambda to vary)"
+    from lossdial.train.loop import default_eval_grid
+
+    names = list(loaded.space.names)
+    if lambdas:
+        grid, source = [dict(lam) for lam in lambdas], f"from {given_as}"
+    else:
+        grid = default_eval_grid(loaded.config, loaded.space, k=DEFAULT_SWEEP_POINTS)
+        if loaded.config.evaluate.lambda_grid is not None:
+            source = "from evaluate.lambda of the run's config"
+        else:
+            per = "" if len(names) == 1 else f", up to {DEFAULT_SWEEP_POINTS} per name,"
+            source = f"over the training support{per} (the default: the run's config sets no evaluate.lambda)"
+    what = f"value{'s' if len(grid) != 1 else ''} of {names[0]}" if len(names) == 1 else \
+        f"combination{'s' if len(grid) != 1 else ''} of ({', '.join(names)})"
+    return grid, f"{len(grid)} {what} {source}"
+
+
 def sweep_split(loaded: LoadedRun, split: str, lambdas: Sequence[Mapping[str, float]] | None = None, *,
                 prevalence: float | None = None, costs: tuple[float, float] = (1.0, 1.0), task=None
                 ) -> SweepResult:
-    """Sweep a run's `split` over `lambdas` (default: the run's evaluation grid)."""
+    """Sweep a run's `split` over `lambdas` (default: :func:`search_grid`)."""
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     task = task if task is not None else loaded.task()
+    lambdas, _ = search_grid(loaded, lambdas)
     if loaded.is_lct:
-        if not lambdas:
-            from lossdial.train.loop import default_eval_grid
-
-            lambdas = default_eval_grid(loaded.config, loaded.space, k=33)
         for lam in lambdas:
             loaded.space.check_support(lam)
-    elif lambdas:
-        raise ValueError("this is a baseline run (fixed loss hyperparameters, no FiLM): it sweeps thresholds "
-                         "only; drop --lambda")
     return sweep(loaded.model, getattr(task, split), lambdas, loaded.space, transform=task.normalizer,
                  device=loaded.device, batch_size=loaded.config.evaluate.batch_size,
                  prevalence=run_prevalence(loaded, prevalence), costs=costs,
@@ -65,13 +99,18 @@ def choose_point(val: SweepResult, spec: SelectionSpec) -> OperatingPoint:
     """Pick on the validation sweep only (this function never sees test data)."""
     if val.split != "val":
         raise ValueError("operating points are chosen on the validation split only")
-    return val.pick(spec.constraint, spec.objective, conservative=spec.conservative, confidence=spec.confidence)
+    return val.pick(spec.constraint, spec.objective, conservative=spec.conservative, confidence=spec.confidence,
+                    min_tp=spec.min_tp)
 
 
 def bootstrap_metrics(y: np.ndarray, s: np.ndarray, threshold: float, *, prevalence: float | None,
                       costs: tuple[float, float], n_boot: int = 1000, seed: int = 0,
                       alpha: float = 0.05) -> dict[str, list[float]]:
-    """Stratified bootstrap (positives and negatives resampled separately) percentile intervals."""
+    """Stratified bootstrap (positives and negatives resampled separately) percentile intervals.
+
+    A resample where a metric is undefined (precision when nothing is predicted positive) is left out of
+    that metric's interval; [NaN, NaN] (undefined) when no resample defines it.
+    """
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     draws: dict[str, list[float]] = {k: [] for k in BOOTSTRAP_KEYS}
@@ -79,15 +118,15 @@ def bootstrap_metrics(y: np.ndarray, s: np.ndarray, threshold: float, *, prevale
         ix = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
         m = binary_metrics(y[ix], s[ix], threshold=threshold, prevalence=prevalence, costs=costs,
                            recall_levels=(), precision_levels=())
-        m["f1_at_threshold"] = _f1(m["precision"], m["recall"])
         for k in BOOTSTRAP_KEYS:
             draws[k].append(m[k])
-    return {k: [float(np.nanpercentile(v, 100 * alpha / 2)), float(np.nanpercentile(v, 100 * (1 - alpha / 2)))]
-            for k, v in draws.items()}
-
-
-def _f1(p: float, r: float) -> float:
-    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+    out = {}
+    for k, v in draws.items():
+        v = np.asarray(v, dtype=float)
+        v = v[~np.isnan(v)]
+        out[k] = [float(np.percentile(v, 100 * alpha / 2)), float(np.percentile(v, 100 * (1 - alpha / 2)))] \
+            if len(v) else [math.nan, math.nan]
+    return out
 
 
 def measure_on_test(loaded: LoadedRun, point: OperatingPoint, task, *, prevalence: float, costs,
@@ -99,22 +138,33 @@ def measure_on_test(loaded: LoadedRun, point: OperatingPoint, task, *, prevalenc
                       batch_size=loaded.config.evaluate.batch_size, transform=task.normalizer)[0]
     y = test.y.numpy()
     m = binary_metrics(y, s, threshold=point.threshold, prevalence=prevalence, costs=costs)
-    m["f1_at_threshold"] = _f1(m["precision"], m["recall"])
     ci = bootstrap_metrics(y, s, point.threshold, prevalence=prevalence, costs=costs, n_boot=n_boot, seed=seed)
-    return {"metrics": m, "ci95": ci, "n_boot": n_boot}
+    return {"metrics": m, "ci95": ci, "n_boot": n_boot, "counts": counts_at(y, s, point.threshold)}
 
 
-def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot: int = 1000, task=None
-                 ) -> dict[str, Any]:
-    """Choose on validation, fix, then measure on test. Returns the model card entry for the point."""
+def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot: int = 1000, task=None,
+                 given_as: str = "the lambdas given") -> dict[str, Any]:
+    """Choose on validation, fix, then measure on test. Returns the model card entry for the point.
+
+    The entry holds the counts behind the point on each split (``counts.val`` / ``counts.test``: unweighted
+    tp, fp, fn, tn, positives, negatives) and, with ``spec.conservative``, the bound the constraint was
+    checked against (``val_lower_bound``). Warns when the point rests on fewer than ``spec.min_tp``
+    validation true positives (only possible for a lambda objective without a constraint, which keeps the
+    default threshold).
+    """
     if not _NAME.match(spec.name):
         raise ValueError(f"point name {spec.name!r} must be 1-64 letters, digits, '_', '-' or '.'")
     task = task if task is not None else loaded.task()
     prevalence = run_prevalence(loaded, spec.prevalence)
-    val = sweep_split(loaded, "val", lambdas, prevalence=prevalence, costs=spec.costs, task=task)
+    grid, grid_text = search_grid(loaded, lambdas, given_as=given_as)
+    val = sweep_split(loaded, "val", grid, prevalence=prevalence, costs=spec.costs, task=task)
     point = choose_point(val, spec)  # fixed here; test has not been read
+    if point.counts["tp"] < spec.min_tp:
+        warnings.warn(f"point {spec.name!r} keeps the default threshold {point.threshold:g}, where it has only "
+                      f"{point.counts['tp']} validation true positives (fewer than min_tp={spec.min_tp}): its "
+                      f"precision and recall rest on too few positives; add a constraint (--at) to choose the "
+                      f"threshold", stacklevel=2)
     val_metrics = dict(point.metrics)
-    val_metrics["f1_at_threshold"] = _f1(val_metrics["precision"], val_metrics["recall"])
     test = measure_on_test(loaded, point, task, prevalence=prevalence, costs=spec.costs, n_boot=n_boot)
     return {
         "lambda": point.lam,
@@ -127,6 +177,10 @@ def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot
         "costs": {"fp": spec.costs[0], "fn": spec.costs[1]},
         "chosen_on": "val",
         "lambdas_searched": len(val.lambdas),
+        "lambda_grid": grid_text,
+        "min_tp": spec.min_tp,
+        "val_lower_bound": point.bound,
+        "counts": {"val": point.counts, "test": test["counts"]},
         "n_pos": {"val": int(val.labels.sum()), "test": int(test["metrics"]["n_pos"])},
         "n": {"val": int(len(val.labels)), "test": int(test["metrics"]["n"])},
         "val": val_metrics,

@@ -8,6 +8,20 @@ for a constraint and an objective, e.g. the highest precision at recall >= 0.95:
     point = result.pick("recall>=0.95", "precision")
     point.lam, point.threshold            # predict positive when score >= threshold
 
+What a sweep writes (``lossdial sweep``, under ``RUN/sweeps/``):
+
+- ``<split>.csv`` / ``<split>.json`` (:meth:`SweepResult.to_csv` / :meth:`SweepResult.to_json`): the
+  summary, ONE row per lambda: the threshold-free metrics (``auc``, ``ap``, ``brier``, ``ece``, the best
+  F1 over all thresholds ``f1`` and where it is reached ``f1_threshold``, ``precision@recall=r``,
+  ``recall@precision=p``) and the metrics at the default decision threshold (``threshold``, usually 0.5:
+  ``precision``, ``recall``, ``f1_at_threshold``, ``accuracy``, ``cost``, ...).
+- ``<split>_curves.csv`` (:meth:`SweepResult.to_curves_csv`): every operating point, one row per
+  (lambda, threshold) with the columns ``lambda.<name>``, ``threshold``, ``tp``, ``fp``, ``fn``, ``tn``
+  (unweighted counts when predicting positive for ``score >= threshold``), ``tpr``, ``fpr`` and
+  ``precision`` at the stated prevalence pi: ``pi*tpr / (pi*tpr + (1-pi)*fpr)``. Thresholds are the
+  split's distinct scores, highest first; a lambda with more than ``max_points`` (1024) of them is thinned
+  by :func:`thin_curve`.
+
 Picking is O(K n log n): per lambda, one sort of the scores gives every threshold's confusion counts.
 """
 
@@ -23,13 +37,17 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from lossdial.evaluate.classification import binary_metrics, prevalence_weights
+from lossdial.evaluate.classification import binary_metrics, counts_at, prevalence_weights
 from lossdial.evaluate.scoring import score_lambdas
 
 MAXIMIZE = ("precision", "recall", "f1", "balanced_accuracy", "accuracy", "ap", "auc")
 MINIMIZE = ("cost", "brier", "ece")
 #: objectives that depend on the threshold (chosen per lambda over all thresholds)
 THRESHOLD_OBJECTIVES = ("precision", "recall", "f1", "balanced_accuracy", "accuracy", "cost")
+#: by default no threshold is chosen that rests on fewer validation true positives than this
+MIN_TP = 5
+#: at most this many thresholds per lambda in a curves file
+MAX_CURVE_POINTS = 1024
 _CONSTRAINT = re.compile(r"^\s*(recall|precision)\s*>=\s*([0-9]*\.?[0-9]+)\s*$")
 
 
@@ -59,8 +77,56 @@ def clopper_pearson_lower(successes: np.ndarray, n: int, confidence: float = 0.9
     from scipy.stats import beta
 
     k = np.asarray(successes, dtype=float)
-    lower = beta.ppf(1 - confidence, k, n - k + 1)
+    lower = beta.ppf(1 - confidence, np.maximum(k, 1), n - k + 1)
     return np.where(k > 0, lower, 0.0)
+
+
+def clopper_pearson_upper(successes: np.ndarray, n: int, confidence: float = 0.95) -> np.ndarray:
+    """One-sided Clopper-Pearson upper bound of a binomial proportion (exact, via the beta quantile)."""
+    from scipy.stats import beta
+
+    k = np.asarray(successes, dtype=float)
+    upper = beta.ppf(confidence, k + 1, np.maximum(n - k, 1))
+    return np.where(k < n, upper, 1.0)
+
+
+def precision_at_prevalence(tpr, fpr, prevalence: float) -> np.ndarray:
+    """Precision when positives make up a fraction pi of the population: pi*TPR / (pi*TPR + (1-pi)*FPR).
+
+    NaN where nothing would be predicted positive (TPR = FPR = 0).
+    """
+    tpr, fpr = np.asarray(tpr, dtype=float), np.asarray(fpr, dtype=float)
+    num = prevalence * tpr
+    den = num + (1 - prevalence) * fpr
+    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
+
+
+def conservative_precision_lower(tp, n_pos: int, fp, n_neg: int, prevalence: float,
+                                 confidence: float = 0.95) -> np.ndarray:
+    """A lower confidence bound on precision at the deployment prevalence pi.
+
+    Precision at pi is pi*TPR / (pi*TPR + (1-pi)*FPR), increasing in TPR and decreasing in FPR, so with
+    alpha = 1 - confidence it is bounded below by putting in a one-sided Clopper-Pearson lower bound on
+    TPR (tp of n_pos) and an upper bound on FPR (fp of n_neg), each at confidence 1 - alpha/2 (Bonferroni:
+    both hold together with probability >= 1 - alpha). This bounds precision where it is reported, at pi;
+    a bound on the raw validation tp / (tp + fp) would be one at the validation prevalence.
+    """
+    half = 1 - (1 - confidence) / 2
+    tpr_lo = clopper_pearson_lower(tp, n_pos, half)
+    fpr_hi = clopper_pearson_upper(fp, n_neg, half)
+    return np.nan_to_num(precision_at_prevalence(tpr_lo, fpr_hi, prevalence), nan=0.0)
+
+
+def best_certifiable(metric: str, n_pos: int, n_neg: int, prevalence: float, confidence: float) -> float:
+    """The largest lower bound ``pick(conservative=True)`` can reach on this split, whatever the scores.
+
+    recall: every positive found, (1 - confidence)^(1/n_pos). precision: every positive found and no
+    negative predicted positive, from TPR >= (alpha/2)^(1/n_pos) and FPR <= 1 - (alpha/2)^(1/n_neg).
+    """
+    if metric == "recall":
+        return float(clopper_pearson_lower(np.array([n_pos]), n_pos, confidence)[0])
+    return float(conservative_precision_lower(np.array([n_pos]), n_pos, np.array([0]), n_neg, prevalence,
+                                              confidence)[0])
 
 
 @dataclass
@@ -70,10 +136,12 @@ class ThresholdCurve:
     thresholds: np.ndarray
     tp: np.ndarray  # weighted true positives when predicting s >= threshold
     fp: np.ndarray
-    tp_count: np.ndarray  # unweighted true positives (for exact confidence bounds on recall)
+    tp_count: np.ndarray  # unweighted true positives (exact confidence bounds, min_tp, curves files)
     pos: float  # total positive weight
     neg: float  # total negative weight
     n_pos: int
+    fp_count: np.ndarray = field(default_factory=lambda: np.zeros(0))  # unweighted false positives
+    n_neg: int = 0
 
     @classmethod
     def from_scores(cls, y: np.ndarray, s: np.ndarray, w: np.ndarray | None) -> "ThresholdCurve":
@@ -84,8 +152,10 @@ class ThresholdCurve:
         tp = np.cumsum(w_sorted * (y_sorted == 1))[last_of_run]
         fp = np.cumsum(w_sorted * (y_sorted == 0))[last_of_run]
         tpc = np.cumsum(y_sorted == 1)[last_of_run]
+        fpc = np.cumsum(y_sorted == 0)[last_of_run]
         return cls(thresholds=s_sorted[last_of_run], tp=tp, fp=fp, tp_count=tpc,
-                   pos=float(w[y == 1].sum()), neg=float(w[y == 0].sum()), n_pos=int((y == 1).sum()))
+                   pos=float(w[y == 1].sum()), neg=float(w[y == 0].sum()), n_pos=int((y == 1).sum()),
+                   fp_count=fpc, n_neg=int((y == 0).sum()))
 
     def values(self, name: str, costs: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
         recall = self.tp / self.pos if self.pos else np.zeros_like(self.tp)
@@ -119,10 +189,15 @@ class OperatingPoint:
     objective: str
     constraint: str | None
     metrics: dict[str, float] = field(default_factory=dict)  # on the split it was chosen on
+    #: unweighted tp, fp, fn, tn, positives, negatives behind the point on that split
+    counts: dict[str, int] = field(default_factory=dict)
+    #: with conservative=True: the lower confidence bound of the constrained metric at this point
+    bound: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"lambda": self.lam, "threshold": self.threshold, "objective": self.objective,
-                "constraint": self.constraint, "metrics": self.metrics}
+                "constraint": self.constraint, "metrics": self.metrics, "counts": self.counts,
+                "bound": self.bound}
 
 
 @dataclass
@@ -158,8 +233,29 @@ class SweepResult:
                 for lam, s in zip(self.lambdas, self.scores)]
         return self._table
 
+    @property
+    def effective_prevalence(self) -> float:
+        """The prevalence precision-type values are computed at: the given one, else the split's own."""
+        if self.prevalence is not None:
+            return float(self.prevalence)
+        return float(self.labels.sum()) / max(1, len(self.labels))
+
+    def curve(self, k: int) -> ThresholdCurve:
+        """Every distinct threshold of lambda ``k`` with its confusion counts (weighted at the prevalence)."""
+        return ThresholdCurve.from_scores(self.labels, self.scores[k], self.weights)
+
+    def _constraint_values(self, curve: ThresholdCurve, metric: str, conservative: bool,
+                           confidence: float) -> np.ndarray:
+        """The value a constraint on `metric` is checked against at each threshold (estimate or bound)."""
+        if not conservative:
+            return curve.values(metric, self.costs)
+        if metric == "recall":
+            return clopper_pearson_lower(curve.tp_count, curve.n_pos, confidence)
+        return conservative_precision_lower(curve.tp_count, curve.n_pos, curve.fp_count, curve.n_neg,
+                                            self.effective_prevalence, confidence)
+
     def pick(self, constraint: str | None = None, objective: str = "f1", *, conservative: bool = False,
-             confidence: float = 0.95) -> OperatingPoint:
+             confidence: float = 0.95, min_tp: int = MIN_TP) -> OperatingPoint:
         """Choose (lambda, threshold) on this split.
 
         ``constraint``: "recall>=r" or "precision>=p" (or None). ``objective``: one of
@@ -167,34 +263,59 @@ class SweepResult:
         accuracy, accuracy, cost) are optimised over every distinct threshold of every lambda. Lambda
         objectives (ap, auc, brier, ece) choose the lambda; the threshold is then the one that meets the
         constraint with the best F1, or the default threshold without a constraint.
-        ``conservative``: a recall constraint must hold for the one-sided Clopper-Pearson lower bound at
-        ``confidence`` (for screening users who must not fall below the target), not the point estimate.
+
+        ``min_tp`` (default 5): a threshold chosen on this split must have at least ``min_tp`` true
+        positives on it (unweighted counts), so that no point rests on one or two positives (a
+        ``precision>=0.99`` met by the single highest-scoring positive says nothing about deployment).
+        It applies wherever the threshold is chosen from the scores (threshold objectives and any
+        constraint); an unconstrained lambda objective keeps the default threshold, which is not chosen.
+
+        ``conservative``: the constraint must hold for a lower confidence bound at ``confidence``, not
+        for the point estimate (for screening users who must not fall below the target). recall: the
+        one-sided Clopper-Pearson lower bound of tp / positives. precision: precision is reported at the
+        prevalence pi, so it is bounded there, by :func:`conservative_precision_lower`: a lower bound on
+        TPR and an upper bound on FPR (Clopper-Pearson, each at 1 - alpha/2) put into
+        pi*TPR / (pi*TPR + (1-pi)*FPR) - not a bound on the raw tp / (tp + fp) of this split.
+
         Ties go to the better secondary metric (recall for precision, precision for recall), then to the
-        earlier lambda. Raises :class:`NoFeasiblePoint` (with the closest point) if nothing qualifies.
+        earlier lambda. Raises :class:`NoFeasiblePoint` (with the closest point, the one whose constrained
+        value - or bound - comes nearest among thresholds with at least ``min_tp`` true positives) if
+        nothing qualifies; the message says why, including the best bound this split's size allows.
         """
         if objective not in MAXIMIZE + MINIMIZE:
             raise ValueError(f"objective must be one of {MAXIMIZE + MINIMIZE}, got {objective!r}")
         cons = parse_constraint(constraint)
-        if conservative and (cons is None or cons[0] != "recall"):
-            raise ValueError("conservative=True applies a Clopper-Pearson bound to a recall constraint; "
-                             "give a constraint like 'recall>=0.95'")
+        if conservative and cons is None:
+            raise ValueError("conservative=True bounds a constraint (a Clopper-Pearson lower bound on recall, or "
+                             "on precision at the prevalence); give one like 'recall>=0.95' or 'precision>=0.9'")
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        if isinstance(min_tp, bool) or not isinstance(min_tp, (int, np.integer)) or min_tp < 0:
+            raise ValueError(f"min_tp must be an integer >= 0, got {min_tp!r}")
+        chooses_threshold = cons is not None or objective in THRESHOLD_OBJECTIVES
+        n_pos = int(self.labels.sum())
+        if chooses_threshold and n_pos < min_tp:
+            raise ValueError(f"the {self.split} split has {n_pos} positives, fewer than min_tp={min_tp} (--min-tp): "
+                             f"no threshold can rest on {min_tp} true positives; use a larger validation split, "
+                             f"or lower min_tp knowing the point rests on so few positives")
         sign = 1.0 if objective in MAXIMIZE else -1.0
-        w = self.weights
         best: tuple | None = None
         closest: tuple | None = None
-        for k, s in enumerate(self.scores):
-            curve = ThresholdCurve.from_scores(self.labels, s, w)
+        too_few = 0  # thresholds that meet the constraint but rest on fewer than min_tp true positives
+        for k in range(len(self.lambdas)):
+            curve = self.curve(k)
+            enough = curve.tp_count >= min_tp if chooses_threshold else np.ones(len(curve.thresholds), bool)
             if cons is not None:
-                if cons[0] == "recall" and conservative:
-                    cval = clopper_pearson_lower(curve.tp_count, curve.n_pos, confidence)
-                else:
-                    cval = curve.values(cons[0], self.costs)
-                ok = cval >= cons[1] - 1e-12
-                j = int(np.argmax(cval))
-                if closest is None or cval[j] > closest[0]:
-                    closest = (float(cval[j]), k, float(curve.thresholds[j]))
+                cval = self._constraint_values(curve, cons[0], conservative, confidence)
+                meets = cval >= cons[1] - 1e-12
+                too_few += int((meets & ~enough).sum())
+                ok = meets & enough
+                if enough.any():
+                    j = int(np.flatnonzero(enough)[np.argmax(cval[enough])])
+                    if closest is None or cval[j] > closest[0]:
+                        closest = (float(cval[j]), k, float(curve.thresholds[j]))
             else:
-                ok = np.ones(len(curve.thresholds), dtype=bool)
+                ok = enough
             if not ok.any():
                 continue
             if objective in THRESHOLD_OBJECTIVES:
@@ -218,21 +339,100 @@ class SweepResult:
                 key = (sign * float(m), 0.0)
             if best is None or key > best[0]:
                 best = (key, k, thr)
-        if best is None:
-            if closest is None:
-                raise ValueError("no lambda gives a defined value of the objective (is one class missing?)")
-            point = self._point(closest[1], closest[2], objective, constraint)
-            bound = " (Clopper-Pearson lower bound)" if conservative else ""
-            raise NoFeasiblePoint(
-                f"no (lambda, threshold) on the {self.split} split meets {constraint}{bound}; the closest is "
-                f"{cons[0]}={closest[0]:.4f} at lambda {point.lam}, threshold {point.threshold:.6g}", point)
-        return self._point(best[1], best[2], objective, constraint)
+        if best is not None:
+            return self._point(best[1], best[2], objective, constraint,
+                               (cons[0], conservative, confidence) if cons else None)
+        if cons is None:
+            raise ValueError("no lambda gives a defined value of the objective (is one class missing?)")
+        raise self._infeasible(cons, constraint, objective, conservative, confidence, min_tp, too_few, closest)
 
-    def _point(self, k: int, thr: float, objective: str, constraint: str | None) -> OperatingPoint:
+    def _infeasible(self, cons, constraint, objective, conservative, confidence, min_tp, too_few, closest
+                    ) -> NoFeasiblePoint:
+        metric, level = cons
+        n_pos, n_neg = int(self.labels.sum()), int((self.labels == 0).sum())
+        pi = self.effective_prevalence
+        at_pi = f" at prevalence {pi:.4g}" if metric == "precision" else ""
+        what = f"{constraint.strip()}{at_pi}"
+        if conservative:
+            what += f" (its {confidence:.0%} lower confidence bound)"
+        parts = [f"no (lambda, threshold) on the {self.split} split meets {what}"]
+        if too_few:
+            parts.append(f"{too_few} (lambda, threshold) points meet it but rest on fewer than {min_tp} "
+                         f"{self.split} true positives (min_tp, --min-tp {min_tp})")
+        if conservative:
+            cap = best_certifiable(metric, n_pos, n_neg, pi, confidence)
+            if level > cap:
+                if metric == "recall":
+                    how = (f"with {n_pos} positives the best attainable one-sided {confidence:.0%} lower bound on "
+                           f"recall is {cap:.4f} = {1 - confidence:.4g}^(1/{n_pos}) (every positive found)")
+                else:
+                    how = (f"with {n_pos} positives and {n_neg} negatives the best attainable {confidence:.0%} "
+                           f"lower bound on precision at prevalence {pi:.4g} is {cap:.4f} (every positive found "
+                           f"and no negative predicted positive)")
+                parts.append(f"{how}, so {metric}>={level:g} cannot be certified: lower the target, lower "
+                             f"--confidence, or use a larger validation split")
+        point = None
+        if closest is None:
+            parts.append(f"no threshold has {min_tp} or more true positives")
+        else:
+            point = self._point(closest[1], closest[2], objective, constraint, (metric, conservative, confidence))
+            parts.append("the closest is " + describe_point(point, pi))
+        return NoFeasiblePoint("; ".join(parts), point)
+
+    def _point(self, k: int, thr: float, objective: str, constraint: str | None,
+               bounded: tuple[str, bool, float] | None = None) -> OperatingPoint:
         metrics = binary_metrics(self.labels, self.scores[k], threshold=thr, prevalence=self.prevalence,
                                  costs=self.costs)
+        counts = counts_at(self.labels, self.scores[k], thr)
+        bound = None
+        if bounded is not None and bounded[1]:
+            metric, _, confidence = bounded
+            tp, fp = np.array([counts["tp"]]), np.array([counts["fp"]])
+            bound = float(clopper_pearson_lower(tp, counts["positives"], confidence)[0] if metric == "recall"
+                          else conservative_precision_lower(tp, counts["positives"], fp, counts["negatives"],
+                                                            self.effective_prevalence, confidence)[0])
         return OperatingPoint(lam=dict(self.lambdas[k]), threshold=thr, index=k, objective=objective,
-                              constraint=constraint, metrics=metrics)
+                              constraint=constraint, metrics=metrics, counts=counts, bound=bound)
+
+    # ------------------------------------------------------------------ curves
+    def curve_rows(self, max_points: int = MAX_CURVE_POINTS) -> list[dict[str, Any]]:
+        """Every operating point: one row per (lambda, threshold), thresholds highest first.
+
+        Each row: ``lambda`` (dict), ``threshold``, unweighted ``tp``, ``fp``, ``fn``, ``tn`` when predicting
+        positive for ``score >= threshold``, ``tpr``, ``fpr`` and ``precision`` at the prevalence
+        (:attr:`effective_prevalence`). All distinct scores are thresholds; a lambda with more than
+        ``max_points`` is thinned by :func:`thin_curve`.
+        """
+        n_pos, n_neg = int(self.labels.sum()), int((self.labels == 0).sum())
+        rows = []
+        for k, lam in enumerate(self.lambdas):
+            c = self.curve(k)
+            tpr = c.tp_count / n_pos if n_pos else np.full(len(c.thresholds), np.nan)
+            fpr = c.fp_count / n_neg if n_neg else np.full(len(c.thresholds), np.nan)
+            prec = c.values("precision")  # negatives reweighted to the prevalence: pi*tpr / (pi*tpr + (1-pi)*fpr)
+            for j in thin_curve(fpr, tpr, max_points):
+                tp, fp = int(c.tp_count[j]), int(c.fp_count[j])
+                rows.append({"lambda": dict(lam), "threshold": float(c.thresholds[j]), "tp": tp, "fp": fp,
+                             "fn": n_pos - tp, "tn": n_neg - fp, "tpr": float(tpr[j]), "fpr": float(fpr[j]),
+                             "precision": float(prec[j])})
+        return rows
+
+    def to_curves_csv(self, path: str | Path, max_points: int = MAX_CURVE_POINTS) -> int:
+        """Write :meth:`curve_rows` as CSV (columns ``lambda.<name>``, threshold, tp, fp, fn, tn, tpr, fpr,
+        precision); returns the number of rows. Written to a temporary file, then renamed."""
+        rows = self.curve_rows(max_points)
+        lam_keys = list(self.lambdas[0]) if self.lambdas else []
+        cols = ["threshold", "tp", "fp", "fn", "tn", "tpr", "fpr", "precision"]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            wr = csv.writer(f)
+            wr.writerow([f"lambda.{k}" for k in lam_keys] + cols)
+            for r in rows:
+                wr.writerow([r["lambda"][k] for k in lam_keys] + [r[c] for c in cols])
+        tmp.replace(path)
+        return len(rows)
 
     # ------------------------------------------------------------------ output
     def to_json(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
@@ -252,6 +452,66 @@ class SweepResult:
             wr.writerow([f"lambda.{k}" for k in lam_keys] + met_keys)
             for r in rows:
                 wr.writerow([r["lambda"][k] for k in lam_keys] + [r["metrics"][k] for k in met_keys])
+
+
+def thin_curve(fpr: np.ndarray, tpr: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
+    """Indices of the points of one curve (thresholds highest first) to keep, at most ``max_points``.
+
+    All of them when there are no more than ``max_points``. Otherwise, in this order until the budget is
+    spent: the first and last thresholds; the vertices of the ROC curve's upper convex hull (the points an
+    optimal threshold choice can land on; evenly thinned if they alone exceed the budget); then points
+    evenly spaced along the curve, by (fpr + tpr) / 2 (which grows from 0 to 1 along the curve, so both the
+    positive-heavy and negative-heavy stretches get points). Returned sorted, without duplicates.
+    """
+    n = len(fpr)
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2, got {max_points}")
+    if n <= max_points:
+        return np.arange(n)
+    keep = {0, n - 1}
+    hull = _upper_hull(np.asarray(fpr, float), np.asarray(tpr, float))
+    room = max_points - len(keep)
+    hull = [i for i in hull if i not in keep]
+    if len(hull) > room:
+        hull = [hull[i] for i in np.unique(np.linspace(0, len(hull) - 1, room).round().astype(int))]
+    keep.update(hull)
+    room = max_points - len(keep)
+    if room > 0:
+        u = (np.nan_to_num(fpr) + np.nan_to_num(tpr)) / 2  # non-decreasing along the curve
+        targets = np.linspace(u[0], u[-1], room + 2)[1:-1]
+        extra = np.unique(np.clip(np.searchsorted(u, targets), 0, n - 1))
+        extra = [int(i) for i in extra if int(i) not in keep][:room]
+        keep.update(extra)
+    return np.array(sorted(keep))
+
+
+def _upper_hull(x: np.ndarray, y: np.ndarray) -> list[int]:
+    """Indices of the upper convex hull of points sorted by x then y (Andrew's monotone chain)."""
+    hull: list[int] = []
+    for i in range(len(x)):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            cross = (x[b] - x[a]) * (y[i] - y[a]) - (y[b] - y[a]) * (x[i] - x[a])
+            if cross >= 0:  # b is on or below the segment a-i: not a vertex of the upper hull
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return hull
+
+
+def describe_point(point: OperatingPoint, prevalence: float) -> str:
+    """One line for a point: lambda, threshold, recall/precision (with the bound) and the counts behind it."""
+    m, c = point.metrics, point.counts
+    lam = ", ".join(f"{k}={v:g}" for k, v in point.lam.items()) or "(fixed)"
+    prec = "undefined" if math.isnan(m["precision"]) else f"{m['precision']:.4f}"
+    text = f"lambda {lam}, threshold {point.threshold:.6g}: recall {m['recall']:.4f}, precision {prec} at " \
+           f"prevalence {prevalence:.4g}"
+    if point.bound is not None:
+        metric = parse_constraint(point.constraint)[0]
+        text += f" (lower confidence bound on {metric} {point.bound:.4f})"
+    return text + (f"; tp {c['tp']}, fp {c['fp']}, fn {c['fn']}, tn {c['tn']} "
+                   f"({c['positives']} positives, {c['negatives']} negatives)")
 
 
 def _batches(data) -> tuple[torch.Tensor, np.ndarray]:

@@ -1,12 +1,16 @@
 """The model card: RUN/model_card.json (machine-readable) and RUN/model_card.md (for people).
 
 ``points.<name>`` holds ``lambda``, ``threshold``, and ``val`` / ``test`` metric mappings keyed by the
-sweep table's metric names, plus the test bootstrap intervals and how many positives each split had.
+sweep table's metric names, plus the test bootstrap intervals, how many positives each split had, and the
+counts behind the point (``counts.val`` / ``counts.test``: unweighted ``tp``, ``fp``, ``fn``, ``tn``,
+``positives``, ``negatives`` at the point's threshold). An undefined value (precision when nothing is
+predicted positive) is null in the JSON and "-" in the Markdown.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -61,8 +65,31 @@ def add_point(loaded, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
+COUNT_KEYS = ("tp", "fp", "fn", "tn", "positives", "negatives")
+
+
 def _f(v: Any) -> str:
-    return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def ci_text(ci: Any) -> str:
+    """'[lo, hi]' to 3 decimals; '' without an interval, '-' for an undefined end (null / NaN)."""
+    if not ci:
+        return ""
+    return "[" + ", ".join("-" if v is None or math.isnan(v) else f"{v:.3f}" for v in ci) + "]"
+
+
+def bound_text(p: dict[str, Any]) -> str:
+    """How a conservative point's constraint was checked, in words ('' for a plain point)."""
+    if not p.get("conservative"):
+        return ""
+    conf = f"{p['confidence']:.0%}"
+    if (p.get("constraint") or "").strip().startswith("precision"):
+        return (f" (checked on a {conf} lower bound of precision at the prevalence: Clopper-Pearson bounds on TPR "
+                f"and FPR, each at 1 - alpha/2)")
+    return f" (checked on the one-sided Clopper-Pearson {conf} lower bound of recall)"
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -84,7 +111,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     for name, p in card["points"].items():
         lam = ", ".join(f"{k}={v:g}" for k, v in p["lambda"].items())
         rule = p["constraint"] or "no constraint"
-        cons = f" (Clopper-Pearson {p['confidence']:.0%} lower bound)" if p.get("conservative") else ""
+        cons = bound_text(p)
         lines += [f"### `{name}`", "",
                   f"{'maximise' if p['objective'] not in ('brier', 'ece', 'cost') else 'minimise'} "
                   f"{p['objective']} subject to {rule}{cons}; lambda {lam}, threshold {p['threshold']:.6g} "
@@ -93,7 +120,17 @@ def render_markdown(card: dict[str, Any]) -> str:
                   "| metric | validation | test | test 95% CI |", "|---|---:|---:|---|"]
         for k in CARD_METRICS:
             ci = p.get("test_ci95", {}).get(k)
-            ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            ci_s = ci_text(ci)
             lines.append(f"| {k} | {_f(p['val'].get(k))} | {_f(p['test'].get(k))} | {ci_s} |")
         lines.append("")
+        counts = p.get("counts")
+        if counts:
+            lines += [f"Counts at the threshold (unweighted; min_tp {p.get('min_tp', '-')}"
+                      + (f"; validation lower bound {p['val_lower_bound']:.4f}" if p.get("val_lower_bound")
+                         is not None else "") + "):", "",
+                      "| split | " + " | ".join(COUNT_KEYS) + " |", "|---|" + "---:|" * len(COUNT_KEYS)]
+            for split, label in (("val", "validation"), ("test", "test")):
+                c = counts.get(split, {})
+                lines.append(f"| {label} | " + " | ".join(_f(c.get(k)) for k in COUNT_KEYS) + " |")
+            lines.append("")
     return "\n".join(lines) + "\n"
