@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lossdial.rundir import atomic_write_text, write_json
+from lossdial.rundir import atomic_write_text, fmt_value, write_json
 
 CARD_FORMAT_VERSION = 1
 CARD_METRICS = ("recall", "precision", "f1_at_threshold", "auc", "ap", "brier", "ece", "balanced_accuracy", "cost")
@@ -62,7 +62,11 @@ def add_point(loaded, name: str, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _f(v: Any) -> str:
-    return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    return fmt_value(v, ".4g") if v is None or isinstance(v, float) else str(v)
+
+
+def _ci(ci: Any) -> str:
+    return f"[{fmt_value(ci[0])}, {fmt_value(ci[1])}]" if ci else ""
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -92,8 +96,7 @@ def render_markdown(card: dict[str, Any]) -> str:
                   f"{p['n_pos']['val']} validation / {p['n_pos']['test']} test positives.", "",
                   "| metric | validation | test | test 95% CI |", "|---|---:|---:|---|"]
         for k in CARD_METRICS:
-            ci = p.get("test_ci95", {}).get(k)
-            ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            ci_s = _ci(p.get("test_ci95", {}).get(k))
             lines.append(f"| {k} | {_f(p['val'].get(k))} | {_f(p['test'].get(k))} | {ci_s} |")
         lines.append("")
     return "\n".join(lines) + "\n"
