@@ -122,9 +122,9 @@ def _load_config_or_fail(config: Path | None, overrides: list[str], resume_dir: 
             if resume_dir is None:
                 _fail("give a CONFIG.yaml (or --out RUN --resume to continue a run with its saved config)")
             if not (resume_dir / "config.yaml").is_file():
-                what = "does not exist" if not resume_dir.exists() else "is not a lossdial run directory"
-                _fail(f"cannot resume {resume_dir}: it {what} (no config.yaml); to start a new run there, give "
-                      f"CONFIG.yaml as well")
+                what = "does not exist" if not resume_dir.exists() else \
+                    "is not a lossdial run directory (no config.yaml)"
+                _fail(f"cannot resume {resume_dir}: it {what}; to start a new run there, give CONFIG.yaml as well")
             return load_config(resume_dir / "config.yaml", overrides, lct=lct)
         return load_config(config, overrides, lct=lct)
     except ConfigError as exc:
