@@ -91,12 +91,12 @@ def test_lct_option_is_checked_against_the_loss_ranges():
 
 
 def test_error_message_printed_verbatim():
-    from lossdial.cli import _exc_text
-
     # rich markup must not eat bracketed text of a message ([linear density, ...] is part of the hint)
     r = runner.invoke(app, ["train", "configs/demo_digits.yaml", "--lct", "tau~N(0,1)", "--print-config"])
-    assert r.exit_code == 2 and "[linear density, height hb at b" in r.output
+    assert r.exit_code == 2 and "[linear density, height hb at b" in r.output and "[finite set;" in r.output
     # a KeyError's message keeps its own quotes (str() of a KeyError adds a pair around it)
+    from lossdial.cli import _exc_text
+
     assert _exc_text(KeyError("no point named 'screening'")) == "no point named 'screening'"
 
 
