@@ -511,3 +511,34 @@ def test_cuda_logits_with_cpu_lambda():
         got = loss.to(dev)(z.to(dev), y.to(dev), lam=lam)
         assert got.device.type == "cuda"
         assert_close(got.cpu(), float(want), rtol=1e-10)
+
+
+# ---- range checks are never skipped by device (issue 10, item 3) -------------------------------------------
+def test_range_checks_are_not_skipped_for_tensors_off_the_cpu():
+    # a "meta" tensor stands for an accelerator tensor: the check must not wave it through (the old code returned
+    # for every non-CPU tensor); on a meta tensor it cannot be evaluated, so it raises
+    loss = VSLoss(N2, omega=0.5)
+    with pytest.raises((ValueError, RuntimeError, NotImplementedError)):
+        loss._check_range("omega", torch.tensor([-0.3, 0.4], device="meta"))
+    smooth = ClassConditionalSmoothingLoss([100, 10], a_max=0.2, a_min=0.0)
+    with pytest.raises((ValueError, RuntimeError, NotImplementedError)):
+        smooth._check_order({"a_min": torch.tensor([0.3], device="meta"), "a_max": 0.2})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_lambda_out_of_range_fails_on_the_device():
+    import subprocess
+    import sys
+
+    # a device-side assert ends the CUDA context: run it in its own process
+    code = ("import torch\nfrom lossdial.losses import VSLoss\n"
+            "loss = VSLoss([900, 100], omega=0.5).cuda()\n"
+            "z, y = torch.zeros(4, 2, device='cuda'), torch.tensor([0, 1, 1, 0], device='cuda')\n"
+            "ok = loss(z, y, lam={'omega': torch.tensor([0.2, 0.4, 0.6, 0.8], device='cuda')}).item()\n"
+            "print('in range ok')\n"
+            "loss(z, y, lam={'omega': torch.tensor([-0.3, 0.4, 0.6, 0.8], device='cuda')}).item()\n"
+            "print('trained with a negative weight')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "in range ok" in r.stdout and "trained with a negative weight" not in r.stdout, r.stdout + r.stderr
+    assert r.returncode != 0 and "assert" in r.stderr.lower(), r.stderr  # the device-side assert fired

@@ -128,8 +128,8 @@ def test_configs_that_differ_elsewhere_are_refused(tmp_path, tiny_overrides, ove
 
 
 def test_other_bad_inputs(tmp_path, tiny_overrides):
-    cfgs = _cfgs(tiny_overrides, [["lct.lambda={tau: 'L(0,3,0.33)'}"],
-                                  ["seed=1", "lct.lambda={gamma: 'U(0,0.3)'}"]])
+    cfgs = _cfgs(tiny_overrides + ["evaluate.lambda=null"], [["lct.lambda={tau: 'L(0,3,0.33)'}"],
+                                                            ["seed=1", "lct.lambda={gamma: 'U(0,0.3)'}"]])
     with pytest.raises(StackedConfigError, match="names of lct.lambda"):
         train_stacked(cfgs, [tmp_path / "a", tmp_path / "b"], device="cpu")
     cfgs = _cfgs(tiny_overrides, MEMBERS[:2])

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,8 +24,65 @@ err_console = Console(stderr=True, soft_wrap=True)  # error lines never wrap mid
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)  # the message verbatim, [x] included
     raise typer.Exit(code)
+
+
+def _warn(msg: Any) -> None:
+    """One `warning: ...` line on stderr, the message verbatim (no markup, no Python source line)."""
+    err_console.print(f"[yellow]warning:[/] {escape(str(msg))}", highlight=False)
+
+
+def _exc_text(exc: BaseException) -> str:
+    """An exception's message as raised: ``str(KeyError("m"))`` wraps it in quotes, its ``args[0]`` does not."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lossdial")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from lossdial import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"lossdial {_package_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+def _plain_flags() -> None:
+    """Show boolean flags bare in help (``--resume``), not as ``--resume <bool>`` as if they took a value.
+
+    Recent typer renders every option's type, flags included; this keeps the type column empty for flags
+    (a no-op on typer versions without ``TyperOption.display_type_rich``)."""
+    from typer import core
+
+    option = getattr(core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "plain_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) and self.metavar is None else shown(self, ctx)
+
+    display_type_rich.plain_flags = True
+    option.display_type_rich = display_type_rich
+
+
+_plain_flags()
 
 
 class _ProgressCallback:
@@ -58,8 +116,7 @@ class _WarningLines(warnings.catch_warnings):
 
     def __enter__(self):
         super().__enter__()
-        warnings.showwarning = lambda message, *args, **kwargs: err_console.print(
-            f"[yellow]warning:[/] {message}", highlight=False)
+        warnings.showwarning = lambda message, *args, **kwargs: _warn(message)
         return self
 
 
@@ -71,15 +128,20 @@ def _run_training(cfg, out: Path, *, resume: bool, force: bool, quiet: bool, lab
                      callback=_ProgressCallback(progress, label))
 
 
-def _load_config_or_fail(config: Path | None, overrides: list[str], resume_dir: Path | None = None):
+def _load_config_or_fail(config: Path | None, overrides: list[str], resume_dir: Path | None = None,
+                         lct: dict[str, str] | None = None):
     from lossdial.config import ConfigError, load_config
 
     try:
         if config is None:
             if resume_dir is None:
                 _fail("give a CONFIG.yaml (or --out RUN --resume to continue a run with its saved config)")
-            return load_config(resume_dir / "config.yaml", overrides)
-        return load_config(config, overrides)
+            if not (resume_dir / "config.yaml").is_file():
+                what = "does not exist" if not resume_dir.exists() else \
+                    "is not a lossdial run directory (no config.yaml)"
+                _fail(f"cannot resume {resume_dir}: it {what}; to start a new run there, give CONFIG.yaml as well")
+            return load_config(resume_dir / "config.yaml", overrides, lct=lct)
+        return load_config(config, overrides, lct=lct)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -98,22 +160,22 @@ def train(
     print_config: bool = typer.Option(False, "--print-config", help="Print the effective config and exit."),
     device: Optional[str] = typer.Option(None, help="Override train.device (auto, cpu, cuda, cuda:1, ...)."),
     lct: Optional[str] = typer.Option(None, "--lct", help='Train LCT over these distributions, e.g. '
-                                      '"tau~L(0,3,0.33)" (sets lct.enabled and lct.lambda).'),
+                                      '"tau~L(0,3,0.33)" (sets lct.enabled and lct.lambda; an evaluate.lambda '
+                                      'over other names is dropped for the default grid over this law).'),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a baseline or LCT model from a YAML config into a run directory."""
     if resume and out is None:
         _fail("--resume needs --out RUN_DIR naming the run to continue")
+    law = None
     if lct:
         from lossdial.conditioning import parse_lct
 
         try:
-            dists = parse_lct(lct)
+            law = {k: d.spec() for k, d in parse_lct(lct).items()}
         except ValueError as exc:
             _fail(f"--lct: {exc}")
-        set_ = list(set_) + ["lct.enabled=true",
-                             "lct.lambda=" + json.dumps({k: d.spec() for k, d in dists.items()})]
-    cfg = _load_config_or_fail(config, set_, out if resume else None)
+    cfg = _load_config_or_fail(config, set_, out if resume else None, lct=law)
     if print_config:
         console.print(cfg.to_yaml(), highlight=False, markup=False)
         return
@@ -122,8 +184,9 @@ def train(
     if out is None and env_world_size() > 1:
         _fail("under torchrun give --out RUN_DIR: every rank must name the same run directory")
     out = out or _default_out(cfg.name)
-    from lossdial.rundir import RunError
+    from lossdial.rundir import RunDir, RunError
 
+    finished = resume and not force and RunDir(out).is_complete
     try:
         result = _run_training(cfg, out, resume=resume, force=force, quiet=quiet or not is_main_process(),
                                label="LCT" if cfg.lct.enabled else "baseline", device=device)
@@ -131,12 +194,26 @@ def train(
         _fail(str(exc))
     if not is_main_process():  # torchrun: rank 0 reports
         return
-    console.print(f"run directory: [bold]{result.run_dir}[/]  ({result.steps} steps, {result.seconds:.1f} s)")
+    if finished:
+        steps = _finished_steps(result.run_dir)
+        console.print(f"run directory: [bold]{escape(str(result.run_dir))}[/] is already finished"
+                      f"{f' ({steps} steps)' if steps is not None else ''}: nothing to resume (--force trains it "
+                      f"again from scratch)")
+    else:
+        console.print(f"run directory: [bold]{escape(str(result.run_dir))}[/]  ({result.steps} steps, "
+                      f"{result.seconds:.1f} s)")
     counts = _split_counts(result.run_dir, "val")
     where = f" ({counts[1]} positives / {counts[0]} negatives); prevalence {counts[1] / sum(counts):.4f} " \
             f"(the split's own)" if counts else ""
     _print_rows(result.final.get("rows", []), title=f"{cfg.name}: validation split{where}",
                 label="LCT" if cfg.lct.enabled else "baseline")
+
+
+def _finished_steps(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((Path(run_dir) / "COMPLETE").read_text())["steps"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
 
 
 def _split_counts(run_dir: Path, split: str) -> list[int] | None:
@@ -166,19 +243,26 @@ def _lam_str(lam: dict[str, float]) -> str:
 
 def _print_rows(rows: list[dict[str, Any]], title: str, label: str | None = None,
                 table: Table | None = None, show: bool = True, keys: list[str] | None = None,
-                suffix: str = "") -> Table:
-    """Rows of {lambda, metrics}; `keys` limits the lambda column to the conditioned names."""
+                suffix: str = "", models: bool = False) -> Table:
+    """Rows of {lambda, metrics}; `keys` limits the lambda column to the conditioned names.
+
+    Fits 80 columns: the number cells never shrink (they would print as ``0.…``); the lambda column wraps
+    between names instead. The model column is there only for a table of several models (``models=True``);
+    otherwise the label goes into the lambda header."""
     if table is None:
         table = Table(title=title, title_justify="left", caption=_CAPTION, caption_justify="left",
                       pad_edge=False, collapse_padding=True)
-        table.add_column("model", no_wrap=True)
-        table.add_column("lambda", no_wrap=True)
+        if models:
+            table.add_column("model", no_wrap=True)
+        table.add_column("lambda" if models or not label else f"lambda ({label})", overflow="fold")
         for _, head in _COLUMNS:
-            table.add_column(head, justify="right", no_wrap=True)
+            table.add_column(head, justify="right", no_wrap=True, min_width=max(5, len(head)))
+    with_model = table.columns[0].header == "model"
     for r in rows:
         m = r["metrics"]
         lam = {k: v for k, v in r["lambda"].items() if keys is None or k in keys}
-        table.add_row(label or "", _lam_str(lam) + suffix, *[_fmt(m.get(k)) for k, _ in _COLUMNS])
+        table.add_row(*([label or ""] if with_model else []), _lam_str(lam) + suffix,
+                      *[_fmt(m.get(k)) for k, _ in _COLUMNS])
     if show:
         console.print(table)
     return table
@@ -209,11 +293,13 @@ def evaluate(
             warnings.simplefilter("always")
             rows = evaluate_run(loaded, lambdas, split=split, threshold=threshold, prevalence=prevalence)
     except (RunError, ValueError, KeyError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_exc_text(exc))
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        _warn(w.message)
     if as_json:
-        print(json.dumps({"run": str(run), "split": split, "rows": rows}, indent=2))
+        from lossdial.rundir import dumps_json
+
+        print(dumps_json({"run": str(run), "split": split, "rows": rows}))
         return
     counts = loaded.data["counts"][split]
     prev_txt = f"prevalence {prevalence:g} (given)" if prevalence is not None else \
@@ -259,7 +345,7 @@ def demo(
              f"threshold {lct_cfg.evaluate.threshold:g}")
     keys = list(lct_cfg.lct.lambdas)
     table = _print_rows(base.final["rows"], title=title, label="baseline", show=False, keys=keys,
-                        suffix=" fixed")
+                        suffix=" fixed", models=True)
     _print_rows(lct.final["rows"], title=title, label="LCT", table=table, show=False, keys=keys)
     console.print(table)
     s = dial_summary(lct.final["rows"])
@@ -339,9 +425,9 @@ def sweep(
             result = sweep_split(loaded, split, lambdas, prevalence=prevalence, costs=_parse_costs(cost))
             table = result.table
     except (ValueError, KeyError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_exc_text(exc))
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        _warn(w.message)
     out = Path(run) / "sweeps"
     result.to_csv(out / f"{split}.csv")
     result.to_json(out / f"{split}.json", extra={"run": str(run), "lambda_grid": grid_text})
@@ -426,9 +512,9 @@ def pick(
         err_console.print(f"[bold red]no point meets the constraint:[/] {exc}", highlight=False)
         raise typer.Exit(1)
     except (ValueError, KeyError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_exc_text(exc))
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        _warn(w.message)
     add_point(loaded, name, entry)
     t = Table(title=f"point '{name}': lambda {_lam_str(entry['lambda']) or '(fixed)'}, threshold "
                     f"{entry['threshold']:.6g}; prevalence {entry['prevalence']:.4f}", title_justify="left")
@@ -499,11 +585,11 @@ def predict(
             ids, x, notes = read_inputs(input_, loaded.data)
             scores, decisions = predict_fn(loaded, x, lam, thr)
         except (PredictInputError, ValueError, KeyError) as exc:
-            exc_text = str(exc).strip("'\"")
+            exc_text = _exc_text(exc)
         else:
             exc_text = None
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        _warn(w.message)
     if exc_text is not None:
         _fail(exc_text)
     out = out or Path(run) / "predictions" / f"{at or 'custom'}-{Path(input_).stem}.csv"
@@ -559,7 +645,7 @@ def report(
             warnings.simplefilter("always")
             page = build_report(loaded, out, split=split, lambdas=lambdas, prevalence=prevalence)
     except (ValueError, KeyError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_exc_text(exc))
     console.print(f"report: {page}")
 
 
@@ -584,10 +670,12 @@ def data(
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        _warn(w.message)
     d = task.describe()
     if as_json:
-        print(json.dumps(d, indent=2))
+        from lossdial.rundir import dumps_json
+
+        print(dumps_json(d))
         return
     src, tm = d["source"], d["task"]
     where = src.get("archive") or src.get("path") or ""
@@ -743,7 +831,7 @@ def compare(
                                                                     else "resume"))
         raise typer.Exit(130)
     except (CompareError, ConfigError, RunError, ValueError, KeyError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_exc_text(exc))
     wide = _compare_table(result, transpose=False)
     transpose = console.measure(wide, options=console.options.update(width=10_000)).maximum > console.width
     console.print(_compare_table(result, transpose=transpose))

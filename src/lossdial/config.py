@@ -11,14 +11,39 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the dotted key and the fix."""
+
+
+class _PathError(ValueError):
+    """Raised by validators: `path` (dotted, relative to the validated section) and a message that needs no
+    copy of the input (the error report prints ``section.path: message``)."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+SEED_MAX = 2 ** 63 - 1
+
+
+def _seed_in_range(v: int) -> int:
+    # Every random stream is derived from the full seed (numpy SeedSequence); torch.Generator takes 64 bits
+    # and negative seeds have no stream of their own, so the range is [0, 2**63 - 1].
+    if not 0 <= v <= SEED_MAX:
+        raise _PathError("", f"a seed is an integer in [0, 2**63 - 1] = [0, {SEED_MAX}], got {v}")
+    return v
+
+
+#: A seed: an integer in [0, 2**63 - 1] (config ``seed`` and ``data.seed``).
+Seed = Annotated[int, AfterValidator(_seed_in_range)]
 
 
 class _Section(BaseModel):
@@ -104,7 +129,7 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Test holdout share (sources without a test split).")
     min_holdout_positives: int = Field(
         30, ge=1, description="At least this many positives (every class, for multiclass) in each holdout.")
-    seed: int = Field(0, description="Seed of the split and subsampling stream (kept apart from the training seed).")
+    seed: Seed = Field(0, description="Seed of the split and subsampling stream (kept apart from the training seed).")
 
     @field_validator("beta")
     @classmethod
@@ -196,6 +221,12 @@ class LCTConfig(_Section):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
+    @field_validator("lambdas")
+    @classmethod
+    def _laws_parse(cls, v: dict[str, Any]) -> dict[str, Any]:
+        parse_laws(v)
+        return v
+
     @model_validator(mode="after")
     def _needs_lambda(self) -> "LCTConfig":
         if self.enabled and not self.lambdas:
@@ -280,10 +311,18 @@ class EvaluateConfig(_Section):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
+    @field_validator("lambda_grid")
+    @classmethod
+    def _grid_parses(cls, v):
+        if v is not None:
+            parse_grid(v)
+        return v
+
 
 class Config(_Section):
     name: str = "run"
-    seed: int = Field(0, description="Drives initialisation, shuffling, lambda draws and augmentation (separate streams).")
+    seed: Seed = Field(0, description="Drives initialisation, shuffling, lambda draws and augmentation (separate "
+                                      "streams); an integer in [0, 2**63 - 1].")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -294,24 +333,8 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @model_validator(mode="after")
-    def _loss_params_known(self) -> "Config":
-        from lossdial.losses import LOSSES
-
-        cls = LOSSES[self.loss.family]
-        known = set(_loss_param_names(cls))
-        unknown = sorted(set(self.loss.params) - known)
-        if unknown:
-            raise ValueError(
-                f"loss.params has {unknown} which {self.loss.family!r} does not take; valid: {sorted(known)}"
-            )
-        if self.lct.enabled:
-            valid = set(cls.hparam_names)
-            bad = sorted(set(self.lct.lambdas) - valid)
-            if bad:
-                raise ValueError(
-                    f"lct.lambda conditions on {bad}, which the {self.loss.family!r} loss cannot take per "
-                    f"batch; conditionable names: {sorted(valid)}"
-                )
+    def _loss_and_lambda(self) -> "Config":
+        check_loss_settings(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -333,10 +356,165 @@ def _loss_param_names(cls: type) -> list[str]:
     ]
 
 
+def parse_laws(lambdas: Mapping[str, Any]) -> dict[str, Any]:
+    """``lct.lambda`` as ``{name: Distribution}``; an invalid entry raises :class:`_PathError` at its name."""
+    from lossdial.conditioning import parse_distribution
+
+    out = {}
+    for name, value in lambdas.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise _PathError(str(name), "not a valid hyperparameter name (letters, digits and _)")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise _PathError(name, f"must be a distribution such as \"L(0,3,0.33)\" or a number, got {value!r}")
+        try:
+            out[name] = parse_distribution(value)
+        except ValueError as exc:
+            raise _PathError(name, str(exc)) from None
+    return out
+
+
+def parse_grid(grid: str | Mapping[str, Any]) -> list[dict[str, float]]:
+    """``evaluate.lambda`` as a list of points; a malformed grid raises :class:`_PathError`."""
+    from lossdial.conditioning import parse_lambda_grid
+
+    try:
+        return parse_lambda_grid(grid)
+    except ValueError as exc:
+        raise _PathError("", str(exc)) from None
+
+
+def _names(names) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def check_loss_settings(cfg: "Config") -> None:
+    """What the loss family allows, checked once at load: ``loss.params`` (names, ranges, and the family's
+    own constructor checks), ``lct.lambda`` (conditionable names; every law's support inside the family's
+    ``hparam_ranges``; ``hparam_order`` for every draw) and ``evaluate.lambda`` (the conditioned names,
+    values inside the ranges). Raises :class:`_PathError` with the dotted path from the config's root."""
+    from lossdial.losses import LOSSES
+    from lossdial.losses.base import check_hparam_values, describe_range, hparam_range
+
+    family = cfg.loss.family
+    cls = LOSSES[family]
+    who = f"the {family} loss ({cls.__name__})"
+    params = dict(cfg.loss.params)
+    known = _loss_param_names(cls)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise _PathError(f"loss.params.{unknown[0]}",
+                         f"{who} does not take {unknown[0]!r}; its parameters: {', '.join(known)}")
+    for name, value in params.items():
+        if name in cls.hparam_ranges or name in cls.hparam_names:
+            if value is None or isinstance(value, (list, tuple)):
+                continue  # the family's default, or per-class values (checked by the family below)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _PathError(f"loss.params.{name}", f"must be a number, got {value!r}")
+            if check_hparam_values(cls, name, [value]) is not None:
+                raise _PathError(f"loss.params.{name}", f"{value!r} is not allowed: {who} takes {name} in "
+                                                        f"{describe_range(hparam_range(cls, name))}")
+    laws = parse_laws(cfg.lct.lambdas) if cfg.lct.enabled else {}
+    _check_laws(cfg, cls, who, params, laws)
+    if cfg.data.task == "binary":
+        # the family's own checks (e.g. drw_beta, weighting) on a 2-class stand-in; a conditioned name takes
+        # a value of its law (its fixed value is never used)
+        try:
+            cls([2, 1], **{**params, **{n: d.support[0] for n, d in laws.items()}})
+        except (TypeError, ValueError) as exc:
+            raise _PathError("loss.params", str(exc)) from None
+
+
+def _check_laws(cfg: "Config", cls: type, who: str, params: dict[str, Any], laws: dict[str, Any]) -> None:
+    from lossdial.conditioning import Fixed
+    from lossdial.losses.base import check_hparam_values, describe_range, hparam_range
+
+    if not laws:
+        return
+    valid = set(cls.hparam_names)
+    for name in laws:
+        if name not in valid:
+            raise _PathError(f"lct.lambda.{name}",
+                             f"{name!r} is not a hyperparameter {who} can be conditioned on; conditionable "
+                             f"names: {_names(valid)}")
+    # interval of values each name takes: the law's support, else the fixed value (loss.params or default)
+    span: dict[str, tuple[float, float]] = {}
+    for name, d in laws.items():
+        bad = check_hparam_values(cls, name, d.support)  # every range is an interval: the ends suffice
+        if bad is not None:
+            what = f"{bad:g} is not allowed" if isinstance(d, Fixed) else f"{d.spec()} reaches {bad:g}"
+            raise _PathError(f"lct.lambda.{name}", f"{what}, but {who} takes {name} in "
+                                                   f"{describe_range(hparam_range(cls, name))}")
+        span[name] = d.support
+    defaults = _loss_param_defaults(cls)
+    for a, b in cls.hparam_order:
+        lo_hi = []
+        for n in (a, b):
+            if n in span:
+                lo_hi.append(span[n])
+            else:
+                v = params.get(n, defaults.get(n))
+                lo_hi.append((float(v), float(v)))
+        if lo_hi[0][1] > lo_hi[1][0]:
+            where = a if a in laws else b
+            raise _PathError(f"lct.lambda.{where}",
+                             f"{who} needs {a} <= {b} for every draw, but {a} reaches {lo_hi[0][1]:g} and {b} "
+                             f"goes down to {lo_hi[1][0]:g}; keep {a}'s upper end at or below {b}'s lower end")
+    if cfg.evaluate.lambda_grid is not None:
+        points = parse_grid(cfg.evaluate.lambda_grid)
+        names = set(points[0]) if points else set()
+        extra, missing = sorted(names - set(laws)), sorted(set(laws) - names)
+        if extra or missing:
+            parts = ([f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} not conditioned by lct.lambda"]
+                     if extra else []) + ([f"no values for {', '.join(missing)}"] if missing else [])
+            raise _PathError("evaluate.lambda", f"{'; '.join(parts)}: the grid needs values for exactly the "
+                                                f"conditioned names ({_names(laws)})")
+        for name in laws:
+            bad = check_hparam_values(cls, name, [p[name] for p in points])
+            if bad is not None:
+                raise _PathError("evaluate.lambda", f"{name}={bad:g} is not allowed: {who} takes {name} in "
+                                                    f"{describe_range(hparam_range(cls, name))}")
+
+
+def _loss_param_defaults(cls: type) -> dict[str, Any]:
+    import inspect
+
+    return {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def set_lct_law(raw: dict[str, Any], law: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the raw config dict trained with LCT over ``law`` (``{name: spec}``): ``lct.enabled`` and
+    ``lct.lambda`` are set, and an ``evaluate.lambda`` grid over other names than the law's is dropped, so
+    the final evaluation uses the default grid over the new law (used by ``train --lct`` and ``compare``)."""
+    out = copy.deepcopy(raw)
+    lct = out.setdefault("lct", {}) or {}
+    out["lct"] = lct
+    lct["enabled"] = True
+    lct.pop("lambdas", None)
+    lct["lambda"] = dict(law)
+    ev = out.get("evaluate") or {}
+    grid = ev.get("lambda", ev.get("lambda_grid"))
+    if grid is not None:
+        try:
+            names = set(parse_grid(grid)[0])
+        except (_PathError, IndexError):
+            names = None  # left for validation to report
+        if names is not None and names != set(law):
+            ev.pop("lambda", None)
+            ev.pop("lambda_grid", None)
+    return out
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        loc = ".".join(str(p) for p in e["loc"])
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, _PathError):  # the validator gave the path and a message without the input
+            path = ".".join(p for p in (loc, cause.path) if p) or "<root>"
+            lines.append(f"  {path}: {cause}")
+            continue
+        loc = loc or "<root>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `lossdial train --print-config` shows every valid key)"
@@ -377,17 +555,23 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
     return out
 
 
-def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>") -> Config:
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>", *,
+                     lct: Mapping[str, Any] | None = None) -> Config:
+    """Validate ``raw`` after the dotted ``overrides``; ``lct`` (``{name: spec}``) then sets the LCT law
+    (:func:`set_lct_law`)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid config ({source}): the top level must be a mapping of sections")
     merged = apply_overrides(raw, overrides)
+    if lct is not None:
+        merged = set_lct_law(merged, lct)
     try:
         return Config.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path, overrides: list[str] | None = None, *,
+                lct: Mapping[str, Any] | None = None) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -395,7 +579,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-    return config_from_dict(raw, overrides, source=str(path))
+    return config_from_dict(raw, overrides, source=str(path), lct=lct)
 
 
 def packaged_config_path(name: str) -> Path:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lossdial.config import Config, load_config, packaged_config_path
+from lossdial.rundir import is_undefined
 
 QUICK_OVERRIDES = ["train.epochs=8", "train.eval_every=0", "schedule.warmup_epochs=1"]
 
@@ -20,8 +22,8 @@ def demo_configs(quick: bool = False) -> tuple[Config, Config]:
 
 def dial_summary(lct_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How much each metric moves across the LCT rows (the lambda grid), from the measured numbers."""
-    def span(key: str) -> tuple[float, float]:  # over the rows where it is defined (precision may be NaN)
-        vals = [v for v in (r["metrics"][key] for r in lct_rows) if v is not None and v == v]
-        return (min(vals), max(vals)) if vals else (float("nan"), float("nan"))
+    def span(key: str) -> tuple[float, float]:
+        vals = [v for r in lct_rows if not is_undefined(v := r["metrics"][key])]  # undefined: NaN or null
+        return (min(vals), max(vals)) if vals else (math.nan, math.nan)
 
     return {k: span(k) for k in ("auc", "ap", "brier", "precision", "recall")}

@@ -7,6 +7,7 @@ run's splits), applies the run's normalisation, and returns P(positive), shape [
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -70,9 +71,10 @@ def export_run(loaded, name: str, point: Mapping[str, Any], out_dir: str | Path)
     export_error = None
     try:
         ep = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-        tmp = out / ".model.pt2.tmp"
-        torch.export.save(ep, str(tmp))
-        tmp.replace(out / "model.pt2")
+        # into a buffer, then an atomic write: torch.export.save warns about any file name not ending in .pt2
+        buf = io.BytesIO()
+        torch.export.save(ep, buf)
+        atomic_write_bytes(out / "model.pt2", buf.getvalue())
         files["torch_export"] = "model.pt2"
     except Exception as exc:  # noqa: BLE001 - some backbones may not export; TorchScript still works
         export_error = f"{type(exc).__name__}: {exc}"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+import numpy as np
 
 RUN_FORMAT_VERSION = 1
 
@@ -47,8 +50,44 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every undefined number (NaN, +-inf; Python, NumPy or 0-d tensor) as None, NumPy scalars and
+    arrays as Python numbers and lists, tuples as lists: what :func:`dumps_json` writes."""
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray)) or type(obj).__module__.startswith("torch"):
+        if hasattr(obj, "tolist"):
+            return jsonable(obj.tolist())
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (RFC 8259): an undefined number is ``null``, never ``NaN``/``Infinity``.
+
+    The one JSON writer of lossdial: run directories, sweeps, model cards, compare and the CLI's ``--json``.
+    Readers treat ``null`` as undefined (the CLI's tables print it as ``-``).
+    """
+    return json.dumps(jsonable(obj), indent=indent, sort_keys=False, allow_nan=False)
+
+
+def is_undefined(v: Any) -> bool:
+    """None (an undefined value read back from JSON) or a non-finite float (one computed in memory)."""
+    return v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
+
+
+def fmt_value(v: Any, spec: str = ".3f") -> str:
+    """A number for a table cell; an undefined one (:func:`is_undefined`) is ``-``."""
+    return "-" if is_undefined(v) else format(v, spec)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, dumps_json(obj) + "\n")
 
 
 class RunError(RuntimeError):
@@ -82,7 +121,7 @@ class RunDir:
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl (flushed, so a killed run keeps its log)."""
         with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps_json(record, indent=None) + "\n")
             f.flush()
 
     def read_log(self) -> list[dict[str, Any]]:

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lossdial.checks import require
+
 from .distributions import Distribution, Fixed, Grid, LogUniform, _fmt
 
 __all__ = ["LambdaSpace"]
@@ -218,9 +220,8 @@ class LambdaSpace:
                     t = torch.zeros_like(t)
                 else:
                     if mode == "log":
-                        if t.device.type == "cpu" and bool((t <= 0).any()):
-                            raise ValueError(f"encode: lambda[{name!r}] must be > 0 for its "
-                                             f"LogUniform law (normalised in log space)")
+                        require(t > 0, f"encode: lambda[{name!r}] must be > 0 for its LogUniform law "
+                                       f"(normalised in log space)")
                         t = torch.log(t)
                     t = (t - lo) * scale - 1.0
             cols.append(t.expand(B) if t.ndim == 0 else t)

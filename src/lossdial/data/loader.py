@@ -16,8 +16,15 @@ from lossdial.data.augment import augment_batch, to_device  # noqa: F401  (re-ex
 
 
 def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers via NumPy's SeedSequence (stable across machines and versions)."""
-    a, b = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2)
+    """A 63-bit seed from non-negative integers via NumPy's SeedSequence (stable across machines and versions).
+
+    Every bit of every part counts: SeedSequence takes each int whole (as many 32-bit words as it needs), so
+    seeds 0 and 2**32 give different streams. Parts below 2**32 give the same seed as before this was fixed.
+    """
+    ints = [int(p) for p in parts]
+    if any(p < 0 for p in ints):
+        raise ValueError(f"seeds are non-negative integers, got {ints}")
+    a, b = np.random.SeedSequence(ints).generate_state(2)
     return ((int(a) << 32) | int(b)) & ((1 << 63) - 1)
 
 

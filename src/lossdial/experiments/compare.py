@@ -39,9 +39,9 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from lossdial.config import Config, config_from_dict, load_config
+from lossdial.config import Config, config_from_dict, load_config, set_lct_law
 from lossdial.evaluate.classification import RECALL_LEVELS, binary_metrics
-from lossdial.rundir import RunDir, atomic_write_text, write_json
+from lossdial.rundir import RunDir, atomic_write_text, fmt_value, is_undefined, write_json
 
 COMPARE_FORMAT_VERSION = 1
 
@@ -190,8 +190,7 @@ def member_config(base: Config, method: Method, params: Mapping[str, Any], seed:
         raw["lct"]["enabled"] = False
         raw["loss"]["params"] = {**raw["loss"]["params"], **params}
     else:
-        raw["lct"]["enabled"] = True
-        raw["lct"]["lambda"] = dict(params)
+        raw = set_lct_law(raw, params)
     return config_from_dict(raw, source=f"compare run {member}/seed{seed}")
 
 
@@ -434,6 +433,11 @@ def _evaluate_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *, 
     return out
 
 
+def _csv_num(v: Any) -> str:
+    """A CSV cell: an undefined value (None, NaN) is empty."""
+    return "" if is_undefined(v) else f"{v:.6f}"
+
+
 def _stats(values: list[float]) -> dict[str, float | None]:
     """Mean and sample standard deviation (ddof=1; None for a single seed, where it is undefined)."""
     v = np.asarray(values, dtype=float)
@@ -481,7 +485,7 @@ class CompareResult:
 
     def cell(self, method: str, metric: str) -> str:
         s = self.summary[method][metric]
-        return f"{s['mean']:.3f}" if s["std"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+        return fmt_value(s["mean"]) if s["std"] is None else f"{fmt_value(s['mean'])} ± {fmt_value(s['std'])}"
 
     def write(self) -> dict[str, Path]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -503,11 +507,9 @@ class CompareResult:
         for m in self.methods:
             for s in METRICS:
                 st = self.summary[m.name][s.key]
-                w.writerow([m.name, s.key, s.higher_is_better, f"{st['mean']:.6f}",
-                            "" if st["std"] is None else f"{st['std']:.6f}",
-                            len(self.seeds), f"{st['val_mean']:.6f}",
-                            "" if st.get("test_recall_mean") is None else f"{st['test_recall_mean']:.6f}",
-                            " ".join(f"{v:.6f}" for v in st["values"])])
+                w.writerow([m.name, s.key, s.higher_is_better, _csv_num(st["mean"]), _csv_num(st["std"]),
+                            len(self.seeds), _csv_num(st["val_mean"]), _csv_num(st.get("test_recall_mean")),
+                            " ".join(fmt_value(v, ".6f") for v in st["values"])])
             w.writerow([m.name, "train_seconds", False, f"{self.train_seconds[m.name]:.3f}", "", len(self.seeds),
                         "", "", ""])
         return buf.getvalue()
@@ -528,14 +530,14 @@ class CompareResult:
                   "|---|" + "---:|" * sum(1 for s in METRICS if s.constraint)]
         for m in self.methods:
             lines.append(f"| {m.label} | " + " | ".join(
-                f"{self.summary[m.name][s.key]['test_recall_mean']:.3f}" for s in METRICS if s.constraint) + " |")
+                fmt_value(self.summary[m.name][s.key]["test_recall_mean"]) for s in METRICS if s.constraint) + " |")
         lines += ["", "## Points chosen on validation", "",
                   "| seed | method | metric | run | lambda | threshold | val | test |", "|---|---|---|---|---|---:|---:|---:|"]
         for p in self.picks:
             lam = " ".join(f"{k}={v:.4g}" for k, v in (p["lambda"] or {}).items()) or "(fixed)"
             thr = "" if p["threshold"] is None else f"{p['threshold']:.4g}"
             lines.append(f"| {p['seed']} | {p['method']} | {p['metric']} | {p['member']} | {lam} | {thr} | "
-                         f"{p['val']:.3f} | {p['test']:.3f} |")
+                         f"{fmt_value(p['val'])} | {fmt_value(p['test'])} |")
         lines += ["", "Training time: seconds of training (sum over the method's runs and seeds, from each run's "
                   f"COMPLETE marker; a resumed run counts its last session only) on {self.device_text()}.", ""]
         return "\n".join(lines)

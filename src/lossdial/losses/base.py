@@ -22,11 +22,16 @@ from typing import ClassVar, Union
 import torch
 from torch import Tensor, nn
 
+from lossdial.checks import require
+
 __all__ = [
     "ImbalanceLoss",
     "HparamValue",
     "check_class_counts",
+    "check_hparam_values",
+    "describe_range",
     "effective_number_weights",
+    "hparam_range",
     "inverse_frequency_weights",
 ]
 
@@ -150,6 +155,56 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
 
 
 # --------------------------------------------------------------------------------------------------------
+# hyperparameter ranges (declared once per family in ``hparam_ranges``; used by the losses and by config load)
+# --------------------------------------------------------------------------------------------------------
+Range = tuple[float, float, bool]
+_ANY: Range = (-math.inf, math.inf, True)
+
+
+def hparam_range(cls: type, name: str) -> Range:
+    """``(low, high, low_inclusive)`` of hyperparameter ``name`` of loss class ``cls`` (any finite value if
+    the family declares no range for it)."""
+    return getattr(cls, "hparam_ranges", {}).get(name, _ANY)
+
+
+def describe_range(rng: Range) -> str:
+    """``"[0, 1]"``, ``"(0, inf)"``, ``"[0, inf)"`` or ``"any finite value"``."""
+    low, high, low_inclusive = rng
+    if math.isinf(low) and math.isinf(high):
+        return "any finite value"
+    return f"{'[' if low_inclusive and not math.isinf(low) else '('}{low:g}, {high:g}{')' if math.isinf(high) else ']'}"
+
+
+def _within(v, rng: Range):
+    """Is ``v`` (a float, or a tensor elementwise) finite and inside ``rng``?"""
+    low, high, low_inclusive = rng
+    if isinstance(v, Tensor):
+        return torch.isfinite(v) & (v <= high) & ((v >= low) if low_inclusive else (v > low))
+    return math.isfinite(v) and v <= high and (v >= low if low_inclusive else v > low)
+
+
+def check_hparam_values(cls: type, name: str, values) -> float | None:
+    """The first of ``values`` (floats) that hyperparameter ``name`` of loss class ``cls`` does not allow, or
+    None. For a law it is enough to pass the ends of its support (every range is an interval).
+
+    >>> from lossdial.losses import VSLoss
+    >>> check_hparam_values(VSLoss, "omega", [0.5, 1.5]), check_hparam_values(VSLoss, "tau", [-1.0, 4.0])
+    (1.5, None)
+    """
+    rng = hparam_range(cls, name)
+    for v in values:
+        if not _within(float(v), rng):
+            return float(v)
+    return None
+
+
+def _short(v: HparamValue):
+    if isinstance(v, Tensor):
+        return v.reshape(-1)[:5].tolist() if v.ndim else v.item()
+    return v if not math.isnan(v) else "nan"
+
+
+# --------------------------------------------------------------------------------------------------------
 # the base class
 # --------------------------------------------------------------------------------------------------------
 class ImbalanceLoss(nn.Module):
@@ -168,8 +223,10 @@ class ImbalanceLoss(nn.Module):
 
     Resolved hyperparameters (:meth:`resolve_hparams`) are a Python float, a 0-d tensor or a ``[B]`` tensor
     on the logits' device and compute dtype; ``_col`` turns ``[B]`` into ``[B, 1]`` to broadcast against
-    ``[B, C]``. Range checks on ``lam`` values run for floats and CPU tensors only (a tensor already on an
-    accelerator is trusted: checking it would force a device sync every step).
+    ``[B, C]``. Range checks on ``lam`` values (``hparam_ranges``, ``hparam_order``) run on every device: on
+    the CPU immediately, on CUDA as an asynchronous device assert (no host sync per step; see
+    :func:`lossdial.checks.require`). A config's lambda laws are checked against the same ranges when it is
+    loaded (:func:`check_hparam_values`), so a training run never reaches the device assert.
 
     Inputs: ``logits`` must be ``[B, C]`` floating point (half/bfloat16 are upcast to float32 for the loss)
     and ``targets`` ``[B]`` integer. The target range is checked when targets are on the CPU; on an
@@ -177,8 +234,12 @@ class ImbalanceLoss(nn.Module):
     """
 
     hparam_names: ClassVar[tuple[str, ...]] = ()
-    #: name -> (low, high, low_inclusive): allowed range of a hyperparameter (values must also be finite).
+    #: name -> (low, high, low_inclusive): allowed range of a hyperparameter (values must also be finite;
+    #: ``high`` is inclusive unless infinite). Names not listed take any finite value. Declared once per family;
+    #: the constructor, ``lam`` and config loading all check against it (:func:`hparam_violation`).
     hparam_ranges: ClassVar[dict[str, tuple[float, float, bool]]] = {}
+    #: pairs (a, b) that must satisfy a <= b for every value (e.g. smoothing's a_min <= a_max).
+    hparam_order: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     class_counts: Tensor
 
@@ -246,21 +307,27 @@ class ImbalanceLoss(nn.Module):
         return {name: getattr(self, name) for name in self.hparam_names}
 
     def _check_range(self, name: str, value: HparamValue) -> None:
-        """Range-check a float or a CPU tensor (tensors already on an accelerator are trusted: no sync)."""
-        low, high, low_inclusive = self.hparam_ranges.get(name, (-math.inf, math.inf, True))
-        allowed = f"{'[' if low_inclusive else '('}{low:g}, {high:g}]"
+        """Range-check a float or a tensor of values against ``hparam_ranges`` (on any device, no host sync)."""
+        rng = hparam_range(type(self), name)
+        message = f"{type(self).__name__}: {name} must be finite and in {describe_range(rng)}"
         if isinstance(value, Tensor):
-            if value.device.type != "cpu":
-                return
             v = value.detach()
-            ok = torch.isfinite(v) & (v <= high) & ((v >= low) if low_inclusive else (v > low))
-            if not bool(ok.all()):
-                bad = v[~ok].reshape(-1)[:5].tolist()
-                raise ValueError(f"{type(self).__name__}: {name} must be finite and in {allowed}, got {bad}")
+            ok = _within(v, rng)
+            require(ok, message, lambda: v[~ok].reshape(-1)[:5].tolist())
             return
-        ok = math.isfinite(value) and value <= high and (value >= low if low_inclusive else value > low)
-        if not ok:
-            raise ValueError(f"{type(self).__name__}: {name} must be finite and in {allowed}, got {value}")
+        require(_within(value, rng), message, lambda: value)
+
+    def _check_order(self, values: Mapping[str, HparamValue]) -> None:
+        """``hparam_order``: ``values[a] <= values[b]`` for each declared pair (on any device, no host sync)."""
+        for a, b in self.hparam_order:
+            va, vb = values[a], values[b]
+            if not isinstance(va, Tensor) and not isinstance(vb, Tensor):
+                ok = va <= vb
+            else:
+                dev = (va if isinstance(va, Tensor) else vb).device
+                ok = torch.as_tensor(va, device=dev) <= torch.as_tensor(vb, device=dev)
+            require(ok, f"{type(self).__name__} needs {a} <= {b}",
+                    lambda: f"{a}={_short(va)}, {b}={_short(vb)}")
 
     def _check_hparams(self, values: Mapping[str, HparamValue], overridden: frozenset[str]) -> None:
         """Family hook: checks across hyperparameters, binary/multi-class rules (values not yet moved)."""
@@ -313,6 +380,7 @@ class ImbalanceLoss(nn.Module):
                 self._check_range(name, value)
                 values[name] = value
             overridden = frozenset(lam)
+        self._check_order(values)
         self._check_hparams(values, overridden)
         for name, value in values.items():
             if isinstance(value, Tensor):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lossdial.rundir import atomic_write_text, write_json
+from lossdial.rundir import atomic_write_text, fmt_value, write_json
 
 CARD_FORMAT_VERSION = 1
 CARD_METRICS = ("recall", "precision", "f1_at_threshold", "auc", "ap", "brier", "ece", "balanced_accuracy", "cost")
@@ -69,16 +69,12 @@ COUNT_KEYS = ("tp", "fp", "fn", "tn", "positives", "negatives")
 
 
 def _f(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return fmt_value(v, ".4g") if v is None or isinstance(v, float) else str(v)
 
 
 def ci_text(ci: Any) -> str:
     """'[lo, hi]' to 3 decimals; '' without an interval, '-' for an undefined end (null / NaN)."""
-    if not ci:
-        return ""
-    return "[" + ", ".join("-" if v is None or math.isnan(v) else f"{v:.3f}" for v in ci) + "]"
+    return f"[{fmt_value(ci[0])}, {fmt_value(ci[1])}]" if ci else ""
 
 
 def bound_text(p: dict[str, Any]) -> str:
@@ -119,8 +115,7 @@ def render_markdown(card: dict[str, Any]) -> str:
                   f"{p['n_pos']['val']} validation / {p['n_pos']['test']} test positives.", "",
                   "| metric | validation | test | test 95% CI |", "|---|---:|---:|---|"]
         for k in CARD_METRICS:
-            ci = p.get("test_ci95", {}).get(k)
-            ci_s = ci_text(ci)
+            ci_s = ci_text(p.get("test_ci95", {}).get(k))
             lines.append(f"| {k} | {_f(p['val'].get(k))} | {_f(p['test'].get(k))} | {ci_s} |")
         lines.append("")
         counts = p.get("counts")

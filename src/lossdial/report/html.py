@@ -14,6 +14,7 @@ import numpy as np
 from lossdial.evaluate.classification import confusion_at, prevalence_weights
 from lossdial.evaluate.select import sweep_split
 from lossdial.report.card import CARD_METRICS, load_card
+from lossdial.rundir import fmt_value
 
 
 def _plt():
@@ -173,15 +174,15 @@ def _render(main, others, sw, figures, points: dict[str, Any], prev: float, spli
     for row in sw.table:
         m = row["metrics"]
         rows.append("<tr><td>" + e(_lam_label(row["lambda"]) or "fixed") + "</td>" + "".join(
-            f"<td>{m.get(k, float('nan')):.4f}</td>" for k in ("auc", "ap", "brier", "ece", "f1", "precision", "recall"))
+            f"<td>{fmt_value(m.get(k), '.4f')}</td>" for k in ("auc", "ap", "brier", "ece", "f1", "precision", "recall"))
             + "</tr>")
     card_rows = []
     for name, p in points.items():
         for k in CARD_METRICS:
             ci = p.get("test_ci95", {}).get(k)
-            card_rows.append(f"<tr><td>{e(name)}</td><td>{e(k)}</td><td>{p['val'].get(k, float('nan')):.4f}</td>"
-                             f"<td>{p['test'].get(k, float('nan')):.4f}</td>"
-                             f"<td>{'' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'}</td></tr>")
+            card_rows.append(f"<tr><td>{e(name)}</td><td>{e(k)}</td><td>{fmt_value(p['val'].get(k), '.4f')}</td>"
+                             f"<td>{fmt_value(p['test'].get(k), '.4f')}</td>"
+                             f"<td>{'' if not ci else f'[{fmt_value(ci[0])}, {fmt_value(ci[1])}]'}</td></tr>")
     figs = "\n".join(
         f'<figure><img alt="{e(n)}" src="data:image/png;base64,{b}"><figcaption>{e(c)} '
         f'<a href="{e(n)}">{e(n)}</a></figcaption></figure>' for n, b, c in figures)
