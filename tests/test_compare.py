@@ -186,3 +186,20 @@ def test_compare_stacked_trains_the_same_runs(tmp_path):
     assert set(again.settings["runs"].values()) == {"reuse"}
     with pytest.raises(CompareError, match="--stacked"):
         compare(cfg_path, out=tmp_path / "j", stacked=True, jobs=2, **kw)
+
+
+def test_seed_statistics_skip_undefined_values_and_say_so():
+    """A seed whose test precision is undefined (nothing predicted positive) is left out of the mean and the
+    table says over how many seeds the mean runs (NaN used to turn the whole cell into nan)."""
+    from lossdial.experiments.compare import CompareResult, _stats
+
+    st = _stats([0.5, None, 0.7, float("nan")])
+    assert st["n_defined"] == 2
+    assert st["mean"] == pytest.approx(0.6)
+    assert st["std"] == pytest.approx(((0.1 ** 2 + 0.1 ** 2) / 1) ** 0.5)  # ddof = 1 by hand
+    none = _stats([None, float("nan")])
+    assert none["mean"] is None and none["std"] is None and none["n_defined"] == 0
+    res = CompareResult(out=None, methods=[], seeds=[0, 1, 2, 3], summary={"m": {"ap": st, "f1": none}},
+                        picks=[], train_seconds={}, devices={}, prevalence={})
+    assert res.cell("m", "ap") == "0.600 ± 0.141 (2/4 seeds)"
+    assert res.cell("m", "f1") == "-"

@@ -438,10 +438,16 @@ def _csv_num(v: Any) -> str:
     return "" if is_undefined(v) else f"{v:.6f}"
 
 
-def _stats(values: list[float]) -> dict[str, float | None]:
-    """Mean and sample standard deviation (ddof=1; None for a single seed, where it is undefined)."""
-    v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None}
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof=1) over the seeds where the value is defined.
+
+    A seed's value can be undefined (None / NaN: e.g. test precision when nothing is predicted positive);
+    ``n_defined`` says over how many seeds the mean runs, and tables show it when it is not all of them.
+    ``mean`` is None when no seed defines the value; ``std`` is None with fewer than two defined seeds.
+    """
+    v = np.asarray([x for x in values if not is_undefined(x)], dtype=float)
+    return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "n_defined": int(len(v))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -485,7 +491,9 @@ class CompareResult:
 
     def cell(self, method: str, metric: str) -> str:
         s = self.summary[method][metric]
-        return fmt_value(s["mean"]) if s["std"] is None else f"{fmt_value(s['mean'])} ± {fmt_value(s['std'])}"
+        text = fmt_value(s["mean"]) if s["std"] is None else f"{fmt_value(s['mean'])} ± {fmt_value(s['std'])}"
+        n_def = s.get("n_defined", len(self.seeds))
+        return text if n_def == len(self.seeds) or s["mean"] is None else f"{text} ({n_def}/{len(self.seeds)} seeds)"
 
     def write(self) -> dict[str, Path]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -633,7 +641,7 @@ def compare(config: Config | str | Path, *, out: str | Path,
             ps = [p for p in picks if p["method"] == m.name and p["metric"] == spec.key]
             st: dict[str, Any] = _stats([p["test"] for p in ps])
             st["values"] = [p["test"] for p in ps]
-            st["val_mean"] = float(np.mean([p["val"] for p in ps]))
+            st["val_mean"] = _stats([p["val"] for p in ps])["mean"]
             st["test_recall_mean"] = float(np.mean([p["test_recall"] for p in ps])) \
                 if spec.objective == "precision" else None
             summary[m.name][spec.key] = st
