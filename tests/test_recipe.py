@@ -179,8 +179,8 @@ def cosine_run(tmp_path_factory):
     from lossdial.train import train
 
     root = tmp_path_factory.mktemp("cosine")
-    ov = ["train.epochs=2", "train.eval_every=0", "schedule.warmup_epochs=0", "model.backbone_kwargs.width=8",
-          "train.batch_size=128",
+    ov = ["train.epochs=5", "train.eval_every=0", "schedule.warmup_epochs=0", "model.backbone_kwargs.width=8",
+          "train.ema_decay=null",  # the live weights: a trained model, not the EMA's near-initial average
           "model.film=reference", *LDAM, "lct.enabled=true", "lct.lambda={max_margin: 'U(0,0.5)'}",
           "evaluate.lambda=max_margin=0:0.5:3"]
     cfg = load_config(packaged_config_path("demo_digits"), ov)
@@ -198,7 +198,7 @@ def test_export_of_a_cosine_head_scores_like_the_conditioned_model(cosine_run, t
     task = loaded.task()
     lam = {"max_margin": 0.3}
     run_scores = score_lambdas(loaded.model, task.val.x, [lam], loaded.space, transform=task.normalizer)[0]
-    assert run_scores.std() > 1e-3  # a trained, not a constant, model
+    assert run_scores.std() > 0.02  # a trained model with spread-out scores, not a constant one
     export_run(loaded, "p", {"lambda": lam, "threshold": 0.5}, tmp_path / "exp")
     x = task.val.x.float()
     with warnings.catch_warnings():
