@@ -32,7 +32,7 @@ class CosineLinear(nn.Module):
     Example:
         >>> head = CosineLinear(2, 2, scale=30.0)
         >>> with torch.no_grad():
-        ...     head.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 5.0]]))
+        ...     _ = head.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 5.0]]))
         >>> head(torch.tensor([[3.0, 4.0]])).tolist()          # 30 * [0.6, 0.8]
         [[18.0, 24.0]]
     """
