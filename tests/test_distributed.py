@@ -67,6 +67,22 @@ def test_rank_terms_average_to_the_global_weighted_mean_gradient():
     assert not torch.allclose(g_naive, g_global, atol=1e-4)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "weighted_mean"])
+def test_focal_rank_terms_average_to_the_global_mean_of_its_reduction(reduction):
+    """Focal's plain mean divides by the global batch size, its weighted mean by the global sum of alpha_t."""
+    torch.manual_seed(0)
+    loss = build_loss("focal", [900, 100], alpha=0.8, phi=2.0, reduction=reduction)
+    w = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(12, 2, dtype=torch.float64)
+    y = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    (g_global,) = torch.autograd.grad(loss(x @ w, y), w)
+    parts = [loss_parts(loss, x[s] @ w, y[s], None) for s in (slice(0, 6), slice(6, 12))]
+    total = sum(d.detach() for _, d in parts)
+    assert float(total) == pytest.approx(12.0 if reduction == "mean" else 4 * 0.8 + 8 * 0.2)
+    g_ddp = sum(torch.autograd.grad(n * 2 / total, w)[0] for n, _ in parts) / 2
+    assert torch.allclose(g_ddp, g_global, atol=1e-12)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

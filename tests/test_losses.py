@@ -59,6 +59,12 @@ def reduce_by_hand(w, l):
     return {"none": w * l, "sum": (w * l).sum(), "mean": (w * l).sum() / w.sum()}
 
 
+def focal_reduce_by_hand(w, l):
+    """Focal's reductions: "mean" is the plain mean over samples, "weighted_mean" divides by sum alpha_t."""
+    return {"none": w * l, "sum": (w * l).sum(), "mean": (w * l).sum() / len(l),
+            "weighted_mean": (w * l).sum() / w.sum()}
+
+
 def assert_close(got, want, rtol=1e-10, atol=1e-12):
     np.testing.assert_allclose(np.asarray(torch.as_tensor(got).detach(), dtype=float), want, rtol=rtol, atol=atol)
 
@@ -98,15 +104,61 @@ def test_vs_plain_ce_and_logit_adjust_special_cases():
     assert_close(LogitAdjustedLoss(N2, tau=1.3)(Z2, Y2), float(VSLoss(N2, tau=1.3)(Z2, Y2)), rtol=1e-13)
 
 
-def test_vs_multiclass_default_weights_are_inverse_frequency_with_mean_one():
-    loss = VSLoss(N3, gamma=0.25, tau=0.7).double()
-    inv = np.array([1 / 1000, 1 / 100, 1 / 10])
-    want_w = inv / inv.mean()
-    assert_close(loss.class_weights, want_w, rtol=1e-12)
-    assert float(loss.class_weights.mean()) == pytest.approx(1.0)
-    w, l = vs_by_hand(Z3, Y3, N3, 0.25, 0.7, want_w)
-    assert_close(loss(Z3, Y3), reduce_by_hand(w, l)["mean"], rtol=1e-9)
-    assert_close(inverse_frequency_weights(N3), want_w, rtol=1e-14)
+# the per-class weights of N3 = [1000, 100, 10], written out by hand
+INV_N3 = np.array([1.0, 10.0, 100.0]) / 37.0  # (1/n_c) / mean_c(1/n_c) = [1, 10, 100] * 3 / 111
+_EFF = np.array([1 / (1 - 0.9999**1000), 1 / (1 - 0.9999**100), 1 / (1 - 0.9999**10)])
+EFF_N3 = _EFF * 3 / _EFF.sum()  # Cui et al.: w_c ∝ (1 - beta) / (1 - beta^n_c), beta = 0.9999, mean 1
+
+
+def test_vs_multiclass_weightings_on_a_closed_form_batch():
+    """Zero logits, gamma = 0, tau = 1: z' = log pi, so l_i = -log pi_{y_i} exactly (sum_c pi_c = 1)."""
+    pi = np.array([1000, 100, 10]) / 1110
+    y = torch.tensor([0, 1, 2, 2])
+    z = torch.zeros(4, 3, dtype=torch.float64)
+    l = -np.log(pi[[0, 1, 2, 2]])  # [0.1044, 2.4069, 4.7095, 4.7095]
+    cases = {"none": np.ones(3), "inverse_frequency": INV_N3, "effective_number": EFF_N3,
+             "explicit": np.array([2.0, 1.0, 0.5])}
+    for name, cw in cases.items():
+        spec = [2.0, 1.0, 0.5] if name == "explicit" else name
+        loss = VSLoss(N3, gamma=0.0, tau=1.0, class_weights=spec).double()
+        w = cw[[0, 1, 2, 2]]
+        assert_close(loss(z, y), (w * l).sum() / w.sum(), rtol=1e-12)
+    # by the numbers: no weights is the plain mean; inverse frequency pulls it towards the rare class's loss
+    assert_close(VSLoss(N3, tau=1.0).double()(z, y), (0.1044 + 2.4069 + 4.7095 * 2) / 4, rtol=1e-4)
+    assert_close(VSLoss(N3, tau=1.0, class_weights="inverse_frequency").double()(z, y),
+                 (1 * 0.1044 + 10 * 2.4069 + 200 * 4.7095) / 211, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec,want", [(None, np.ones(3)), ("none", np.ones(3)), ("inverse_frequency", INV_N3),
+                                       ("effective_number", EFF_N3), ([1.0, 2.0, 0.5], np.array([1.0, 2.0, 0.5]))])
+def test_vs_multiclass_class_weights_by_hand(spec, want):
+    loss = VSLoss(N3, gamma=0.25, tau=0.7, class_weights=spec).double()
+    if spec not in (None, "none"):
+        assert_close(loss.class_weights, want, rtol=1e-12)
+    w, l = vs_by_hand(Z3, Y3, N3, 0.25, 0.7, want)
+    for reduction, value in reduce_by_hand(w, l).items():
+        loss.reduction = reduction
+        assert_close(loss(Z3, Y3), value, rtol=1e-10)
+    assert_close(inverse_frequency_weights(N3), INV_N3, rtol=1e-14)
+    assert_close(effective_number_weights(N3, 0.9999), EFF_N3, rtol=1e-10)
+
+
+def test_vs_class_weight_options_validate():
+    beta = 0.99
+    eff = np.array([1 / (1 - beta**1000), 1 / (1 - beta**100), 1 / (1 - beta**10)])
+    loss = VSLoss(N3, class_weights="effective_number", beta_eff=beta).double()
+    assert_close(loss.class_weights, eff * 3 / eff.sum(), rtol=1e-12)
+    with pytest.raises(ValueError, match="beta_eff applies only to class_weights: effective_number"):
+        VSLoss(N3, class_weights="inverse_frequency", beta_eff=0.99)
+    with pytest.raises(ValueError, match="one of.*none.*inverse_frequency.*effective_number"):
+        VSLoss(N3, class_weights="inverse")
+    with pytest.raises(ValueError, match="positive"):
+        VSLoss(N3, class_weights=[1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="2 entries but there are 3 classes"):
+        VSLoss(N3, class_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="binary VSLoss is weighted by omega"):
+        VSLoss(N2, class_weights="inverse_frequency")
+    assert VSLoss(N2, class_weights="none").omega == 0.5  # binary keeps Omega
 
 
 def test_vs_multiclass_explicit_class_weights():
@@ -234,7 +286,7 @@ def test_focal_binary_by_hand(alpha, phi):
     logp = np_log_softmax(Z2.numpy())[np.arange(6), Y2.numpy()]
     l = (1 - np.exp(logp)) ** phi * (-logp)
     w = np.where(Y2.numpy() == 1, alpha, 1 - alpha)
-    for reduction, want in reduce_by_hand(w, l).items():
+    for reduction, want in focal_reduce_by_hand(w, l).items():
         assert_close(FocalLoss(N2, alpha=alpha, phi=phi, reduction=reduction)(Z2, Y2), want, rtol=1e-10)
 
 
@@ -242,26 +294,65 @@ def test_focal_multiclass_by_hand():
     logp = np_log_softmax(Z3.numpy())[np.arange(5), Y3.numpy()]
     l = (1 - np.exp(logp)) ** 1.5 * (-logp)
     a = np.array([0.2, 1.0, 3.0])
-    for reduction, want in reduce_by_hand(a[Y3.numpy()], l).items():
+    for reduction, want in focal_reduce_by_hand(a[Y3.numpy()], l).items():
         got = FocalLoss(N3, alpha=a.tolist(), phi=1.5, reduction=reduction).double()(Z3, Y3)
         assert_close(got, want, rtol=1e-10)
     assert_close(FocalLoss(N3, phi=1.5).double()(Z3, Y3), l.mean(), rtol=1e-10)  # alpha None: all 1
 
 
 def test_focal_phi_zero_is_weighted_ce_exactly():
-    for reduction in ("mean", "sum", "none"):
+    for reduction in ("weighted_mean", "sum", "none"):
         focal = FocalLoss(N2, alpha=0.8, phi=0.0, reduction=reduction)(Z2, Y2)
-        wce = VSLoss(N2, omega=0.8, reduction=reduction)(Z2, Y2)
+        wce = VSLoss(N2, omega=0.8, reduction="mean" if reduction == "weighted_mean" else reduction)(Z2, Y2)
         torch.testing.assert_close(focal, wce, rtol=1e-15, atol=0)
         # phi = 0 given as a tensor through lam takes the pow path: still exact
         via_lam = FocalLoss(N2, alpha=0.8, reduction=reduction)(Z2, Y2, lam={"phi": torch.zeros(6)})
         torch.testing.assert_close(via_lam, wce, rtol=1e-15, atol=0)
     w = torch.tensor([0.3, 1.0, 2.0], dtype=torch.float64)
     assert_close(
-        FocalLoss(N3, alpha=w.tolist(), phi=0.0).double()(Z3, Y3),
+        FocalLoss(N3, alpha=w.tolist(), phi=0.0, reduction="weighted_mean").double()(Z3, Y3),
         float(F.cross_entropy(Z3, Y3, weight=w)),
         rtol=1e-14,
     )
+
+
+def test_focal_plain_mean_on_a_known_batch():
+    """alpha = 0.25, phi = 2; p_t chosen as 1/2 and 3/4: FL_i = alpha_t (1 - p_t)^2 (-ln p_t)."""
+    ln3 = math.log(3.0)
+    z = torch.tensor([[0.0, 0.0], [0.0, ln3], [ln3, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1, 0])
+    # sample 0: negative, p_t = 1/2, alpha_t = 0.75; sample 1: positive, p_t = 3/4, alpha_t = 0.25;
+    # sample 2: negative, p_t = 3/4, alpha_t = 0.75
+    fl = [0.75 * 0.5**2 * math.log(2.0), 0.25 * 0.25**2 * math.log(4 / 3), 0.75 * 0.25**2 * math.log(4 / 3)]
+    assert fl[0] == pytest.approx(0.129965, abs=1e-6)
+    loss = FocalLoss(N2, alpha=0.25, phi=2.0).double()  # default reduction: the plain mean
+    assert loss.reduction == "mean"
+    assert_close(loss(z, y), sum(fl) / 3, rtol=1e-12)
+    assert_close(loss(z, y), 0.0493150, rtol=1e-5)
+    weighted = FocalLoss(N2, alpha=0.25, phi=2.0, reduction="weighted_mean").double()
+    assert_close(weighted(z, y), sum(fl) / (0.75 + 0.25 + 0.75), rtol=1e-12)
+    # a batch without positives: the plain mean still scales with 1 - alpha; the weighted mean drops alpha
+    neg = [0, 2]
+    for alpha in (0.25, 0.6):
+        want = (1 - alpha) * (0.5**2 * math.log(2.0) + 0.25**2 * math.log(4 / 3)) / 2
+        assert_close(FocalLoss(N2, alpha=alpha).double()(z[neg], y[neg]), want, rtol=1e-12)
+        assert_close(FocalLoss(N2, alpha=alpha, reduction="weighted_mean").double()(z[neg], y[neg]),
+                     (0.5**2 * math.log(2.0) + 0.25**2 * math.log(4 / 3)) / 2, rtol=1e-12)
+    # per-sample alpha (LCT): the plain mean divides by B whatever the draws
+    lam = {"alpha": torch.tensor([0.1, 0.9, 0.5], dtype=torch.float64)}
+    want = (0.9 * 0.5**2 * math.log(2.0) + 0.9 * 0.25**2 * math.log(4 / 3) + 0.5 * 0.25**2 * math.log(4 / 3)) / 3
+    assert_close(loss(z, y, lam=lam), want, rtol=1e-12)
+    # multi-class softmax form: zero logits give p_t = 1/3, so FL_i = alpha_{y_i} (2/3)^phi ln 3
+    z3, y3 = torch.zeros(3, 3, dtype=torch.float64), torch.tensor([0, 2, 2])
+    a = [0.5, 1.0, 2.0]
+    got = FocalLoss(N3, alpha=a, phi=2.0).double()(z3, y3)
+    assert_close(got, (0.5 + 2.0 + 2.0) * (4 / 9) * ln3 / 3, rtol=1e-12)
+    got = FocalLoss(N3, alpha=a, phi=2.0, reduction="weighted_mean").double()(z3, y3)
+    assert_close(got, (4 / 9) * ln3, rtol=1e-12)
+    with pytest.raises(ValueError, match="weighted_mean"):
+        FocalLoss(N2, reduction="avg")
+    with pytest.raises(ValueError, match="reduction"):
+        VSLoss(N2, reduction="weighted_mean")  # only focal has two means
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -321,6 +412,35 @@ def test_ldam_by_hand_and_drw_switch():
     assert_close(plain(Z3, Y3), (w * l).sum() / w.sum(), rtol=1e-10)
     with pytest.raises(ValueError, match="epoch"):
         loss.set_epoch(-1)
+
+
+def test_ldam_on_a_cosine_head_by_hand():
+    """Cao et al.'s LDAM: s * (cos - m onehot) with unit-norm features and weight rows; here by hand."""
+    from lossdial.models import ConditionedClassifier
+
+    counts = [10000, 625]  # margins: 0.5 * (n_c / 625)^(-1/4) = [0.25, 0.5]
+    model = ConditionedClassifier(torch.nn.Identity(), 2, 2, head="cosine", head_scale=30.0).double()
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 0.5]]))  # rows normalise to e_0, e_1
+    f = torch.tensor([[3.0, 4.0], [-5.0, 12.0]], dtype=torch.float64)  # unit: [0.6, 0.8], [-5/13, 12/13]
+    y = torch.tensor([1, 0])
+    logits = model(f)
+    assert_close(logits, [[18.0, 24.0], [-150 / 13, 360 / 13]], rtol=1e-12)  # 30 * cosines
+    loss = LDAMLoss(counts, max_margin=0.5, scale=30.0, logit_scale=30.0, reduction="none").double()
+    # sample 0 (y = 1): 30 * (0.6, 0.8 - 0.5) = (18, 9) -> -log softmax[1] = log(1 + e^9)
+    # sample 1 (y = 0): 30 * (-5/13 - 0.25, 12/13) -> log(1 + e^(30 * (12/13 + 5/13 + 0.25)))
+    want = [math.log1p(math.exp(9.0)), math.log1p(math.exp(30 * (17 / 13 + 0.25)))]
+    assert_close(loss(logits, y), want, rtol=1e-12)
+    assert want[0] == pytest.approx(9.0001234, abs=1e-7)
+    # a lambda over scale acts on the cosines too: s' (cos - m onehot)
+    got = loss(logits, y, lam={"scale": 10.0})
+    assert_close(got, [math.log1p(math.exp(10 * (0.6 - 0.3))), math.log1p(math.exp(10 * (17 / 13 + 0.25)))],
+                 rtol=1e-12)
+    # the raw-logit form (linear head, logit_scale 1) on the same logits sees a gap of 30 * (24 - 18 - 0.5)
+    raw = LDAMLoss(counts, reduction="none").double()(logits, y)
+    assert_close(raw[0], math.log1p(math.exp(-30 * 5.5)), rtol=1e-6)
+    with pytest.raises(ValueError, match="logit_scale"):
+        LDAMLoss(counts, logit_scale=0.0)
 
 
 def test_ldam_lambda_scale_and_margin_by_hand():
@@ -457,7 +577,7 @@ def test_registry_and_build_loss():
 
 # ---- dtype / device / gradients -------------------------------------------------------------------------
 def test_buffers_move_with_module_and_float64_logits_work():
-    loss = VSLoss(N3, gamma=0.2, tau=1.0)
+    loss = VSLoss(N3, gamma=0.2, tau=1.0, class_weights="inverse_frequency")
     buffers = dict(loss.named_buffers())
     assert {"class_counts", "class_weights", "log_prior", "log_count_ratio"} <= set(buffers)
     assert "class_counts" in loss.state_dict()
@@ -468,7 +588,7 @@ def test_buffers_move_with_module_and_float64_logits_work():
     out = loss64(Z3, Y3)
     assert out.dtype == torch.float64
     # float32 module, float64 logits: computed in float64 from the exact (float64-derived) quantities
-    assert_close(VSLoss(N3, gamma=0.2, tau=1.0)(Z3, Y3), float(out), rtol=1e-14)
+    assert_close(VSLoss(N3, gamma=0.2, tau=1.0, class_weights="inverse_frequency")(Z3, Y3), float(out), rtol=1e-14)
     # and back to float32
     assert loss64.float()(Z3.float(), Y3).dtype == torch.float32
     # buffers of every family exist and move

@@ -190,6 +190,10 @@ class DataConfig(_Section):
         return [str(self.positive_class)] if self.positive_class is not None else []
 
 
+#: The cosine head's scale when the config leaves it open and the loss does not fix it (see ModelConfig).
+DEFAULT_COSINE_SCALE = 16.0
+
+
 class ModelConfig(_Section):
     backbone: str = "small_cnn"
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -198,6 +202,16 @@ class ModelConfig(_Section):
     )
     film_hidden: int = Field(128, ge=1)
     placement: Literal["features", "logits"] = "features"
+    head: Literal["linear", "cosine"] | None = Field(
+        None, description="Last layer: linear, or cosine (unit-norm features and weight rows, logits = s * cosine: "
+                          "the normalised classifier LDAM's s = 30 is meant for, Cao et al. 2019). null resolves "
+                          "at load: cosine for loss.family: ldam, else linear (--print-config shows the result).")
+    head_scale: float | None = Field(
+        None, gt=0, description="Cosine head: s in logits = s * cosine. With loss.family: ldam leave it null: the "
+                                "head uses the loss's scale (loss.params.scale, default 30). Otherwise null resolves "
+                                "at load to 16 (softmax over s * cosines can reach a loss of log(1 + (C-1) "
+                                "exp(-s C/(C-1))), about 1e-14 for 2 classes at s = 16: every confidence stays "
+                                "reachable; Wang et al., NormFace, 2017).")
 
 
 class LossConfig(_Section):
@@ -240,6 +254,10 @@ class OptimConfig(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(2e-4, ge=0)
+    decay_norm_and_bias: bool = Field(
+        False, description="Apply weight_decay to every parameter, 1-D ones included (biases, BatchNorm weights, "
+                           "FiLM biases): the reference code of LCT, LDAM-DRW and VS (plain SGD weight_decay). "
+                           "false: only weight matrices and convolution kernels decay (lossdial's default).")
     betas: tuple[float, float] = (0.9, 0.999)
     fused: bool | None = Field(
         None, description="Fused optimizer step (one kernel for all parameters); null: on CUDA only, else foreach.")
@@ -335,6 +353,57 @@ class Config(_Section):
     @model_validator(mode="after")
     def _loss_and_lambda(self) -> "Config":
         check_loss_settings(self)
+        cls = _loss_class(self.loss.family)
+        reduction = self.loss.params.get("reduction")
+        if reduction is not None and reduction not in cls.config_reductions:
+            raise _PathError("loss.params.reduction", f"must be one of {list(cls.config_reductions)} for "
+                                                      f"{self.loss.family!r}, got {reduction!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_recipe(self) -> "Config":
+        """Write the recipe choices whose default depends on other keys into the config (--print-config and the
+        saved config.yaml show them): model.head, model.head_scale, focal's reduction, multi-class VS weights."""
+        params = self.loss.params
+        multiclass_vs = self.loss.family == "vs" and self.data.task == "multiclass"
+        if multiclass_vs and "params" not in self.loss.model_fields_set:
+            params = self.loss.params = {k: v for k, v in params.items() if k != "omega"}  # default: binary
+        if self.loss.family == "focal" and "reduction" not in params:
+            self.loss.params = {**params, "reduction": "mean"}
+        if multiclass_vs and "class_weights" not in params:
+            self.loss.params = {**params, "class_weights": "none"}
+        m, ldam = self.model, self.loss.family == "ldam"
+        if m.head is None:
+            m.head = "cosine" if ldam else "linear"
+        if m.head == "linear" and m.head_scale is not None:
+            raise ValueError("model.head_scale applies only to model.head: cosine; remove it (or set model.head: "
+                             "cosine)")
+        if m.head == "cosine":
+            if ldam and m.head_scale is not None:
+                raise ValueError("with loss.family: ldam the cosine head uses the loss's scale: set "
+                                 "loss.params.scale and leave model.head_scale null")
+            if not ldam and m.head_scale is None:
+                m.head_scale = DEFAULT_COSINE_SCALE
+            if m.placement == "logits" and self.lct.enabled:
+                raise ValueError("model.head: cosine takes FiLM on the features (model.placement: features): FiLM "
+                                 "on its logits would rescale the cosines the head normalises")
+        return self
+
+    @model_validator(mode="after")
+    def _loss_builds(self) -> "Config":
+        """Build the loss once on stand-in class counts so bad loss.params values fail here, at load."""
+        from lossdial.losses import build_loss
+
+        if self.data.task == "binary":
+            counts = [2, 1]
+        else:
+            cw = self.loss.params.get("class_weights")
+            k = len(self.data.classes) if self.data.classes else len(cw) if isinstance(cw, list) else 3
+            counts = list(range(k + 1, 1, -1))
+        try:
+            build_loss(self.loss.family, counts, **loss_kwargs(self))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"loss.params ({self.loss.family}, {self.data.task} task): {exc}") from None
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,10 +414,14 @@ class Config(_Section):
 
 
 def _loss_param_names(cls: type) -> list[str]:
+    """The constructor arguments a config may set in loss.params (``reduction`` only where the family offers a
+    documented choice; ``logit_scale`` never: it follows model.head)."""
     import inspect
 
     sig = inspect.signature(cls.__init__)
-    skip = {"self", "class_counts", "reduction", "positive_index"}
+    skip = {"self", "class_counts", "positive_index", "logit_scale"}
+    if not getattr(cls, "config_reductions", ()):
+        skip.add("reduction")
     return [
         n
         for n, p in sig.parameters.items()
@@ -503,6 +576,64 @@ def set_lct_law(raw: dict[str, Any], law: Mapping[str, Any]) -> dict[str, Any]:
             ev.pop("lambda", None)
             ev.pop("lambda_grid", None)
     return out
+
+
+def cosine_head_scale(cfg: Config) -> float | None:
+    """The scale s of the cosine head (logits = s * cosine), or None for a linear head.
+
+    LDAM's cosine head takes the loss's scale (``loss.params.scale``, else LDAMLoss's default 30); any other
+    family takes ``model.head_scale`` (resolved at load).
+    """
+    if cfg.model.head != "cosine":
+        return None
+    if cfg.loss.family == "ldam":
+        import inspect
+
+        from lossdial.losses import LDAMLoss
+
+        return float(cfg.loss.params.get("scale", inspect.signature(LDAMLoss).parameters["scale"].default))
+    return float(cfg.model.head_scale)
+
+
+def loss_kwargs(cfg: Config) -> dict[str, Any]:
+    """Keyword arguments of ``build_loss(cfg.loss.family, counts, **...)``: loss.params, plus the head's scale for
+    LDAM on a cosine head (the loss takes its margin off the cosines, see LDAMLoss)."""
+    kw = dict(cfg.loss.params)
+    if cfg.loss.family == "ldam" and cfg.model.head == "cosine":
+        kw["logit_scale"] = cosine_head_scale(cfg)
+    return kw
+
+
+def fixed_lambda(cfg: Config) -> dict[str, Any]:
+    """The hyperparameters a baseline run was trained at: the entries of loss.params the family could condition
+    on (its ``hparam_names``); settings such as class_weights or reduction are not part of a lambda."""
+    from lossdial.losses import LOSSES
+
+    names = LOSSES[cfg.loss.family].hparam_names
+    return {k: v for k, v in cfg.loss.params.items() if k in names}
+
+
+def pin_legacy_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config.yaml as it was trained: keys whose default changed are pinned to the old value.
+
+    Run directories written before ``model.head`` existed trained a linear head (even for LDAM), and focal
+    runs written before ``reduction`` was configurable used the weighted mean. ``raw`` is not modified.
+    """
+    raw = copy.deepcopy(raw)
+    model = raw.get("model")
+    if isinstance(model, dict) and "head" not in model:
+        model["head"] = "linear"
+    loss = raw.get("loss")
+    if isinstance(loss, dict) and loss.get("family") == "focal" and isinstance(loss.get("params"), dict) \
+            and "reduction" not in loss["params"]:
+        loss["params"]["reduction"] = "weighted_mean"
+    return raw
+
+
+def _loss_class(family: str) -> type:
+    from lossdial.losses import LOSSES
+
+    return LOSSES[family]
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

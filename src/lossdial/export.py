@@ -1,8 +1,10 @@
 """Export a run at one operating point as a plain PyTorch model (no lossdial needed to deploy).
 
 FiLM at a fixed lambda is an affine map with constant sigma and mu, so it folds into the final linear
-layer (``ConditionedClassifier.fold_head``). The exported module takes RAW inputs (as stored in the
-run's splits), applies the run's normalisation, and returns P(positive), shape [B].
+layer (``ConditionedClassifier.fold_head``); a cosine head (``model.head: cosine``) normalises the features
+FiLM modulates, so there the fixed affine layer stays and the normalised head follows it
+(``ConditionedClassifier.fixed_head``). The exported module takes RAW inputs (as stored in the run's splits),
+applies the run's normalisation, and returns P(positive), shape [B].
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from lossdial.rundir import atomic_write_bytes, write_json
 
 
 class ExportedClassifier(nn.Module):
-    """normalise -> backbone -> folded linear head -> softmax[:, 1]."""
+    """normalise -> backbone -> head at one lambda (folded linear, or fixed FiLM + cosine) -> softmax[:, 1]."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Linear, mean: list[float], std: list[float], image: bool):
+    def __init__(self, backbone: nn.Module, head: nn.Module, mean: list[float], std: list[float], image: bool):
         super().__init__()
         shape = (1, -1, 1, 1) if image else (1, -1)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
@@ -40,7 +42,7 @@ def build_exported(loaded, lam: Mapping[str, float] | None) -> ExportedClassifie
     model = loaded.model
     z = loaded.space.encode(lam, batch_size=1) if loaded.is_lct else None
     with torch.no_grad():
-        head = model.fold_head(z.to(loaded.device) if z is not None else None)
+        head = model.fixed_head(z.to(loaded.device) if z is not None else None)
     norm = loaded.data["normalization"]
     exp = ExportedClassifier(copy.deepcopy(model.backbone), head, norm["mean"], norm["std"],
                              image=norm["kind"] == "image")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import yaml
 
-from lossdial.config import Config, config_from_dict
+from lossdial.config import Config, config_from_dict, fixed_lambda, pin_legacy_defaults
 from lossdial.data.task import Task, build_task
 from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
@@ -48,7 +48,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
 
     run = RunDir(path)
     run.require_complete()
-    cfg = config_from_dict(yaml.safe_load(run.config.read_text()), source=str(run.config))
+    cfg = config_from_dict(pin_legacy_defaults(yaml.safe_load(run.config.read_text()) or {}), source=str(run.config))
     data = run.read_json(run.data)
     space = LambdaSpace.from_dict(run.read_json(run.lambda_space)) if run.lambda_space.is_file() else None
     dev = resolve_device(device)
@@ -87,6 +87,6 @@ def evaluate_run(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | Non
     y = data.y.numpy()
     rows = []
     for k, s in enumerate(scores):
-        lam = dict(lambdas[k]) if lambdas else dict(loaded.config.loss.params)
+        lam = dict(lambdas[k]) if lambdas else fixed_lambda(loaded.config)
         rows.append({"lambda": lam, "metrics": binary_metrics(y, s, threshold=thr, prevalence=prevalence)})
     return rows

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lossdial.config import fixed_lambda as baseline_lambda
 from lossdial.evaluate.classification import binary_metrics, counts_at
 from lossdial.evaluate.run import LoadedRun
 from lossdial.evaluate.scoring import score_lambdas
@@ -92,7 +93,7 @@ def sweep_split(loaded: LoadedRun, split: str, lambdas: Sequence[Mapping[str, fl
                  device=loaded.device, batch_size=loaded.config.evaluate.batch_size,
                  prevalence=run_prevalence(loaded, prevalence), costs=costs,
                  threshold=loaded.config.evaluate.threshold, split=split,
-                 fixed_lambda=dict(loaded.config.loss.params))
+                 fixed_lambda=baseline_lambda(loaded.config))
 
 
 def choose_point(val: SweepResult, spec: SelectionSpec) -> OperatingPoint:

@@ -5,11 +5,12 @@ class counts, called as ``loss(logits, targets, lam=None)``. ``lam`` maps hyperp
 attribute ``hparam_names``) to one value for the batch (float or 0-d tensor) or one value per sample
 (shape-``[B]`` tensor), overriding the fixed values given at construction for that call only.
 
-Reduction (all families, PyTorch ``cross_entropy(weight=)`` semantics): with per-sample weight ``w_i`` and
-per-sample loss ``l_i``, ``"none"`` returns ``w_i * l_i``, ``"sum"`` returns ``sum_i w_i l_i`` and
-``"mean"`` returns ``sum_i w_i l_i / sum_i w_i`` -- whether lambda is one value per batch or per sample.
-One deliberate difference from PyTorch: a batch whose weights sum to exactly 0 gives a ``"mean"`` of 0
-(and no gradient) rather than NaN.
+Reduction (PyTorch ``cross_entropy(weight=)`` semantics): with per-sample weight ``w_i`` and per-sample
+loss ``l_i``, ``"none"`` returns ``w_i * l_i``, ``"sum"`` returns ``sum_i w_i l_i`` and ``"mean"`` returns
+``sum_i w_i l_i / sum_i w_i`` -- whether lambda is one value per batch or per sample. One deliberate
+difference from PyTorch: a batch whose weights sum to exactly 0 gives a ``"mean"`` of 0 (and no gradient)
+rather than NaN. A family may define its own mean (focal: ``"mean"`` is the plain mean over samples,
+``"weighted_mean"`` the weighted one) by overriding :meth:`ImbalanceLoss.mean_parts`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from lossdial.checks import require
 __all__ = [
     "ImbalanceLoss",
     "HparamValue",
+    "CLASS_WEIGHTINGS",
     "check_class_counts",
     "check_hparam_values",
+    "class_weight_vector",
     "describe_range",
     "effective_number_weights",
     "hparam_range",
@@ -39,6 +42,9 @@ __all__ = [
 HparamValue = Union[float, Tensor]
 
 REDUCTIONS = ("mean", "sum", "none")
+
+#: Named per-class weightings of :func:`class_weight_vector` (``loss.params.class_weights`` of multi-class VS).
+CLASS_WEIGHTINGS = ("none", "inverse_frequency", "effective_number")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -108,6 +114,39 @@ def effective_number_weights(class_counts, beta: float = 0.999) -> Tensor:
     one_minus_beta_n = -torch.expm1(n * math.log(beta))  # 1 - beta^n, accurate for beta near 1
     w = 1.0 / one_minus_beta_n  # the constant factor (1 - beta) cancels in the normalisation
     return w * (len(n) / w.sum())
+
+
+def class_weight_vector(spec, class_counts, beta: float | None = None) -> Tensor | None:
+    """Per-class weights from a named weighting or an explicit list (float64 ``[C]``; None for ``"none"``).
+
+    ``spec``: ``"none"`` (or None) -> None (all samples weigh 1); ``"inverse_frequency"`` ->
+    :func:`inverse_frequency_weights`; ``"effective_number"`` -> :func:`effective_number_weights` with
+    ``beta`` (default 0.9999, Cao et al.'s DRW value); a sequence of C positive numbers -> those weights, used as
+    given. ``beta`` belongs to ``"effective_number"`` only: passing it with any other spec raises ``ValueError``.
+
+    >>> [round(x, 3) for x in class_weight_vector("effective_number", [1000, 10], beta=0.99).tolist()]
+    [0.175, 1.825]
+    >>> class_weight_vector("none", [1000, 10]) is None
+    True
+    """
+    counts = check_class_counts(class_counts)
+    name = spec if isinstance(spec, str) or spec is None else None
+    if beta is not None and name != "effective_number":
+        raise ValueError(f"beta_eff applies only to class_weights: effective_number (class_weights is {spec!r}); "
+                         "remove beta_eff or set class_weights: effective_number")
+    if isinstance(spec, str) or spec is None:
+        if spec in (None, "none"):
+            return None
+        if spec == "inverse_frequency":
+            return inverse_frequency_weights(counts)
+        if spec == "effective_number":
+            return effective_number_weights(counts, 0.9999 if beta is None else beta)
+        raise ValueError(f"class_weights must be one of {list(CLASS_WEIGHTINGS)} or a list of {len(counts)} positive "
+                         f"per-class weights, got {spec!r}")
+    w = _check_class_vector(spec, len(counts), "class_weights")
+    if bool((w <= 0).any()):
+        raise ValueError(f"class_weights must be positive (a zero weight drops a class from training), got {w.tolist()}")
+    return w
 
 
 def _check_class_vector(values, num_classes: int, name: str) -> Tensor:
@@ -234,6 +273,11 @@ class ImbalanceLoss(nn.Module):
     """
 
     hparam_names: ClassVar[tuple[str, ...]] = ()
+    #: The reductions this family accepts.
+    reductions: ClassVar[tuple[str, ...]] = REDUCTIONS
+    #: Reductions a run config may choose with ``loss.params.reduction`` (only families where the choice is a
+    #: documented variant of the method; empty: the config cannot set it and training uses ``"mean"``).
+    config_reductions: ClassVar[tuple[str, ...]] = ()
     #: name -> (low, high, low_inclusive): allowed range of a hyperparameter (values must also be finite;
     #: ``high`` is inclusive unless infinite). Names not listed take any finite value. Declared once per family;
     #: the constructor, ``lam`` and config loading all check against it (:func:`hparam_violation`).
@@ -246,8 +290,8 @@ class ImbalanceLoss(nn.Module):
     def __init__(self, class_counts, *, reduction: str = "mean", positive_index: int = 1) -> None:
         super().__init__()
         counts = check_class_counts(class_counts)
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+        if reduction not in self.reductions:
+            raise ValueError(f"reduction must be one of {list(self.reductions)}, got {reduction!r}")
         if isinstance(positive_index, bool) or not isinstance(positive_index, numbers.Integral):
             raise ValueError(f"positive_index must be an int class index, got {positive_index!r}")
         if not 0 <= int(positive_index) < len(counts):
@@ -421,16 +465,24 @@ class ImbalanceLoss(nn.Module):
         """Per-sample losses ``l`` ``[B]`` and weights ``w`` ``[B]`` (None = all ones)."""
         raise NotImplementedError
 
-    def _reduce(self, losses: Tensor, weights: Tensor | None) -> Tensor:
-        if weights is not None:
-            losses = losses * weights
-        if self.reduction == "none":
-            return losses
-        if self.reduction == "sum":
-            return losses.sum()
+    def mean_parts(self, losses: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Numerator and denominator of the mean reduction: ``(sum_i w_i l_i, sum_i w_i)``.
+
+        The one definition of this family's mean: :meth:`forward` divides them (a zero denominator gives 0)
+        and distributed training sums each over ranks first (``lossdial.train.distributed.loss_parts``).
+        ``weights=None`` means all ones (the denominator is the batch size).
+        """
         if weights is None:
-            return losses.mean()
-        return losses.sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
+            return losses.sum(), torch.tensor(float(losses.numel()), dtype=losses.dtype, device=losses.device)
+        return (losses * weights).sum(), weights.sum()
+
+    def _reduce(self, losses: Tensor, weights: Tensor | None) -> Tensor:
+        if self.reduction == "none":
+            return losses if weights is None else losses * weights
+        if self.reduction == "sum":
+            return (losses if weights is None else losses * weights).sum()
+        num, den = self.mean_parts(losses, weights)
+        return num / den.clamp_min(torch.finfo(losses.dtype).tiny)
 
     def forward(self, logits: Tensor, targets: Tensor, lam: Mapping[str, HparamValue] | None = None) -> Tensor:
         """Loss of ``logits`` ``[B, C]`` against ``targets`` ``[B]``; ``lam`` overrides hyperparameters."""

@@ -24,8 +24,18 @@ class FocalLoss(ImbalanceLoss):
         binary:      alpha_t = alpha if y_i == positive_index else 1 - alpha
         multi-class: alpha_t = alpha[y_i]  (alpha a per-class sequence, default all 1)
 
-    ``alpha_t`` plays the role of the class weight: ``"none"`` returns ``alpha_t (1-p_t)^phi (-log p_t)``,
-    ``"mean"`` divides the sum by ``sum_i alpha_t``. ``phi = 0`` is exactly weighted cross-entropy
+    ``alpha_t`` plays the role of the class weight: ``"none"`` returns ``alpha_t (1-p_t)^phi (-log p_t)`` and
+    ``"sum"`` its sum. Two means (``loss.params.reduction`` in a run config):
+
+    - ``"mean"`` (default, the named method): the plain mean over the ``B`` samples,
+      ``sum_i alpha_t l_i / B`` -- torchvision's ``sigmoid_focal_loss(reduction="mean")``, here in softmax
+      form. The effective learning rate does not move with alpha, so LCT over alpha trains every draw at the
+      same step size, and a batch without positives still feels alpha through ``1 - alpha``.
+    - ``"weighted_mean"``: ``sum_i alpha_t l_i / sum_i alpha_t`` (PyTorch ``cross_entropy(weight=)``
+      semantics; lossdial's behaviour before this option existed). Under LCT over alpha each draw rescales
+      the step, and in a batch of one class alpha cancels out.
+
+    ``phi = 0`` is exactly weighted cross-entropy under ``"weighted_mean"``, ``"sum"`` and ``"none"``
     (``(1 - p_t)^0 = 1`` even where ``p_t`` rounds to 1). ``log p_t`` comes from ``log_softmax`` and
     ``1 - p_t`` from ``-expm1(log p_t)``, floored at the dtype's smallest normal number so the gradient
     stays finite as ``p_t -> 1``.
@@ -35,7 +45,8 @@ class FocalLoss(ImbalanceLoss):
         alpha: binary: weight of the positive class in [0, 1] (``None`` = 0.5, equal weights); multi-class:
             ``None`` (all 1) or a per-class sequence.
         phi: focusing exponent, >= 0.
-        reduction, positive_index: see :class:`~lossdial.losses.base.ImbalanceLoss`.
+        reduction: ``"mean"`` (plain mean over samples), ``"weighted_mean"``, ``"sum"`` or ``"none"``.
+        positive_index: see :class:`~lossdial.losses.base.ImbalanceLoss`.
 
     ``lam`` may carry ``alpha`` (binary only) and ``phi``, per batch or per sample.
 
@@ -48,6 +59,8 @@ class FocalLoss(ImbalanceLoss):
 
     hparam_names = ("alpha", "phi")
     hparam_ranges = {"alpha": (0.0, 1.0, True), "phi": (0.0, float("inf"), True)}
+    reductions = ("mean", "weighted_mean", "sum", "none")
+    config_reductions = ("mean", "weighted_mean")
 
     def __init__(
         self,
@@ -91,6 +104,13 @@ class FocalLoss(ImbalanceLoss):
                 f"lam carries alpha, which only applies to binary tasks (this loss has {self.num_classes} "
                 "classes; per-class alphas are fixed at construction); condition on phi"
             )
+
+    def mean_parts(self, losses: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(sum_i alpha_t l_i, B)`` for ``"mean"``; ``(sum_i alpha_t l_i, sum_i alpha_t)`` for ``"weighted_mean"``."""
+        num, den = super().mean_parts(losses, weights)
+        if self.reduction == "weighted_mean":
+            return num, den
+        return num, torch.tensor(float(losses.numel()), dtype=losses.dtype, device=losses.device)
 
     def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
         logp_t = F.log_softmax(logits, dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)

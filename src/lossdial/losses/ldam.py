@@ -27,7 +27,16 @@ class LDAMLoss(ImbalanceLoss):
     .. code-block:: text
 
         m_c = max_margin * n_c^(-1/4) / max_k n_k^(-1/4)        (so max_c m_c = max_margin)
-        l_i = -log softmax(scale * (z_i - m_{y_i} * onehot(y_i)))[y_i],   w_i = class weight of y_i
+        u_i = z_i / logit_scale                                  (the cosines, for a normalised head)
+        l_i = -log softmax(scale * (u_i - m_{y_i} * onehot(y_i)))[y_i],   w_i = class weight of y_i
+
+    Cao et al. use ``scale = 30`` on a normalised classifier: ``u_c = cos(feature, w_c)`` in [-1, 1] with
+    unit-norm features and weight rows, so a margin of 0.5 is a large share of the logit range. lossdial's
+    cosine head (``model.head: cosine``) already multiplies the cosines by its scale ``s`` so that the model's
+    logits ``z = s * cos`` are calibrated scores; ``logit_scale = s`` tells the loss to take the margin off
+    the cosine, giving exactly ``softmax(scale * (cos - m onehot))``. With ``logit_scale = 1`` (a plain
+    linear head) the margin and scale act on raw logits, where 0.5 is negligible and ``scale = 30`` is
+    cross-entropy at temperature 1/30.
 
     Deferred re-weighting (DRW): call :meth:`set_epoch` each epoch; from ``drw_epoch`` on the class weights
     are the effective-number weights ``∝ (1 - drw_beta) / (1 - drw_beta^n_c)`` (mean 1); before that
@@ -40,6 +49,8 @@ class LDAMLoss(ImbalanceLoss):
         class_counts: training count per class.
         max_margin: the largest margin (that of the rarest class), >= 0.
         scale: logit scale ``s`` (> 0); Cao et al. use 30 with normalised features.
+        logit_scale: the factor the model already applied to its logits (a cosine head's scale; 1 for a
+            linear head). Set by the trainer from the model config, not a loss hyperparameter.
         class_weights: per-class weights before DRW (used as given); default all 1.
         drw_epoch: first epoch of re-weighting, or None.
         drw_beta: ``beta`` of the effective-number DRW weights, in [0, 1).
@@ -74,8 +85,13 @@ class LDAMLoss(ImbalanceLoss):
         *,
         reduction: str = "mean",
         positive_index: int = 1,
+        logit_scale: float = 1.0,
     ) -> None:
         super().__init__(class_counts, reduction=reduction, positive_index=positive_index)
+        logit_scale = float(logit_scale)
+        if not (logit_scale > 0 and logit_scale < float("inf")):
+            raise ValueError(f"logit_scale must be a finite number > 0 (the head's scale), got {logit_scale}")
+        self.logit_scale = logit_scale
         self.max_margin = float(max_margin)
         self.scale = float(scale)
         self._check_range("max_margin", self.max_margin)
@@ -127,7 +143,8 @@ class LDAMLoss(ImbalanceLoss):
         dtype = logits.dtype
         margin = hp["max_margin"] * self._derived("margin_ratio", dtype)[targets]  # [B]
         onehot = F.one_hot(targets, self.num_classes).to(dtype)
-        z = _col(hp["scale"]) * (logits - onehot * margin.unsqueeze(1))
+        u = logits if self.logit_scale == 1.0 else logits / self.logit_scale
+        z = _col(hp["scale"]) * (u - onehot * margin.unsqueeze(1))
         losses = F.cross_entropy(z, targets, reduction="none")
         if not self.drw_active and not self._has_base_weights:
             return losses, None
@@ -135,4 +152,5 @@ class LDAMLoss(ImbalanceLoss):
         return losses, self._derived(name, dtype)[targets]
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, drw_epoch={self.drw_epoch}, drw_beta={self.drw_beta}"
+        return (f"{super().extra_repr()}, drw_epoch={self.drw_epoch}, drw_beta={self.drw_beta}, "
+                f"logit_scale={self.logit_scale}")

@@ -13,10 +13,9 @@ from lossdial.losses.base import (
     HparamValue,
     ImbalanceLoss,
     _binary_weights,
-    _check_class_vector,
     _col,
     _is_zero,
-    inverse_frequency_weights,
+    class_weight_vector,
 )
 
 __all__ = ["VSLoss"]
@@ -34,8 +33,13 @@ class VSLoss(ImbalanceLoss):
 
     Binary tasks weight the classes ``[1 - omega, omega]`` with ``omega`` on ``positive_index`` (the
     minority class); a per-sample ``omega_i`` gives ``w_i = omega_i`` if ``y_i`` is positive else
-    ``1 - omega_i``. Multi-class tasks use per-class ``class_weights`` (default inverse frequency, mean 1);
-    ``omega`` does not apply there and passing it (in the constructor or in ``lam``) raises ``ValueError``.
+    ``1 - omega_i``. Multi-class tasks take ``class_weights``: ``"none"`` (default: every sample weighs 1;
+    with ``tau = 1`` the adjusted loss is already consistent for the balanced error, Menon et al. 2021, and
+    the published cross-entropy / logit-adjustment anchors use no weights), ``"inverse_frequency"``
+    (``w_c ∝ 1/n_c``, mean 1: the LCT reference code's habit, which over-corrects on top of ``tau > 0``),
+    ``"effective_number"`` (Cui et al. 2019, ``beta_eff`` default 0.9999, mean 1) or a list of C positive
+    weights (used as given). ``omega`` does not apply there and passing it (in the constructor or in ``lam``)
+    raises ``ValueError``.
 
     Special cases: ``gamma = 0`` is logit adjustment, ``tau = 0`` is CDT, ``gamma = tau = 0`` is weighted CE
     (plain CE for binary ``omega = 0.5`` under ``reduction="mean"``).
@@ -48,8 +52,10 @@ class VSLoss(ImbalanceLoss):
             (multi-class).
         gamma: exponent of the multiplicative adjustment.
         tau: scale of the additive adjustment.
-        class_weights: multi-class only: per-class weights (used as given); default inverse frequency
-            normalised to mean 1.
+        class_weights: multi-class only: ``"none"`` (default), ``"inverse_frequency"``,
+            ``"effective_number"`` or C positive numbers (see above).
+        beta_eff: ``beta`` of ``class_weights="effective_number"`` in [0, 1) (None: 0.9999); an error with any
+            other ``class_weights``.
         reduction, positive_index: see :class:`~lossdial.losses.base.ImbalanceLoss`.
 
     ``lam`` may carry ``omega`` (binary), ``gamma`` and ``tau``.
@@ -76,18 +82,22 @@ class VSLoss(ImbalanceLoss):
         omega: float | None = None,
         gamma: float = 0.0,
         tau: float = 0.0,
-        class_weights: Sequence[float] | None = None,
+        class_weights: str | Sequence[float] | None = None,
+        beta_eff: float | None = None,
         *,
         reduction: str = "mean",
         positive_index: int = 1,
     ) -> None:
         super().__init__(class_counts, reduction=reduction, positive_index=positive_index)
         n = self._counts64()
+        named = class_weights is None or isinstance(class_weights, str)
+        self.class_weighting = "none" if class_weights is None else class_weights if named else "explicit"
         if self.is_binary:
-            if class_weights is not None:
+            if self.class_weighting != "none" or beta_eff is not None:
                 raise ValueError(
-                    "binary VSLoss is weighted by omega (weight of the positive class); class_weights is for "
-                    "multi-class tasks (class weights [w0, w1] correspond to omega = w1 / (w0 + w1))"
+                    "binary VSLoss is weighted by omega (weight of the positive class); class_weights and "
+                    "beta_eff are for multi-class tasks (class weights [w0, w1] correspond to "
+                    "omega = w1 / (w0 + w1))"
                 )
             omega = 0.5 if omega is None else float(omega)
             self._check_range("omega", omega)
@@ -95,14 +105,12 @@ class VSLoss(ImbalanceLoss):
             if omega is not None:
                 raise ValueError(
                     f"omega (the positive-class weight) only applies to binary tasks; with {self.num_classes} "
-                    "classes pass class_weights (default: inverse frequency, mean 1) instead"
+                    "classes weigh them with class_weights (none, inverse_frequency, effective_number or a list)"
                 )
-            w = (
-                _check_class_vector(class_weights, self.num_classes, "class_weights")
-                if class_weights is not None
-                else inverse_frequency_weights(n)
-            )
-            self._register_derived("class_weights", w)
+            w = class_weight_vector(class_weights, n, beta_eff)
+            if w is not None:
+                self._register_derived("class_weights", w)
+        self.beta_eff = beta_eff
         self.omega = omega
         self.gamma = float(gamma)
         self.tau = float(tau)
@@ -137,6 +145,14 @@ class VSLoss(ImbalanceLoss):
         losses = F.cross_entropy(z, targets, reduction="none")
         if self.is_binary:
             weights = _binary_weights(hp["omega"], targets, self.positive_index, losses.dtype)
-        else:
+        elif "class_weights" in self._buffers:
             weights = self._derived("class_weights", losses.dtype)[targets]
+        else:
+            weights = None
         return losses, weights
+
+    def extra_repr(self) -> str:
+        extra = "" if self.is_binary else f", class_weights={self.class_weighting!r}"
+        if self.beta_eff is not None:
+            extra += f", beta_eff={self.beta_eff}"
+        return super().extra_repr() + extra

@@ -8,7 +8,7 @@ Example:
 """
 
 from .cifar_resnet import BasicBlock, CifarResNet
-from .classifier import PLACEMENTS, ConditionedClassifier
+from .classifier import HEADS, PLACEMENTS, ConditionedClassifier, CosineLinear, FixedAffine
 from .film import FILM_MODES, FiLM
 from .mlp import MLPBackbone
 from .registry import BACKBONES, build_backbone, build_model, count_parameters
@@ -18,12 +18,15 @@ from .torchvision_backbones import TORCHVISION_BACKBONES, load_state_dict_file, 
 __all__ = [
     "BACKBONES",
     "FILM_MODES",
+    "HEADS",
     "PLACEMENTS",
     "TORCHVISION_BACKBONES",
     "BasicBlock",
     "CifarResNet",
     "ConditionedClassifier",
+    "CosineLinear",
     "FiLM",
+    "FixedAffine",
     "MLPBackbone",
     "SmallCNN",
     "build_backbone",

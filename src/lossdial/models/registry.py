@@ -139,9 +139,11 @@ def build_model(
     input_shape: Sequence[int] | None = None,
     *,
     seed: int | None = None,
+    head: str = "linear",
+    head_scale: float | None = None,
     **backbone_kwargs,
 ) -> ConditionedClassifier:
-    """Build ``backbone -> [FiLM(lambda)] -> linear head`` as a :class:`ConditionedClassifier`.
+    """Build ``backbone -> [FiLM(lambda)] -> linear or cosine head`` as a :class:`ConditionedClassifier`.
 
     Args:
         backbone: backbone name (see :func:`build_backbone`).
@@ -151,6 +153,8 @@ def build_model(
         film_hidden: hidden width of the FiLM MLPs.
         placement: ``"features"`` (FiLM before the linear layer) or ``"logits"`` (after it).
         in_channels, input_shape: as in :func:`build_backbone`.
+        head: ``"linear"`` or ``"cosine"`` (normalised features and weights, logits = ``head_scale`` * cosine).
+        head_scale: the cosine head's scale.
         seed: if given, parameters are initialised from ``torch.manual_seed(seed)`` inside a forked RNG
             state, so the global RNG is left untouched and the same seed gives the same weights.
         **backbone_kwargs: forwarded to the backbone builder.
@@ -167,7 +171,8 @@ def build_model(
         net, feature_dim = build_backbone(backbone, in_channels=in_channels, input_shape=input_shape,
                                           **backbone_kwargs)
         return ConditionedClassifier(net, feature_dim, num_classes, lambda_dim=lambda_dim, film=film,
-                                     film_hidden=film_hidden, placement=placement)
+                                     film_hidden=film_hidden, placement=placement, head=head,
+                                     head_scale=head_scale)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

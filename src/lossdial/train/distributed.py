@@ -21,7 +21,8 @@ How one step is split across ranks (the loop's changes are a handful of lines):
   averages gradients over ranks, so the gradient is exactly that of the global weighted mean
   ``sum_all w_i l_i / S``. The per-sample losses and weights come from the loss family's
   ``_per_sample`` hook (the documented subclass contract of ``ImbalanceLoss``), the same call its
-  ``forward`` makes, so no loss needed a new API.
+  ``forward`` makes, and the family's ``mean_parts`` (focal's plain mean divides by the batch size: its
+  denominator all-reduces to the global batch size the same way).
 * **Metrics.** The logged training loss is all-reduced (mean over ranks of the rank terms = the global
   weighted mean). Validation runs on every rank on the full split (identical models, identical numbers).
 * **Writes.** Only rank 0 prepares, writes and logs the run directory, checkpoints and weights; the other
@@ -182,22 +183,22 @@ def from_env(device: torch.device) -> tuple[DistContext | None, torch.device]:
 
 def loss_parts(loss_fn: nn.Module, logits: Tensor, targets: Tensor, lam: Mapping[str, Any] | None
                ) -> tuple[Tensor, Tensor]:
-    """(sum_i w_i l_i, sum_i w_i) of one batch, with ``mean`` = their ratio.
+    """(numerator, denominator) of one batch's mean, with the loss = their ratio.
 
     Uses :class:`~lossdial.losses.base.ImbalanceLoss`'s subclass contract (``_check_inputs``,
-    ``resolve_hparams``, ``_per_sample``), exactly the calls its ``forward`` makes. A loss without it
-    must use ``reduction="mean"`` semantics with all-one weights (plain mean), which is then assumed.
+    ``resolve_hparams``, ``_per_sample``), exactly the calls its ``forward`` makes, and the family's own
+    ``mean_parts`` (``(sum_i w_i l_i, sum_i w_i)``; focal's plain mean: ``(sum_i w_i l_i, B)``). A loss
+    without it must use ``reduction="mean"`` semantics with all-one weights (plain mean), which is then assumed.
     """
     per_sample = getattr(loss_fn, "_per_sample", None)
-    if per_sample is None or getattr(loss_fn, "reduction", "mean") != "mean":
-        if getattr(loss_fn, "reduction", "mean") != "mean":
-            raise ValueError("distributed training needs a loss with reduction='mean'")
+    reduction = getattr(loss_fn, "reduction", "mean")
+    if reduction not in ("mean", "weighted_mean"):
+        raise ValueError("distributed training needs a loss with reduction='mean' (or focal's 'weighted_mean')")
+    if per_sample is None:
         value = loss_fn(logits, targets, lam=lam)
         n = torch.tensor(float(len(targets)), dtype=value.dtype, device=value.device)
         return value * n, n
     logits, targets = loss_fn._check_inputs(logits, targets)
     hp = loss_fn.resolve_hparams(lam, logits.shape[0], logits.device, logits.dtype)
     losses, weights = per_sample(logits, targets, hp)
-    if weights is None:
-        weights = torch.ones_like(losses)
-    return (losses * weights).sum(), weights.sum()
+    return loss_fn.mean_parts(losses, weights)

@@ -37,13 +37,19 @@ def build_lambda_space(cfg: Config):
 
 
 def build_loss_fn(cfg: Config, class_counts: Sequence[int]):
+    """The run's loss on the training class counts (loss.params, plus the cosine head's scale for LDAM)."""
+    from lossdial.config import loss_kwargs
     from lossdial.losses import build_loss
 
-    return build_loss(cfg.loss.family, list(class_counts), **cfg.loss.params)
+    try:
+        return build_loss(cfg.loss.family, list(class_counts), **loss_kwargs(cfg))
+    except (ValueError, TypeError) as exc:  # e.g. a class_weights list whose length is not the class count
+        raise ValueError(f"loss.params ({cfg.loss.family}, {len(class_counts)} classes): {exc}") from None
 
 
 def build_model_from_config(cfg: Config, input_shape: Sequence[int], lambda_dim: int, num_classes: int = 2):
     """Build the network with its own seeded generator (the global RNG is left as it was)."""
+    from lossdial.config import cosine_head_scale
     from lossdial.models import build_model
 
     conditioned = lambda_dim > 0
@@ -56,26 +62,48 @@ def build_model_from_config(cfg: Config, input_shape: Sequence[int], lambda_dim:
             film=cfg.model.film if conditioned else None,
             film_hidden=cfg.model.film_hidden,
             placement=cfg.model.placement,
+            head=cfg.model.head,
+            head_scale=cosine_head_scale(cfg),
             in_channels=int(input_shape[0]) if len(input_shape) == 3 else 1,
             input_shape=tuple(input_shape),
             **cfg.model.backbone_kwargs,
         )
 
 
+def decays(ndim: int, cfg: Config) -> bool:
+    """Whether a parameter of (unstacked) rank ``ndim`` gets ``optim.weight_decay``.
+
+    With ``optim.decay_norm_and_bias: true`` every parameter does (the reference code of LCT, LDAM-DRW and VS);
+    otherwise only tensors of rank >= 2 (weight matrices, convolution kernels), and 1-D ones (biases,
+    BatchNorm weights, FiLM biases) get 0.
+    """
+    return cfg.optim.decay_norm_and_bias or ndim > 1
+
+
+def split_decay(cfg: Config, named: dict[str, torch.Tensor], ndims: dict[str, int] | None = None
+                ) -> tuple[list, list]:
+    """``(decay, no_decay)`` lists of the trainable tensors in ``named`` by :func:`decays`.
+
+    ``ndims`` gives each name's rank when the tensors are stacked (the stacked trainer); default: their own.
+    """
+    decay, no_decay = [], []
+    for name, p in named.items():
+        if p.requires_grad:
+            (decay if decays(p.ndim if ndims is None else ndims[name], cfg) else no_decay).append(p)
+    return decay, no_decay
+
+
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD or AdamW; weight decay is not applied to biases and normalisation parameters.
+    """SGD or AdamW over the parameter groups of :func:`split_decay` (``optim.decay_norm_and_bias``).
 
     ``optim.fused`` (default: on CUDA) takes one fused kernel per step instead of the foreach kernels.
     """
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return optimizer_from_groups(cfg, decay, no_decay)
+    return optimizer_from_groups(cfg, *split_decay(cfg, dict(model.named_parameters())))
 
 
 def optimizer_from_groups(cfg: Config, decay: list, no_decay: list) -> torch.optim.Optimizer:
-    """The configured optimizer over two parameter groups: with and without weight decay."""
+    """The configured optimizer over two parameter groups: with and without weight decay (the second group is
+    empty under ``optim.decay_norm_and_bias: true``; it is kept so the groups' layout never changes)."""
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     o = cfg.optim

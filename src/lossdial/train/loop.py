@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lossdial.config import Config, config_from_dict
+from lossdial.config import Config, config_from_dict, fixed_lambda, pin_legacy_defaults
 from lossdial.data.loader import augment_batch, derive_seed, make_generator, to_device
 from lossdial.data.task import Task, build_task
 from lossdial.evaluate.classification import binary_metrics
@@ -102,7 +102,8 @@ def _prepare_run_dir(run: RunDir, cfg: Config, resume: bool, force: bool) -> boo
             raise RunError(f"cannot resume {p}: it has no checkpoint.pt yet; restart it with --force")
         return False  # nothing to resume: start fresh (a killed job restarted with --resume works)
     if resume:
-        saved = config_from_dict(__import__("yaml").safe_load(run.config.read_text()), source=str(run.config))
+        saved = config_from_dict(pin_legacy_defaults(__import__("yaml").safe_load(run.config.read_text()) or {}),
+                                 source=str(run.config))
         if saved.to_dict() != cfg.to_dict():
             raise RunError(f"cannot resume {p}: its config.yaml differs from the config given; resume with "
                            f"the same config (or omit CONFIG to use the saved one)")
@@ -330,7 +331,7 @@ def _final_evaluation(cfg: Config, task: Task, space, model, dev, amp) -> dict[s
     rows = []
     for k, s in enumerate(scores):
         m = binary_metrics(task.val.y.numpy(), s, threshold=cfg.evaluate.threshold)
-        rows.append({"lambda": grid[k] if grid else dict(cfg.loss.params), "metrics": m})
+        rows.append({"lambda": grid[k] if grid else fixed_lambda(cfg), "metrics": m})
     return {"event": "final", "split": "val", "rows": rows}
 
 

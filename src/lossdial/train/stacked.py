@@ -19,8 +19,8 @@ weight against sequential runs on the CPU):
 - the loss is the sum over members of each member's loss on its own logits, so every member's gradient is
   exactly its own loss's gradient (the members share no parameter);
 - SGD / AdamW act element-wise, so one optimizer over the stacked tensors is N optimizers; the parameter
-  groups (no weight decay for biases and normalisation parameters) are decided on the *unstacked* shapes
-  (``ndim <= 1``), and the LambdaLR schedule is the single run's (the schedules are equal by construction);
+  groups (``optim.decay_norm_and_bias``, :func:`lossdial.train.factory.split_decay`) are decided on the
+  *unstacked* shapes, and the LambdaLR schedule is the single run's (the schedules are equal by construction);
 - gradient-norm clipping is per member, with ``torch.nn.utils.clip_grad_norm_``'s formula
   (``coef = min(1, max_norm / (||(||g_p||_2)_p||_2 + 1e-6))``);
 - the EMA follows :class:`lossdial.train.ema.EMA` on the stacked tensors (the first update copies, then
@@ -71,6 +71,7 @@ from lossdial.train.factory import (
     build_scheduler,
     optimizer_from_groups,
     resolve_device,
+    split_decay,
     resolve_loader_kind,
 )
 from lossdial.train.loop import (
@@ -173,11 +174,7 @@ def _check_outs(outs: Sequence[str | Path], n: int, force: bool) -> list[RunDir]
 # --------------------------------------------------------------------------------------------------
 def _stacked_optimizer(cfg: Config, params: dict[str, torch.Tensor], unstacked_ndim: dict[str, int]):
     """:func:`lossdial.train.factory.build_optimizer` on stacked tensors (groups from the unstacked shapes)."""
-    decay, no_decay = [], []
-    for name, p in params.items():
-        if p.requires_grad:
-            (no_decay if unstacked_ndim[name] <= 1 else decay).append(p)
-    return optimizer_from_groups(cfg, decay, no_decay)
+    return optimizer_from_groups(cfg, *split_decay(cfg, params, unstacked_ndim))
 
 
 @torch.no_grad()
