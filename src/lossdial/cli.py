@@ -606,7 +606,8 @@ def export(
     at: str = typer.Option(..., "--at", help="A named point from the model card."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default RUN/export/NAME)."),
 ) -> None:
-    """Fold FiLM at the point's lambda into a plain linear head; write TorchScript + state dict."""
+    """Fix FiLM at the point's lambda (folded into a linear head; a fixed affine layer before a cosine head); write
+    TorchScript, torch.export and a state dict."""
     from lossdial.export import export_run
     from lossdial.report.card import load_card
 
