@@ -482,3 +482,8 @@ def test_build_model_accepts_factory_call(backbone, input_shape, kw):
                             input_shape=input_shape, **kw)
         z = None if film is None else torch.zeros(2)
         assert model.eval()(torch.randn(3, *input_shape), z).shape == (3, 2)
+        if film is None:
+            assert model.film is None and not model.conditioned
+        else:  # the keywords reached the FiLM layer
+            assert (model.film.mode, model.film.hidden, model.film.lambda_dim, model.film.feature_dim) == \
+                ("identity", 16, 2, model.feature_dim)
