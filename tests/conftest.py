@@ -1,9 +1,16 @@
 import os
 
-import pytest
-import torch
+# One thread per test process, and for every process a test starts (CLI runs, torchrun ranks, compare
+# workers): the models here are tiny, and on a shared or busy CPU two OpenMP threads per process spin
+# against each other (a 124-step demo run: 2.2 s with one thread, 39 s with two, on 2 busy cores). One
+# thread everywhere also keeps in-process and subprocess runs bit-identical (test_sigkilled_...).
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_compare_cli_then_resume_reuses_finished_runs(tmp_path):
     for head in ("AUC", "AP", "Brier", "F1", "P@R0.5", "P@R0.99", "baseline grid", "LCT tau~L(0,3,0.33)"):
         assert head in res.output
     first = json.loads((out / "compare.json").read_text())
-    assert (out / "compare.csv").is_file() and "| method |" in (out / "compare.md").read_text()
+    assert "| method |" in (out / "compare.md").read_text()
     assert first["protocol"]["picked_on"] == "val" and first["protocol"]["scored_on"] == "test"
     assert len(first["picks"]) == 2 * 2 * len(METRICS)  # seeds x methods x metrics
     for p in first["picks"]:
@@ -93,11 +93,20 @@ def test_compare_cli_then_resume_reuses_finished_runs(tmp_path):
         assert 0.0 <= p["test"] <= 1.0 and 0.0 <= p["val"] <= 1.0
         assert p["candidates"] == (2 if p["method"] == "baseline" else 7)  # grid members / evaluate.lambda
     assert first["train_seconds"]["baseline"] > 0 and first["train_seconds"]["lct"] > 0
+    import csv
+
+    csv_rows = list(csv.DictReader((out / "compare.csv").read_text().splitlines()))
     for m in ("baseline", "lct"):
         for spec in METRICS:
             st = first["summary"][m][spec.key]
             assert np.isclose(st["mean"], np.mean(st["values"])) and len(st["values"]) == 2
             assert np.isclose(st["std"], np.std(st["values"], ddof=1))
+            # the CSV's mean and std are those of the two seeds' test values of the picks
+            tests = [p["test"] for p in first["picks"] if p["method"] == m and p["metric"] == spec.key]
+            row = next(r for r in csv_rows if r["method"] == m and r["metric"] == spec.key)
+            assert float(row["mean"]) == pytest.approx(np.mean(tests), abs=1e-6)
+            assert float(row["std"]) == pytest.approx(np.std(tests, ddof=1), abs=1e-6)
+            assert sorted(map(float, row["per_seed_test"].split())) == pytest.approx(sorted(tests), abs=1e-6)
 
     # the best grid member on validation wins: the baseline AUC pick is the member with the higher val AUC
     from lossdial.evaluate import load_run
@@ -138,7 +147,7 @@ def test_compare_cli_then_resume_reuses_finished_runs(tmp_path):
 def test_compare_jobs_run_in_worker_processes(tmp_path):
     """--jobs 2: two trainings at once in spawned workers; the result matches the in-process run's shape."""
     res = compare(packaged_config_path("demo_digits"), out=tmp_path, lct=["tau~L(0,3,0.33)", "tau~U(0,3)"],
-                  seeds=1, overrides=TINY, jobs=2)
+                  seeds=1, overrides=TINY + ["train.epochs=1"], jobs=2)
     assert [m.name for m in res.methods] == ["lct1", "lct2"]
     assert all(RunDir(tmp_path / m / "seed0").is_complete for m in ("lct1", "lct2"))
     assert res.summary["lct1"]["auc"]["std"] is None  # one seed: no spread claimed
@@ -152,25 +161,28 @@ def test_compare_stacked_trains_the_same_runs(tmp_path):
     from lossdial.experiments.compare import stack_groups
 
     cfg_path = packaged_config_path("demo_digits")
-    kw = dict(baseline_grid="tau=0,2", lct=["tau~L(0,3,0.33)", "tau~U(0,3)"], seeds=2, overrides=TINY)
-    runs = plan_runs(_base(), build_methods(kw["baseline_grid"], kw["lct"]), [0, 1], tmp_path / "x")
+    lct = ["tau~L(0,3,0.33)", "tau~U(0,3)"]
+    runs = plan_runs(_base(), build_methods("tau=0,2", lct), [0, 1], tmp_path / "x")
     assert [sorted(r.label for r in g) for g in stack_groups(runs)] == [
         ["baseline_tau0/seed0", "baseline_tau0/seed1", "baseline_tau2/seed0", "baseline_tau2/seed1"],
         ["lct1/seed0", "lct1/seed1", "lct2/seed0", "lct2/seed1"]]
 
+    # trained: one seed and one epoch (two stacks of two members each), against the same runs unstacked
+    tiny = TINY + ["train.epochs=1"]
+    kw = dict(baseline_grid="tau=0,2", lct=lct, seeds=1, overrides=tiny)
     out = tmp_path / "stacked"
-    args = ["compare", str(cfg_path), "--baseline-grid", kw["baseline_grid"], "--seeds", "2", "--stacked",
-            "--out", str(out), "-q"] + [a for ov in TINY for a in ("--set", ov)]
+    args = ["compare", str(cfg_path), "--baseline-grid", kw["baseline_grid"], "--seeds", "1", "--stacked",
+            "--out", str(out), "-q"] + [a for ov in tiny for a in ("--set", ov)]
     for law in kw["lct"]:
         args += ["--lct", law]
     res = CliRunner().invoke(app, args, terminal_width=250)
     assert res.exit_code == 0, res.output
     stacked = json.loads((out / "compare.json").read_text())
     assert stacked["settings"]["stacked"] is True
-    done = json.loads((out / "lct2" / "seed1" / "COMPLETE").read_text())
-    assert done["stack_members"] == 4
+    done = json.loads((out / "lct2" / "seed0" / "COMPLETE").read_text())
+    assert done["stack_members"] == 2
     plain = compare(cfg_path, out=tmp_path / "plain", **kw)
-    for run in ("baseline_tau0/seed0", "baseline_tau2/seed1", "lct1/seed0", "lct2/seed1"):
+    for run in ("baseline_tau0/seed0", "baseline_tau2/seed0", "lct1/seed0", "lct2/seed0"):
         a = load_file(str(out / run / "model.safetensors"))
         b = load_file(str(tmp_path / "plain" / run / "model.safetensors"))
         for k in a:

@@ -32,11 +32,6 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def np_cdf(dist: Distribution):
-    """The class's own cdf as a numpy callable for scipy."""
-    return lambda v: dist.cdf(torch.from_numpy(np.asarray(v, dtype=np.float64))).numpy()
-
-
 def hand_linear_cdf(a: float, b: float, hb: float):
     """Independent CDF of L(a, b, hb): F(x) = h_a (x-a) + (hb-h_a)(x-a)^2 / (2(b-a))."""
     ha = 2.0 / (b - a) - hb
@@ -44,6 +39,20 @@ def hand_linear_cdf(a: float, b: float, hb: float):
     def F(x):
         u = np.clip(np.asarray(x, dtype=np.float64), a, b) - a
         return ha * u + (hb - ha) * u * u / (2.0 * (b - a))
+
+    return F
+
+
+def hand_uniform_cdf(a: float, b: float):
+    """F(x) = (x - a) / (b - a) on [a, b]."""
+    return lambda x: np.clip((np.asarray(x, dtype=np.float64) - a) / (b - a), 0.0, 1.0)
+
+
+def hand_loguniform_cdf(a: float, b: float):
+    """F(x) = (log x - log a) / (log b - log a) on [a, b]."""
+    def F(x):
+        x = np.clip(np.asarray(x, dtype=np.float64), a, b)
+        return (np.log(x) - math.log(a)) / (math.log(b) - math.log(a))
 
     return F
 
@@ -65,49 +74,50 @@ CONTINUOUS = [LinearDist(*p) for p in LINEAR_PARAMS] + [
     Uniform(0, 1), Uniform(-2, 5), Uniform(0, 0.3),
     LogUniform(1e-3, 1), LogUniform(0.5, 8),
 ]
+# each continuous law with its CDF written out above (from the parameters given here, not the object)
+WITH_HAND_CDF = [(LinearDist(*p), hand_linear_cdf(*p)) for p in LINEAR_PARAMS] + [
+    (Uniform(0, 1), hand_uniform_cdf(0, 1)), (Uniform(-2, 5), hand_uniform_cdf(-2, 5)),
+    (Uniform(0, 0.3), hand_uniform_cdf(0, 0.3)),
+    (LogUniform(1e-3, 1), hand_loguniform_cdf(1e-3, 1)), (LogUniform(0.5, 8), hand_loguniform_cdf(0.5, 8)),
+]
 ALL_DISTS = CONTINUOUS + [Fixed(1.5), Fixed(-0.33), Grid([0, 1, 2]), Grid([0.1, 0.5], probs=[0.3, 0.7])]
 
 
 # ------------------------------------------------------------------------ continuous: KS tests
-@pytest.mark.parametrize("dist", CONTINUOUS, ids=lambda d: d.spec())
-def test_ks_against_own_cdf(dist):
+@pytest.mark.parametrize("dist,cdf", WITH_HAND_CDF, ids=lambda d: d.spec() if isinstance(d, Distribution) else "")
+def test_ks_against_closed_form_cdf(dist, cdf):
     x = dist.sample(N, gen(123))
     assert x.shape == (N,) and x.dtype == torch.float32 and x.device.type == "cpu"
     lo, hi = dist.support
     assert float(x.min()) >= lo and float(x.max()) <= hi
     assert bool(dist.contains(x.double()).all())
-    p = stats.kstest(x.double().numpy(), np_cdf(dist)).pvalue
+    p = stats.kstest(x.double().numpy(), cdf).pvalue
     assert p > 1e-3, (dist, p)
 
 
-@pytest.mark.parametrize("params", LINEAR_PARAMS, ids=str)
-def test_linear_ks_against_hand_written_cdf(params):
-    a, b, hb = params
-    x = LinearDist(a, b, hb).sample(N, gen(7)).double().numpy()
-    p = stats.kstest(x, hand_linear_cdf(a, b, hb)).pvalue
-    assert p > 1e-3, (params, p)
+@pytest.mark.parametrize("dist,cdf", WITH_HAND_CDF, ids=lambda d: d.spec() if isinstance(d, Distribution) else "")
+def test_cdf_equals_closed_form(dist, cdf):
+    lo, hi = dist.support
+    xs = np.linspace(lo - 0.5 * (hi - lo), hi + 0.5 * (hi - lo), 401)
+    np.testing.assert_allclose(dist.cdf(torch.from_numpy(xs)).numpy(), cdf(xs), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(
-    "source, target",
+    "source, target_cdf",
     [
-        (LinearDist(1, 4, 0.0), Uniform(1, 4)),
-        (LinearDist(0, 3, 2 / 3), LinearDist(0, 3, 0.0)),
-        (LinearDist(0, 0.3, 3.33), LinearDist(0, 0.3, 5.0)),
-        (Uniform(1e-3, 1), LogUniform(1e-3, 1)),
+        (LinearDist(1, 4, 0.0), hand_uniform_cdf(1, 4)),
+        (LinearDist(0, 3, 2 / 3), hand_linear_cdf(0, 3, 0.0)),
+        (LinearDist(0, 0.3, 3.33), hand_linear_cdf(0, 0.3, 5.0)),
+        (Uniform(1e-3, 1), hand_loguniform_cdf(1e-3, 1)),
+        (LogUniform(1e-3, 1), hand_uniform_cdf(1e-3, 1)),
+        (LinearDist(0, 3, 0.6), hand_linear_cdf(0, 3, 0.33)),  # a small hb change is caught
     ],
-    ids=lambda d: d.spec(),
+    ids=lambda d: d.spec() if isinstance(d, Distribution) else "",
 )
-def test_ks_negative_control_fails(source, target):
+def test_ks_negative_control_fails(source, target_cdf):
     # samples from a different law must FAIL the test: shows the KS checks above have power
     x = source.sample(N, gen(1)).double().numpy()
-    assert stats.kstest(x, np_cdf(target)).pvalue < 1e-6
-
-
-def test_ks_negative_control_hand_cdf():
-    # the reference code's silent clipping would give a different law; a small hb change is caught
-    x = LinearDist(0, 3, 0.6).sample(N, gen(2)).double().numpy()
-    assert stats.kstest(x, hand_linear_cdf(0, 3, 0.33)).pvalue < 1e-6
+    assert stats.kstest(x, target_cdf).pvalue < 1e-6
 
 
 def test_linear_sampler_is_stable_inverse_cdf_of_generator_draws():

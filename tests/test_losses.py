@@ -55,6 +55,12 @@ def vs_by_hand(z, y, counts, gamma, tau, class_w):
     return np.asarray(class_w, float)[y], l
 
 
+def inverse_frequency_weights_by_hand(counts):
+    """w_c = (1 / n_c) normalised to mean 1."""
+    inv = 1.0 / np.asarray(counts, float)
+    return inv / inv.mean()
+
+
 def reduce_by_hand(w, l):
     return {"none": w * l, "sum": (w * l).sum(), "mean": (w * l).sum() / w.sum()}
 
@@ -597,11 +603,15 @@ def test_buffers_move_with_module_and_float64_logits_work():
         assert all(b.dtype == torch.float64 for b in m.buffers())
 
 
-def test_low_precision_logits_are_upcast():
-    z = Z3.to(torch.bfloat16)
-    got = VSLoss(N3, tau=1.0)(z, Y3)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_logits_are_upcast(dtype):
+    """Half/bfloat16 logits: the loss is computed in float32, so it matches the float64 hand computation on
+    the same (rounded) logit values to float32 precision; in bfloat16 it would be off by ~1e-2."""
+    z = (Z3 * 7.3).to(dtype)
+    got = VSLoss(N3, gamma=0.3, tau=1.0)(z, Y3)
     assert got.dtype == torch.float32
-    assert_close(got, float(VSLoss(N3, tau=1.0)(z.float(), Y3)), rtol=1e-6)
+    w, l = vs_by_hand(z.double(), Y3, N3, 0.3, 1.0, inverse_frequency_weights_by_hand(N3))
+    assert_close(got, reduce_by_hand(w, l)["mean"], rtol=2e-6, atol=0)
 
 
 @pytest.mark.parametrize("family", sorted(LOSSES))

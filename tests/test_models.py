@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lossdial.models import (
@@ -45,11 +47,27 @@ def test_reference_film_depends_on_z_at_init():
     assert not torch.allclose(sigma, torch.ones_like(sigma))
 
 
-def _set_film_weights(film: FiLM) -> None:
-    g = _gen(1)
+def _set_film_weights(film: FiLM, seed: int = 1) -> None:
+    g = _gen(seed)
     with torch.no_grad():
         for p in film.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
+
+
+def _np(t):
+    return t.detach().double().numpy()
+
+
+def _hand_mlp(net, z):
+    """Linear -> ReLU -> Linear from the layers' weights, in float64 NumPy."""
+    w1, b1, w2, b2 = (_np(t) for t in (net[0].weight, net[0].bias, net[2].weight, net[2].bias))
+    return np.maximum(z @ w1.T + b1, 0.0) @ w2.T + b2
+
+
+def _hand_film(film, h, z):
+    """sigma * h + mu (reference) or h * (1 + sigma) + mu (identity), by hand."""
+    sigma, mu = _hand_mlp(film.sigma_net, z), _hand_mlp(film.mu_net, z)
+    return (sigma if film.mode == "reference" else 1.0 + sigma) * h + mu
 
 
 @pytest.mark.parametrize("mode", ["identity", "reference"])
@@ -58,17 +76,19 @@ def test_film_formula(mode):
     _set_film_weights(film)
     h = torch.randn(4, 6, generator=_gen(2))
     z = torch.randn(4, 2, generator=_gen(3))
+    want = _hand_film(film, _np(h), _np(z))
     with torch.no_grad():
-        sigma = film.sigma_net[2](torch.relu(film.sigma_net[0](z)))
-        mu = film.mu_net[2](torch.relu(film.mu_net[0](z)))
-        expected = h * (1 + sigma) + mu if mode == "identity" else sigma * h + mu
         out = film(h, z)
-        s, m = film.sigma_mu(z)
         scale, shift = film.scale_shift(z)
-    torch.testing.assert_close(out, expected)
-    torch.testing.assert_close(s, sigma)
-    torch.testing.assert_close(m, mu)
-    torch.testing.assert_close(scale * h + shift, out)
+        sigma, mu = film.sigma_mu(z)
+    np.testing.assert_allclose(_np(out), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(sigma), _hand_mlp(film.sigma_net, _np(z)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(mu), _hand_mlp(film.mu_net, _np(z)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(scale * h + shift), want, rtol=1e-5, atol=1e-5)
+    # one z row broadcasts over the batch
+    with torch.no_grad():
+        one = film(h, z[1])
+    np.testing.assert_allclose(_np(one), _hand_film(film, _np(h), _np(z[1:2])), rtol=1e-5, atol=1e-5)
 
 
 def test_film_validation():
@@ -89,29 +109,67 @@ _BACKBONE_CASES = {
 }
 
 
+def _hand_head(model, feats, z):
+    """The classifier head by hand (float64): Linear(F, C) with FiLM before it ("features") or after ("logits")."""
+    w, bias = _np(model.fc.weight), _np(model.fc.bias)
+    if model.film is None:
+        return feats @ w.T + bias
+    if model.placement == "features":
+        return _hand_film(model.film, feats, z) @ w.T + bias
+    return _hand_film(model.film, feats @ w.T + bias, z)
+
+
+@pytest.mark.parametrize("name", list(_BACKBONE_CASES))
+@pytest.mark.parametrize("placement", ["features", "logits"])
+def test_identity_film_model_starts_as_the_plain_model(name, placement):
+    """Identity FiLM: at initialisation the conditioned model's logits equal, bit for bit, those of the
+    unconditioned model with the same backbone and linear layer, for every z; once FiLM's weights move,
+    lambda changes the logits."""
+    kw = _BACKBONE_CASES[name]
+    plain = build_model(name, num_classes=3, lambda_dim=0, seed=0, **kw).eval()
+    cond = build_model(name, num_classes=3, lambda_dim=2, film="identity", placement=placement, seed=1,
+                       **kw).eval()
+    missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("film.") for k in missing)
+    x = torch.randn(4, *kw["input_shape"], generator=_gen())
+    with torch.no_grad():
+        ref = plain(x)
+        for z in (torch.zeros(2), torch.randn(4, 2, generator=_gen(1)) * 10, torch.tensor([[3.0, -7.0]])):
+            assert torch.equal(cond(x, z), ref)
+        _set_film_weights(cond.film)
+        z1, z2 = torch.tensor([0.0, 1.0]), torch.tensor([1.0, -1.0])
+        assert (cond(x, z1) - cond(x, z2)).abs().max() > 1e-2
+
+
 @pytest.mark.parametrize("name", list(_BACKBONE_CASES))
 @pytest.mark.parametrize("film,placement", [(None, "features"), ("identity", "features"),
                                             ("reference", "features"), ("reference", "logits"),
                                             ("identity", "logits")])
-def test_forward_equals_head_of_features(name, film, placement):
+def test_head_is_the_film_formula_by_hand(name, film, placement):
+    """logits = W (s(z) * f + mu(z)) + b ("features") or s(z) * (W f + b) + mu(z) ("logits"), with
+    s = sigma (reference) or 1 + sigma (identity), computed from the weights in float64; a plain head
+    ignores z; fold_head (one Linear) gives the same logits."""
     kw = _BACKBONE_CASES[name]
     lambda_dim = 0 if film is None else 2
     model = build_model(name, num_classes=3, lambda_dim=lambda_dim, film=film, placement=placement, seed=0,
                         **kw).eval()
     assert model.conditioned == (film is not None)
+    if film is not None:
+        _set_film_weights(model.film)
     x = torch.randn(4, *kw["input_shape"], generator=_gen())
     z = None if film is None else torch.randn(4, 2, generator=_gen(1))
     with torch.no_grad():
         feats = model.features(x)
-        assert feats.shape == (4, model.feature_dim)
         logits = model(x, z)
-        assert logits.shape == (4, 3)
-        assert torch.equal(model.head(feats, z), logits)
+    want = _hand_head(model, _np(feats), None if z is None else _np(z))
+    np.testing.assert_allclose(_np(logits), want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
         if film is None:  # a plain head ignores z
             assert torch.equal(model(x, torch.randn(4, 2)), logits)
         else:
-            torch.testing.assert_close(model.fold_head(z[:1])(feats), model.head(feats, z[:1]),
-                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(_np(model.fold_head(z[:1])(feats)), _hand_head(model, _np(feats), _np(z[:1])),
+                                       rtol=1e-4, atol=1e-4)
+            assert (model(x, z[:1]) - model(x, z[1:2])).abs().max() > 1e-2  # lambda changes the logits
 
 
 def test_z_broadcasting_and_errors():
@@ -133,9 +191,14 @@ def test_z_broadcasting_and_errors():
 
 def test_plain_model_when_lambda_dim_zero_or_film_none():
     assert not build_model("mlp", 2, lambda_dim=0, in_features=4, hidden=(4,)).conditioned
-    m = build_model("mlp", 2, lambda_dim=2, film=None, in_features=4, hidden=(4,))
-    assert not m.conditioned and m.film is None
-    assert m(torch.randn(3, 4)).shape == (3, 2)
+    m = build_model("mlp", 2, lambda_dim=2, film=None, in_features=4, hidden=(4,), seed=0)
+    assert not m.conditioned and m.film is None and not any("film" in k for k in m.state_dict())
+    x = torch.randn(3, 4, generator=_gen())
+    lin = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]  # hidden layer, then the head
+    want = np.maximum(_np(x) @ _np(lin[0].weight).T + _np(lin[0].bias), 0) @ _np(lin[1].weight).T + _np(lin[1].bias)
+    with torch.no_grad():
+        np.testing.assert_allclose(_np(m(x)), want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(m(x, torch.randn(3, 2)), m(x))
 
 
 def test_classifier_validation():
@@ -181,11 +244,46 @@ def test_build_model_seed_is_reproducible_and_leaves_global_rng():
 
 
 # ----------------------------------------------------------------------------------------- backbones
+def _cifar_resnet_params(depth, classes, in_ch=3, w=16):
+    """Conv weights (no bias) + BatchNorm (2 per channel) + the Linear head, block by block."""
+    n = (depth - 2) // 6
+    total = in_ch * w * 9 + 2 * w  # stem conv + BN
+    c_in = w
+    for c in (w, 2 * w, 4 * w):
+        for _ in range(n):
+            total += c_in * c * 9 + 2 * c + c * c * 9 + 2 * c  # two 3x3 conv-BN; option-A shortcut is free
+            c_in = c
+    return total + 4 * w * classes + classes
+
+
 @pytest.mark.parametrize("depth,expected", [(20, 269_722), (32, 464_154), (56, 853_018)])
 def test_cifar_resnet_parameter_count(depth, expected):
+    # the paper's 0.27M / 0.46M / 0.85M for 10 classes, and the count by hand for others
     model = build_model(f"resnet{depth}", num_classes=10)
-    assert count_parameters(model) == expected
+    assert count_parameters(model) == expected == _cifar_resnet_params(depth, 10)
     assert model.feature_dim == 64
+    assert count_parameters(build_model(f"resnet{depth}", num_classes=2)) == _cifar_resnet_params(depth, 2)
+    assert count_parameters(build_model(f"resnet{depth}", num_classes=2, in_channels=1, width=8)) == \
+        _cifar_resnet_params(depth, 2, in_ch=1, w=8)
+    # FiLM on the 64-d feature: two MLPs d -> hidden -> 64
+    film = build_model(f"resnet{depth}", 2, lambda_dim=3, film="reference", film_hidden=128)
+    assert count_parameters(film) - _cifar_resnet_params(depth, 2) == 2 * (3 * 128 + 128 + 128 * 64 + 64)
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads():
+    """With the residual branch switched off (last BN scale and shift 0) a stride-2 16->32 block is
+    relu(shortcut(x)): x[:, :, ::2, ::2] in channels 8..23 and zeros in the 8 channels either side."""
+    from lossdial.models.cifar_resnet import BasicBlock
+
+    block = BasicBlock(16, 32, stride=2).eval()
+    with torch.no_grad():
+        block.bn2.weight.zero_()
+        block.bn2.bias.zero_()
+        x = torch.randn(2, 16, 7, 9, generator=_gen())
+        out = block(x)
+    want = torch.zeros(2, 32, 4, 5)
+    want[:, 8:24] = torch.relu(x[:, :, ::2, ::2])
+    assert torch.equal(out, want)
 
 
 def test_cifar_resnet_features_and_depth_validation():
@@ -202,13 +300,54 @@ def test_cifar_resnet_features_and_depth_validation():
     assert not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in net.modules())
 
 
-def test_mlp_and_small_cnn():
-    mlp = MLPBackbone(64, hidden=(32, 16), dropout=0.1, batchnorm=True)
-    assert mlp.feature_dim == 16 and mlp(torch.randn(4, 1, 8, 8)).shape == (4, 16)
-    assert any(isinstance(m, nn.BatchNorm1d) for m in mlp.modules())
-    assert MLPBackbone(5, hidden=()).feature_dim == 5
-    cnn = SmallCNN(in_channels=1, width=8)
-    assert cnn.feature_dim == 16 and cnn(torch.randn(3, 1, 8, 8)).shape == (3, 16)
+def _randomise_batchnorm(net):
+    g = _gen(9)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                for t in (m.weight, m.bias, m.running_mean):
+                    t.copy_(torch.randn(t.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def _bn(x, m, dims):
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    scale = (m.weight / torch.sqrt(m.running_var + m.eps)).reshape(shape)
+    return (x - m.running_mean.reshape(shape)) * scale + m.bias.reshape(shape)
+
+
+def test_mlp_by_hand():
+    """Flatten -> [Linear -> BatchNorm1d -> ReLU] x 2 in eval mode, layer by layer in float64."""
+    mlp = MLPBackbone(64, hidden=(32, 16), dropout=0.1, batchnorm=True).double()
+    assert mlp.feature_dim == 16 and MLPBackbone(5, hidden=()).feature_dim == 5
+    _randomise_batchnorm(mlp)
+    lin = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    bns = [m for m in mlp.modules() if isinstance(m, nn.BatchNorm1d)]
+    x = torch.randn(4, 1, 8, 8, generator=_gen(), dtype=torch.float64)
+    h = x.reshape(4, 64)
+    for li, bn in zip(lin, bns):
+        h = torch.relu(_bn(h @ li.weight.T + li.bias, bn, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(mlp.eval()(x), h.detach(), rtol=1e-12, atol=1e-12)
+        mlp.train()  # dropout 0.1 is on in training mode
+        assert not torch.equal(mlp(x), h.detach())
+
+
+def test_small_cnn_by_hand():
+    """conv3x3(w)-BN-ReLU, conv3x3(w)-BN-ReLU, maxpool 2, conv3x3(2w)-BN-ReLU, global average pool."""
+    cnn = SmallCNN(in_channels=1, width=4).double().eval()
+    assert cnn.feature_dim == 8
+    _randomise_batchnorm(cnn)
+    convs = [m for m in cnn.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [c.out_channels for c in convs] == [4, 4, 8] and all(c.bias is None for c in convs)
+    x = torch.randn(3, 1, 8, 8, generator=_gen(), dtype=torch.float64)
+    with torch.no_grad():
+        h = torch.relu(_bn(F.conv2d(x, convs[0].weight, padding=1), bns[0], 2))
+        h = torch.relu(_bn(F.conv2d(h, convs[1].weight, padding=1), bns[1], 2))
+        h = h.reshape(3, 4, 4, 2, 4, 2).amax(dim=(3, 5))  # 2x2 max pool
+        h = torch.relu(_bn(F.conv2d(h, convs[2].weight, padding=1), bns[2], 2)).mean(dim=(2, 3))
+        torch.testing.assert_close(cnn(x), h, rtol=1e-12, atol=1e-12)
 
 
 def test_registry_names_and_errors():
@@ -307,10 +446,14 @@ def test_torchvision_unknown_name():
 def test_torchvision_in_model_logits_placement():
     model = build_model("resnet18", num_classes=2, lambda_dim=1, film="reference", placement="logits",
                         in_channels=1, seed=0).eval()
+    assert model.film.feature_dim == 2  # FiLM on the two logits
     x = torch.randn(2, 1, 32, 32, generator=_gen())
     z = torch.tensor([0.5])
     with torch.no_grad():
-        assert torch.equal(model(x, z), model.head(model.features(x), z))
+        feats = model.features(x)
+        logits = model(x, z)
+    assert feats.shape == (2, 512)
+    np.testing.assert_allclose(_np(logits), _hand_head(model, _np(feats), _np(z[None])), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -339,3 +482,8 @@ def test_build_model_accepts_factory_call(backbone, input_shape, kw):
                             input_shape=input_shape, **kw)
         z = None if film is None else torch.zeros(2)
         assert model.eval()(torch.randn(3, *input_shape), z).shape == (3, 2)
+        if film is None:
+            assert model.film is None and not model.conditioned
+        else:  # the keywords reached the FiLM layer
+            assert (model.film.mode, model.film.hidden, model.film.lambda_dim, model.film.feature_dim) == \
+                ("identity", 16, 2, model.feature_dim)

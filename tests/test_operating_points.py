@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from typer.testing import CliRunner
 
 from lossdial.cli import app
@@ -36,27 +35,43 @@ def _synthetic(k=3, n=400, seed=0):
     return SweepResult(lambdas=[{"tau": float(j)} for j in range(k)], scores=scores, labels=y)
 
 
-def test_sweep_auc_equals_sklearn(runs):
+def _hand_auc(y, s):
+    """Mann-Whitney: P(score of a positive > score of a negative), ties counting one half."""
+    d = s[y == 1][:, None] - s[y == 0][None, :]
+    return ((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size
+
+
+def _all_thresholds(y, s):
+    """Brute force over every distinct threshold t (predict s >= t): (thresholds, tp, fp) as arrays."""
+    t = np.unique(s)
+    pred = s[None, :] >= t[:, None]
+    return t, (pred & (y == 1)).sum(1), (pred & (y == 0)).sum(1)
+
+
+def test_sweep_auc_equals_pair_count(runs):
     loaded = load_run(runs / "lct")
     task = loaded.task()
     res = sweep(loaded.model, task.val, [{"tau": 0.0}, {"tau": 2.0}], loaded.space, transform=task.normalizer)
     assert res.scores.shape == (2, len(task.val))
     for row, s in zip(res.table, res.scores):
-        assert row["metrics"]["auc"] == pytest.approx(roc_auc_score(res.labels, s))
+        assert row["metrics"]["auc"] == pytest.approx(_hand_auc(res.labels, s), abs=1e-12)
     # different lambdas give different operating points (the dial works)
     assert not np.allclose(res.scores[0], res.scores[1])
 
 
 def test_pick_meets_recall_constraint_and_is_optimal():
     res = _synthetic()
+    y = res.labels
+    curves = [_all_thresholds(y, s) for s in res.scores]
     for r in (0.5, 0.8, 0.9, 0.95):
         p = res.pick(f"recall>={r}", "precision")
         pred = res.scores[p.index] >= p.threshold
-        assert recall_score(res.labels, pred) >= r
-        assert p.metrics["recall"] >= r
+        tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
+        assert tp / y.sum() >= r
+        assert p.metrics["recall"] == pytest.approx(tp / y.sum()) and p.metrics["recall"] >= r
+        assert p.metrics["precision"] == pytest.approx(tp / (tp + fp))
         # brute force: no (lambda, threshold) with recall >= r has higher precision
-        best = max(precision_score(res.labels, s >= t, zero_division=0)
-                   for s in res.scores for t in np.unique(s) if recall_score(res.labels, s >= t) >= r)
+        best = max((ctp / (ctp + cfp))[ctp / y.sum() >= r].max() for _, ctp, cfp in curves)
         assert p.metrics["precision"] == pytest.approx(best)
 
 
@@ -71,9 +86,29 @@ def test_pick_other_objectives_and_infeasible():
     cost = res.pick(None, "cost")
     assert cost.metrics["cost"] <= min(r["metrics"]["cost"] for r in res.table) + 1e-12
     with pytest.raises(NoFeasiblePoint) as e:
-        res.pick("precision>=1.0", "recall") if False else res.pick("recall>=1.0", "precision",
-                                                                     conservative=True, confidence=0.999)
+        res.pick("recall>=1.0", "precision", conservative=True, confidence=0.999)
     assert e.value.closest is not None and "closest" in str(e.value)
+
+
+def test_infeasible_precision_constraint_reports_the_closest_point():
+    """Every lambda's top score is a negative, so precision 1.0 is out of reach; the closest point is the
+    highest precision anywhere: 10/11 at lambda 0, 20 positives under one negative at lambda 1 (20/21)."""
+    rng = np.random.default_rng(0)
+    rest_y = (rng.random(200) < 0.3).astype(int)
+    y = np.r_[0, np.ones(20, int), 0, rest_y]
+    s0 = np.r_[0.99, np.linspace(0.95, 0.90, 20), 0.85, rng.random(200) * 0.8]
+    s1 = np.r_[0.99, np.linspace(0.95, 0.90, 10), np.linspace(0.85, 0.80, 10), 0.89, rng.random(200) * 0.8]
+    res = SweepResult(lambdas=[{"tau": 0.0}, {"tau": 1.0}], scores=np.stack([s1, s0]), labels=y)
+    with pytest.raises(NoFeasiblePoint) as e:
+        res.pick("precision>=1.0", "recall")
+    closest = e.value.closest
+    assert closest.index == 1 and closest.lam == {"tau": 1.0} and closest.threshold == pytest.approx(0.90)
+    assert closest.metrics["precision"] == pytest.approx(20 / 21)
+    assert closest.metrics["recall"] == pytest.approx(20 / y.sum())
+    assert "precision" in str(e.value) and "closest" in str(e.value)
+    # the same data with the constraint just below 20/21 is feasible, and picks exactly that point
+    p = res.pick("precision>=0.95", "recall")
+    assert (p.index, p.threshold) == (1, pytest.approx(0.90)) and p.metrics["precision"] == pytest.approx(20 / 21)
 
 
 def test_clopper_pearson_matches_scipy_and_is_conservative():

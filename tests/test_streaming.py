@@ -281,7 +281,11 @@ def test_stream_errors_name_the_fix(tmp_path):
     # a file that changes size after listing fails in the worker; the message comes back as one line
     files = good.x.files[:8] + [str(root / "good" / "zz_odd.png")]
     lazy = ImageFiles(files, 3, None, item_shape=(3, 12, 12))
-    with pytest.raises(ImageReadError) as info:
-        list(StreamingLoader(lazy, torch.zeros(9, dtype=torch.long), 4, num_workers=2).batches(0))
+    loader = StreamingLoader(lazy, torch.zeros(9, dtype=torch.long), 4, num_workers=2)
+    try:
+        with pytest.raises(ImageReadError) as info:
+            list(loader.batches(0))
+    finally:  # stop the workers now: left to the garbage collector, their shutdown waits ~10 s in a later test
+        loader.close()
     msg = str(info.value)
     assert "zz_odd.png" in msg and "data.image_size" in msg and "\n" not in msg and "Traceback" not in msg

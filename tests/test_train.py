@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -15,7 +16,7 @@ def _cfg(overrides):
 
 @pytest.mark.parametrize("lct", [True, False])
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, tiny_overrides, lct, kill_at):
-    ov = tiny_overrides + ["train.epochs=3", "train.batch_size=64", "train.checkpoint_every=5",
+    ov = tiny_overrides + ["train.epochs=2", "train.batch_size=64", "train.checkpoint_every=5",
                            f"lct.enabled={str(lct).lower()}", "lct.per_sample=true", "train.augment=crop"]
     cfg = _cfg(ov)
     full = train(cfg, tmp_path / "full", device="cpu")
@@ -125,34 +126,43 @@ def test_lambda_fed_to_loss_equals_lambda_encoded_for_net(tmp_path, tiny_overrid
 
 
 def test_sigkilled_cli_run_resumes_to_identical_weights(tmp_path, tiny_overrides):
-    """A real `kill -9` of `lossdial train` mid-run, then `--resume`: same weights as an uninterrupted run."""
+    """A real `kill -9` of a `lossdial train` process mid-run, then `lossdial train --out RUN --resume`: the
+    same weights as an uninterrupted run. (The uninterrupted run and the resume run in this process, both
+    single-threaded like the killed one, so the arithmetic is the same: only the kill needs a process.)"""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    ov = tiny_overrides + ["train.epochs=4", "train.batch_size=32", "train.checkpoint_every=3"]
+    from typer.testing import CliRunner
+
+    from lossdial.cli import app
+
+    ov = tiny_overrides + ["train.epochs=3", "train.batch_size=64", "train.checkpoint_every=3", "train.eval_every=0"]
+    assert torch.get_num_threads() == 1  # tests/conftest.py
+    train(_cfg(ov), tmp_path / "full", device="cpu")
     sets = [a for o in ov for a in ("--set", o)]
     cmd = [sys.executable, "-m", "lossdial", "train", "configs/demo_digits.yaml", "-q", "--device", "cpu"] + sets
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")]))
-    subprocess.run(cmd + ["--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([os.path.abspath("src"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or log.read_text().count('"epoch"') < 2):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    while time.time() < deadline and proc.poll() is None and (not log.exists() or '"epoch"' not in log.read_text()):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # in epoch 2 of 3, a few steps after a mid-epoch checkpoint
     proc.wait()
     if (tmp_path / "killed" / "COMPLETE").exists():
         pytest.skip("the run finished before it could be killed (machine too fast for this test)")
-    r = subprocess.run([sys.executable, "-m", "lossdial", "train", "--out", str(tmp_path / "killed"),
-                        "--resume", "-q", "--device", "cpu"], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    ck = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert 0 < ck["state"]["step"] < 3 * 16  # there is something left to resume
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "killed"), "--resume", "-q", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ema_equals_torch_averaged_model_without_host_syncs():
@@ -224,3 +234,70 @@ def test_compiled_forward_trains_like_eager(tmp_path, tiny_overrides):
     a = load_file(str(eager.run_dir / "model.safetensors"))
     b = load_file(str(comp.run_dir / "model.safetensors"))
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-3
+
+
+def test_saved_weights_are_the_ema_of_the_trained_weights(tmp_path, tiny_overrides, monkeypatch):
+    """model.safetensors is the exponential moving average of the weights after each optimizer step,
+    e_1 = w_1, e_k = d e_{k-1} + (1 - d) w_k (float parameters and BatchNorm statistics), computed here in
+    float64 from the weights seen at every step; it is not the raw final weights (checkpoint "model")."""
+    import lossdial.train.loop as loop
+
+    seen = []
+
+    class Recording(loop.EMA):
+        def update_parameters(self, model):
+            seen.append({k: v.detach().double().clone() for k, v in model.state_dict().items()
+                         if v.is_floating_point()})
+            super().update_parameters(model)
+
+    monkeypatch.setattr(loop, "EMA", Recording)
+    decay = 0.8
+    res = train(_cfg(tiny_overrides + ["train.epochs=1", "train.eval_every=0", f"train.ema_decay={decay}"]),
+                tmp_path / "r", device="cpu")
+    assert len(seen) == res.steps > 3
+    ema = dict(seen[0])
+    for w in seen[1:]:
+        ema = {k: decay * ema[k] + (1 - decay) * w[k] for k in ema}
+    saved = load_file(str(tmp_path / "r" / "model.safetensors"))
+    raw = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["model"]
+    assert set(ema) <= set(saved) and "fc.weight" in ema
+    for k, v in ema.items():
+        torch.testing.assert_close(saved[k].double(), v, rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(raw[k].double(), seen[-1][k], rtol=0, atol=0, msg=k)  # raw = last step
+    assert max(float((saved[k].double() - raw[k].double()).abs().max()) for k in ema) > 1e-3
+
+
+def test_ldam_drw_switches_to_effective_number_weights_at_drw_epoch(tmp_path, tiny_overrides, monkeypatch):
+    """A 2-epoch LDAM-DRW run with drw_epoch=1: every loss value of epoch 1 is the plain mean of the LDAM
+    per-sample losses and every one of epoch 2 the mean weighted by (1 - beta) / (1 - beta^n_c), beta=0.9999,
+    both computed here by hand from the logits and labels the loss was given."""
+    from lossdial.losses import LDAMLoss
+
+    calls = []
+    orig = LDAMLoss.forward
+
+    def spy(self, logits, targets, lam=None):
+        out = orig(self, logits, targets, lam)
+        calls.append((logits.detach().double().numpy(), targets.numpy().copy(), float(out.detach())))
+        return out
+
+    monkeypatch.setattr(LDAMLoss, "forward", spy)
+    ov = tiny_overrides + ["train.eval_every=0", "lct.enabled=false", "loss.family=ldam",
+                           "loss.params={max_margin: 0.5, scale: 30.0, drw_epoch: 1}"]
+    train(_cfg(ov), tmp_path / "r", device="cpu")
+    start = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    per_epoch, n = start["steps_per_epoch"], np.asarray(start["train_counts"], float)
+    assert len(calls) == 2 * per_epoch
+
+    margin = 0.5 * n ** -0.25 / (n ** -0.25).max()
+    beta = 0.9999
+    class_w = (1 - beta) / (1 - beta ** n)
+    weighted_differs = 0
+    for i, (z, y, got) in enumerate(calls):
+        zz = 30.0 * (z - np.eye(2)[y] * margin[y][:, None])
+        m = zz.max(1)
+        l_i = m + np.log(np.exp(zz - m[:, None]).sum(1)) - zz[np.arange(len(y)), y]
+        plain, weighted = l_i.mean(), (class_w[y] * l_i).sum() / class_w[y].sum()
+        assert got == pytest.approx(plain if i < per_epoch else weighted, rel=1e-5), (i, got, plain, weighted)
+        weighted_differs += abs(weighted - plain) > 1e-3 * abs(plain)
+    assert weighted_differs > per_epoch  # the two formulas really differ on these batches
