@@ -43,7 +43,8 @@ def test_print_config_shows_effective_values():
     with open(DEMO) as f:
         in_file = _leaves(yaml.safe_load(f))
     assert in_file["optim.lr"] == 0.05 and in_file["train.epochs"] == 40
-    in_file.update({"optim.lr": 0.0123, "train.epochs": 7})
+    in_file.update({"optim.lr": 0.0123, "train.epochs": 7,
+                    "model.head": "linear"})  # the file leaves it null: resolved at load (linear unless LDAM)
     for key, value in in_file.items():
         assert printed[key] == value, key
     assert printed["optim.nesterov"] is False and printed["evaluate.threshold"] == 0.5  # defaults
