@@ -40,6 +40,7 @@ from lossdial.evaluate import (
     dial_table,
     multiclass_metrics,
 )
+from lossdial.rundir import dumps_json
 
 COUNTS = [150, 40, 10]
 Y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
@@ -140,6 +141,15 @@ def test_nll_clips_a_zero_probability_at_1e_12():
     assert math.isfinite(m["nll"])
 
 
+def test_ece_uses_15_equal_width_top_label_bins():
+    """Confidences 0.61 (right) and 0.69 (wrong): bins 9 ([0.600, 0.667)) and 10 ([0.667, 0.733)) of 15, so they
+    do not cancel: 0.5 |1 - 0.61| + 0.5 |0 - 0.69| = 0.54 (10 bins would put both in [0.6, 0.7): 0.15).
+    Confidence is the top probability, not the true class's (0.21 for the second sample)."""
+    p = np.array([[0.61, 0.30, 0.09], [0.69, 0.21, 0.10]])
+    m = multiclass_metrics([0, 1], p, train_counts=[10, 10, 10], prior="uniform")
+    assert m["ece"] == pytest.approx(0.5 * 0.39 + 0.5 * 0.69)
+
+
 def test_never_predicted_class_has_nan_precision_and_zero_f1():
     """Everything predicted class 0: precision of 1 and 2 undefined, their F1 counts as 0 in the macro mean."""
     p = np.tile([0.6, 0.3, 0.1], (6, 1))
@@ -159,8 +169,9 @@ def test_empty_shot_group_is_nan_and_its_key_is_present():
     assert m["shot_groups"] == {"many": [0, 1, 2], "medium": [], "few": []}
     assert m["many_shot_accuracy"] == pytest.approx((0.75 + 0.5 + 0.5) / 3)
     assert math.isnan(m["medium_shot_accuracy"]) and math.isnan(m["few_shot_accuracy"])
-    text = json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()})
-    assert '"few_shot_accuracy": null' in text
+    back = json.loads(dumps_json(m))  # lossdial's one JSON writer
+    assert back["medium_shot_accuracy"] is None and back["few_shot_accuracy"] is None
+    assert back["shot_groups"]["few"] == []
 
 
 def test_shot_thresholds_are_inclusive_for_medium_and_configurable():
