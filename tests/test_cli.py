@@ -200,6 +200,11 @@ def test_resume_of_a_finished_run_says_so_and_does_not_train(tiny_run):
     out = _ok(runner.invoke(app, ["train", "--out", str(tiny_run), "--resume", "-q"]))
     assert "is already finished" in out and "(0 steps" not in out
     assert (tiny_run / "model.safetensors").stat().st_mtime_ns == before
+    # the same finished run, resumed under another config: refused (it would not be the run the user asked for)
+    r = runner.invoke(app, ["train", str(tiny_run / "config.yaml"), "--set", "optim.lr=0.031", "--out",
+                            str(tiny_run), "--resume", "-q"])
+    assert r.exit_code == 2 and "already finished, trained with a different config" in r.output, r.output
+    assert (tiny_run / "model.safetensors").stat().st_mtime_ns == before
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
@@ -237,3 +242,12 @@ def test_metric_tables_fit_80_columns(monkeypatch):
     out = buf.getvalue()
     assert max(len(line) for line in out.splitlines()) <= 80
     assert "…" not in out and out.count("0.123") == 6 * len(cli._COLUMNS)
+
+
+def test_pick_refuses_a_bad_constraint_or_objective_before_loading_the_run(tmp_path):
+    """The arguments are checked first: the run path does not even exist, so reaching it would fail otherwise."""
+    missing = str(tmp_path / "no_such_run")
+    r = runner.invoke(app, ["pick", missing, "--at", "precison>=0.9"])
+    assert r.exit_code == 2 and "must look like 'recall>=0.95'" in r.output, r.output
+    r = runner.invoke(app, ["pick", missing, "--maximize", "brier"])
+    assert r.exit_code == 2 and "--maximize takes" in r.output, r.output

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from lossdial.config import ConfigError, config_from_dict, load_config, packaged_config_path
@@ -176,3 +178,19 @@ def test_seed_0_and_2_pow_32_give_different_streams():
     assert derive_seed(5 + 2 ** 40, 1) != derive_seed(5, 1)
     with pytest.raises(ValueError, match="non-negative"):
         derive_seed(-1, 1)
+
+
+def test_a_key_written_twice_is_an_error_naming_it_and_its_lines(tmp_path):
+    """Plain YAML keeps the last of two equal keys silently (lr 0.9 would train); the loader refuses it."""
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\noptim:\n  lr: 0.05\n  lr: 0.9\n")
+    with pytest.raises(ConfigError, match=r"'lr' is written twice \(lines 3 and 4\)"):
+        load_config(p)
+
+
+def test_shipped_configs_have_no_repeated_keys():
+    from lossdial.config import read_yaml
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "configs").glob("*.yaml")) + sorted((root / "src/lossdial/configs").glob("*.yaml")):
+        read_yaml(path)  # raises on a repeated key

@@ -4,6 +4,7 @@ run trained with data.image_size, and says so; a run directory without the recor
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -193,3 +194,21 @@ def test_table_value_ranges_by_hand():
     (msg,) = column_problems(cols, {"column_ranges": {"age": [20.0, 60.0]}}, "t.csv")  # bounds [-20, 100]
     assert "column 'age' has 1 value(s)" in msg and "'1e9' in data row 4" in msg
     assert column_problems({"age": cols["age"][:3]}, {"column_ranges": {"age": [20.0, 60.0]}}, "t.csv") == []
+
+
+def test_sklearn_digit_levels_get_the_right_hint_and_a_wrong_rescale_warns(digits_run, tmp_path):
+    """sklearn's digits come as 0-16 levels: the hint says x / 16, not x / 255; inputs divided by 255 anyway
+    (values up to 16/255) are far narrower than the training range and get a warning, not silent scores."""
+    data = json.loads((digits_run / "data.json").read_text())
+    x16 = np.round(load_run(digits_run).task().test.x.numpy() * 16)
+    np.savez(tmp_path / "raw16.npz", x=x16)
+    with pytest.raises(PredictInputError, match=r"in \[0, 16\].*x / 16\.0") as exc:
+        read_inputs(tmp_path / "raw16.npz", data)
+    assert "255" not in str(exc.value)
+    np.savez(tmp_path / "wrong.npz", x=x16 / 255.0)
+    with pytest.warns(UserWarning, match=r"spans only \[0, 0\.06275\]"):
+        read_inputs(tmp_path / "wrong.npz", data)
+    np.savez(tmp_path / "right.npz", x=x16 / 16.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_inputs(tmp_path / "right.npz", data)

@@ -171,3 +171,16 @@ def test_undefined_precision_is_nan():
     s2 = np.r_[np.linspace(0.55, 0.95, 10), np.linspace(0.0, 0.45, 10)]
     ci = bootstrap_metrics(y2, s2, 0.5, prevalence=None, costs=(1.0, 1.0), n_boot=50)
     assert ci["precision"] == [1.0, 1.0]
+
+
+def test_summary_csv_writes_undefined_as_an_empty_cell_with_unix_line_ends(tmp_path):
+    """Nothing scores >= 0.5, so precision at the threshold is undefined: an empty cell (pandas reads it as
+    missing), never the text 'nan'; lines end in \\n only (awk/cut on '1\\r' found nothing)."""
+    import csv as _csv
+
+    res = SweepResult(lambdas=[{"tau": 1.0}], scores=np.array([[0.1, 0.2, 0.3, 0.4]]), labels=np.array([0, 1, 0, 1]))
+    res.to_csv(tmp_path / "val.csv")
+    raw = (tmp_path / "val.csv").read_bytes()
+    assert b"\r" not in raw and b"nan" not in raw.lower()
+    row = next(_csv.DictReader(open(tmp_path / "val.csv")))
+    assert row["precision"] == "" and float(row["recall"]) == 0.0 and float(row["auc"]) == 0.75  # 3 of 4 pairs ordered

@@ -499,6 +499,15 @@ def pick(
         cons = re.sub(r">=|<=|==|>|<|=", lambda m: ops[m.group(0)], (at or "").replace(" ", ""))
         name = f"{cons}_{goal}" if at else goal
         console.print(f"point name: {name} (--name to choose one)", highlight=False)
+    from lossdial.evaluate.sweep import MAXIMIZE, MINIMIZE, parse_constraint
+
+    try:  # the arguments are checked before any sweep runs
+        parse_constraint(at)
+    except ValueError as exc:
+        _fail(_exc_text(exc))
+    if (maximize and maximize not in MAXIMIZE) or (minimize and minimize not in MINIMIZE):
+        _fail(f"{'--maximize' if maximize else '--minimize'} {objective!r}: --maximize takes {', '.join(MAXIMIZE)}; "
+              f"--minimize takes {', '.join(MINIMIZE)}")
     loaded = _load_or_fail(run, device)
     spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
                          confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp)

@@ -69,6 +69,10 @@ _FAR = ("Values more than one training span beyond the training range are refuse
         "anything near them):")
 
 
+#: a batch of >= 8 images whose values span less than this fraction of the training range gets a warning
+SCALE_WARN_FRACTION = 0.25
+
+
 def _g(v: float) -> str:
     return f"{v:.4g}"
 
@@ -89,8 +93,12 @@ def _image_fix(kind: str, lo: float, hi: float, rec: Mapping[str, Any]) -> str:
         if kind == "float":
             return f"round to integers (x.round().astype(np.{rec['dtype']}))"
         return f"rescale x to the training range {_g(rlo)}-{_g(rhi)}"
+    if rlo >= 0 and rhi <= 1 and lo >= 0 and 1 < hi <= 16:
+        return ("rescale to [0, 1] by the largest value your pixels can take (x / 16.0 for 0-16 levels such as "
+                "scikit-learn's digits)")
     if rlo >= 0 and rhi <= 1 and lo >= 0 and 1 < hi <= 255 * 1.05:
-        return "divide by 255 (x / 255.0)"
+        return ("divide by 255 (x / 255.0) if these are 8-bit pixels; in general rescale to [0, 1] by the largest "
+                "value your pixels can take")
     if rlo >= 0 and 1 < rhi <= 255 * 1.05 and lo >= 0 and hi <= 1:
         return "multiply by 255 (x * 255.0)"
     if kind == "integer" and image_value_bounds(rec)[0] <= lo and hi <= image_value_bounds(rec)[1]:
@@ -124,6 +132,11 @@ def array_problems(x: np.ndarray, rec: Mapping[str, Any], what: str) -> list[str
         if kind != rec["dtype_kind"] or lo < blo or hi > bhi or reversed_scale:
             problems.append(f"{what} is {given} but the run was trained on {trained}: "
                             f"{_image_fix(kind, lo, hi, rec)}")
+        elif rhi > rlo and len(x) >= 8 and hi - lo < SCALE_WARN_FRACTION * (rhi - rlo):
+            warnings.warn(f"{what} spans only [{_g(lo)}, {_g(hi)}] across {len(x)} inputs, while the training "
+                          f"inputs span [{_g(rlo)}, {_g(rhi)}]: if they were rescaled by the wrong factor (e.g. "
+                          f"divided by 255 when the pixels were not 8-bit), the scores are wrong; rescale them the "
+                          f"way the training data was", stacklevel=2)
         return problems
     out = []
     cols = x.reshape(len(x), -1)
@@ -349,7 +362,7 @@ def write_predictions(path: str | Path, ids: list[str], scores: np.ndarray, deci
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")
         w.writerow(["id", "score", "decision"])
         for i, s, d in zip(ids, scores, decisions):
             w.writerow([i, f"{s:.8g}", int(d)])

@@ -427,10 +427,10 @@ class SweepResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
-            wr = csv.writer(f)
+            wr = csv.writer(f, lineterminator="\n")
             wr.writerow([f"lambda.{k}" for k in lam_keys] + cols)
             for r in rows:
-                wr.writerow([r["lambda"][k] for k in lam_keys] + [r[c] for c in cols])
+                wr.writerow([r["lambda"][k] for k in lam_keys] + [csv_cell(r[c]) for c in cols])
         tmp.replace(path)
         return len(rows)
 
@@ -448,10 +448,18 @@ class SweepResult:
         met_keys = list(rows[0]["metrics"]) if rows else []
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
-            wr = csv.writer(f)
+            wr = csv.writer(f, lineterminator="\n")
             wr.writerow([f"lambda.{k}" for k in lam_keys] + met_keys)
             for r in rows:
-                wr.writerow([r["lambda"][k] for k in lam_keys] + [r["metrics"][k] for k in met_keys])
+                wr.writerow([r["lambda"][k] for k in lam_keys] + [csv_cell(r["metrics"][k]) for k in met_keys])
+
+
+def csv_cell(v: Any) -> Any:
+    """A CSV cell: an undefined value (NaN / null, e.g. precision when nothing is predicted positive) is empty,
+    which CSV readers such as pandas read back as missing."""
+    from lossdial.rundir import is_undefined
+
+    return "" if is_undefined(v) else v
 
 
 def thin_curve(fpr: np.ndarray, tpr: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:

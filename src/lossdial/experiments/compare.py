@@ -509,7 +509,7 @@ class CompareResult:
         import io
 
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csv.writer(buf, lineterminator="\n")
         w.writerow(["method", "metric", "higher_is_better", "mean", "std", "n_seeds", "val_mean",
                     "test_recall_mean", "per_seed_test"])
         for m in self.methods:

@@ -91,6 +91,8 @@ def _prepare_run_dir(run: RunDir, cfg: Config, resume: bool, force: bool) -> boo
         return False
     if run.is_complete:
         if resume:
+            _require_same_config(run, cfg, "it is already finished, trained with a different config; pass "
+                                           "--force to retrain it with the config given, or choose another --out")
             return True
         raise RunError(f"{p} already holds a finished run; pass --force to overwrite it, or choose another --out")
     if present and not resume:
@@ -102,12 +104,17 @@ def _prepare_run_dir(run: RunDir, cfg: Config, resume: bool, force: bool) -> boo
             raise RunError(f"cannot resume {p}: it has no checkpoint.pt yet; restart it with --force")
         return False  # nothing to resume: start fresh (a killed job restarted with --resume works)
     if resume:
-        saved = config_from_dict(pin_legacy_defaults(__import__("yaml").safe_load(run.config.read_text()) or {}),
-                                 source=str(run.config))
-        if saved.to_dict() != cfg.to_dict():
-            raise RunError(f"cannot resume {p}: its config.yaml differs from the config given; resume with "
-                           f"the same config (or omit CONFIG to use the saved one)")
+        _require_same_config(run, cfg, "its config.yaml differs from the config given; resume with the same "
+                                       "config (or omit CONFIG to use the saved one)")
     return resume
+
+
+def _require_same_config(run: RunDir, cfg: Config, why: str) -> None:
+    """Refuse to resume `run` (finished or not) under a config other than the one it was trained with."""
+    saved = config_from_dict(pin_legacy_defaults(__import__("yaml").safe_load(run.config.read_text()) or {}),
+                             source=str(run.config))
+    if saved.to_dict() != cfg.to_dict():
+        raise RunError(f"cannot resume {run.path}: {why}")
 
 
 def _write_run_header(run: RunDir, cfg: Config, task: Task, space) -> None:
