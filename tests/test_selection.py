@@ -184,3 +184,24 @@ def test_summary_csv_writes_undefined_as_an_empty_cell_with_unix_line_ends(tmp_p
     assert b"\r" not in raw and b"nan" not in raw.lower()
     row = next(_csv.DictReader(open(tmp_path / "val.csv")))
     assert row["precision"] == "" and float(row["recall"]) == 0.0 and float(row["auc"]) == 0.75  # 3 of 4 pairs ordered
+
+
+def test_exact_intervals_do_not_collapse_where_the_bootstrap_does():
+    """21 of 21 test positives found and none of 300 negatives flagged: every bootstrap resample has precision
+    and recall 1, so its interval is [1, 1]; the exact intervals, by hand (closed forms of the Clopper-Pearson
+    quantiles at a count of 0 or n), are not."""
+    from lossdial.evaluate.sweep import exact_intervals
+
+    y = np.r_[np.ones(21), np.zeros(300)].astype(int)
+    s = np.r_[np.full(21, 0.9), np.full(300, 0.1)]
+    boot = bootstrap_metrics(y, s, 0.5, prevalence=0.05, costs=(1.0, 1.0), n_boot=200)
+    assert boot["precision"] == [1.0, 1.0] and boot["recall"] == [1.0, 1.0]
+    ex = exact_intervals({"tp": 21, "fp": 0, "positives": 21, "negatives": 300}, prevalence=0.05)
+    assert ex["recall"] == pytest.approx([0.025 ** (1 / 21), 1.0])  # k = n: lower = (alpha/2)^(1/n)
+    tpr_lo, fpr_hi = 0.0125 ** (1 / 21), 1 - 0.0125 ** (1 / 300)  # alpha/4 tails (Bonferroni over TPR and FPR)
+    lo = 0.05 * tpr_lo / (0.05 * tpr_lo + 0.95 * fpr_hi)
+    assert ex["precision"] == pytest.approx([lo, 1.0])
+    assert 0.5 < lo < 0.9  # far from the bootstrap's certainty
+    # an interior case against scipy's beta quantiles directly: recall 30 of 40
+    ex = exact_intervals({"tp": 30, "fp": 5, "positives": 40, "negatives": 200}, prevalence=0.5)
+    assert ex["recall"] == pytest.approx([beta.ppf(0.025, 30, 11), beta.ppf(0.975, 31, 10)])

@@ -485,7 +485,7 @@ def pick(
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.evaluate.select import SelectionSpec, search_grid, select_point
     from lossdial.evaluate.sweep import NoFeasiblePoint
-    from lossdial.report.card import COUNT_KEYS, add_point, bound_text, card_paths, ci_text
+    from lossdial.report.card import COUNT_KEYS, add_point, bound_text, card_paths
 
     if maximize and minimize:
         _fail("give --maximize or --minimize, not both")
@@ -526,15 +526,23 @@ def pick(
         _warn(w.message)
     add_point(loaded, name, entry)
     t = Table(title=f"point '{name}': lambda {_lam_str(entry['lambda']) or '(fixed)'}, threshold "
-                    f"{entry['threshold']:.6g}; prevalence {entry['prevalence']:.4f}", title_justify="left")
-    t.add_column("metric")
-    t.add_column(f"validation ({entry['n_pos']['val']} pos)", justify="right")
-    t.add_column(f"test ({entry['n_pos']['test']} pos)", justify="right")
-    t.add_column("test 95% CI", justify="right")
+                    f"{entry['threshold']:.6g}; prevalence {entry['prevalence']:.4f}", title_justify="left",
+              caption=f"{entry['n_pos']['val']} validation / {entry['n_pos']['test']} test positives; test 95% "
+                      f"intervals: stratified bootstrap ({entry['n_boot']} resamples) and exact (Clopper-Pearson; "
+                      f"precision from the TPR/FPR bounds at the prevalence)", caption_justify="left")
+    t.add_column("metric", no_wrap=True)
+    t.add_column("val", justify="right", no_wrap=True)
+    t.add_column("test", justify="right", no_wrap=True)
+    t.add_column("CI (bootstrap)", justify="right", no_wrap=True)
+    t.add_column("CI (exact)", justify="right", no_wrap=True)
     from lossdial.report.card import CARD_METRICS
 
+    def span(ci) -> str:  # "lo–hi", compact enough for 80 columns
+        return "" if not ci else f"{_fmt(ci[0])}–{_fmt(ci[1])}"
+
     for k in CARD_METRICS:
-        t.add_row(k, _fmt(entry["val"].get(k)), _fmt(entry["test"].get(k)), ci_text(entry["test_ci95"].get(k)))
+        t.add_row(k, _fmt(entry["val"].get(k)), _fmt(entry["test"].get(k)), span(entry["test_ci95"].get(k)),
+                  span(entry.get("test_exact_ci95", {}).get(k)))
     console.print(t)
     c = Table(title="counts at the threshold (unweighted)" + (f"; validation lower bound {entry['val_lower_bound']:.4f}"
                                                               + bound_text(entry) if entry["conservative"] else ""),

@@ -18,7 +18,7 @@ from lossdial.config import fixed_lambda as baseline_lambda
 from lossdial.evaluate.classification import binary_metrics, counts_at
 from lossdial.evaluate.run import LoadedRun
 from lossdial.evaluate.scoring import score_lambdas
-from lossdial.evaluate.sweep import MIN_TP, OperatingPoint, SweepResult, sweep
+from lossdial.evaluate.sweep import MIN_TP, OperatingPoint, SweepResult, exact_intervals, sweep
 
 BOOTSTRAP_KEYS = ("recall", "precision", "f1_at_threshold", "auc", "ap", "brier", "balanced_accuracy", "cost")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -140,7 +140,9 @@ def measure_on_test(loaded: LoadedRun, point: OperatingPoint, task, *, prevalenc
     y = test.y.numpy()
     m = binary_metrics(y, s, threshold=point.threshold, prevalence=prevalence, costs=costs)
     ci = bootstrap_metrics(y, s, point.threshold, prevalence=prevalence, costs=costs, n_boot=n_boot, seed=seed)
-    return {"metrics": m, "ci95": ci, "n_boot": n_boot, "counts": counts_at(y, s, point.threshold)}
+    counts = counts_at(y, s, point.threshold)
+    return {"metrics": m, "ci95": ci, "n_boot": n_boot, "counts": counts,
+            "exact_ci95": exact_intervals(counts, prevalence)}
 
 
 def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot: int = 1000, task=None,
@@ -187,5 +189,6 @@ def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot
         "val": val_metrics,
         "test": test["metrics"],
         "test_ci95": test["ci95"],
+        "test_exact_ci95": test["exact_ci95"],
         "n_boot": n_boot,
     }

@@ -117,6 +117,30 @@ def conservative_precision_lower(tp, n_pos: int, fp, n_neg: int, prevalence: flo
     return np.nan_to_num(precision_at_prevalence(tpr_lo, fpr_hi, prevalence), nan=0.0)
 
 
+def exact_intervals(counts: Mapping[str, int], prevalence: float, confidence: float = 0.95) -> dict[str, list]:
+    """Two-sided exact intervals for recall and for precision at the prevalence pi, from unweighted counts.
+
+    recall: Clopper-Pearson on tp of the positives (each tail alpha/2). precision at pi: pi*TPR / (pi*TPR +
+    (1-pi)*FPR) is increasing in TPR and decreasing in FPR, so it lies between its values at (TPR_lo, FPR_hi)
+    and (TPR_hi, FPR_lo) whenever both Clopper-Pearson intervals (each tail alpha/4, Bonferroni) hold. Unlike the
+    percentile bootstrap these do not collapse to a point when a count is 0 or full (e.g. 21 of 21 positives
+    found and no false positive: the bootstrap interval of precision is [1, 1]). An undefined end is NaN.
+    """
+    alpha = 1 - confidence
+    tp, fp, n_pos, n_neg = counts["tp"], counts["fp"], counts["positives"], counts["negatives"]
+    out: dict[str, list] = {}
+    if n_pos:
+        out["recall"] = [float(clopper_pearson_lower(tp, n_pos, 1 - alpha / 2)),
+                         float(clopper_pearson_upper(tp, n_pos, 1 - alpha / 2))]
+    if n_pos and n_neg:
+        q = 1 - alpha / 4
+        tpr = (clopper_pearson_lower(tp, n_pos, q), clopper_pearson_upper(tp, n_pos, q))
+        fpr = (clopper_pearson_lower(fp, n_neg, q), clopper_pearson_upper(fp, n_neg, q))
+        out["precision"] = [float(precision_at_prevalence(tpr[0], fpr[1], prevalence)),
+                            float(precision_at_prevalence(tpr[1], fpr[0], prevalence))]
+    return out
+
+
 def best_certifiable(metric: str, n_pos: int, n_neg: int, prevalence: float, confidence: float) -> float:
     """The largest lower bound ``pick(conservative=True)`` can reach on this split, whatever the scores.
 

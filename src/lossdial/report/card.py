@@ -113,10 +113,16 @@ def render_markdown(card: dict[str, Any]) -> str:
                   f"{p['objective']} subject to {rule}{cons}; lambda {lam}, threshold {p['threshold']:.6g} "
                   f"(predict positive when score >= threshold); prevalence {p['prevalence']:.4f}; "
                   f"{p['n_pos']['val']} validation / {p['n_pos']['test']} test positives.", "",
-                  "| metric | validation | test | test 95% CI |", "|---|---:|---:|---|"]
+                  "| metric | validation | test | test 95% CI (bootstrap) | test 95% CI (exact) |",
+                  "|---|---:|---:|---|---|"]
         for k in CARD_METRICS:
             ci_s = ci_text(p.get("test_ci95", {}).get(k))
-            lines.append(f"| {k} | {_f(p['val'].get(k))} | {_f(p['test'].get(k))} | {ci_s} |")
+            ex_s = ci_text((p.get("test_exact_ci95") or {}).get(k))
+            lines.append(f"| {k} | {_f(p['val'].get(k))} | {_f(p['test'].get(k))} | {ci_s} | {ex_s} |")
+        lines += ["", "Bootstrap: stratified percentile intervals; exact: Clopper-Pearson for recall, and for "
+                  "precision at the prevalence the TPR/FPR Clopper-Pearson bounds (Bonferroni) put into "
+                  "pi*TPR / (pi*TPR + (1-pi)*FPR). A bootstrap interval collapses to a point when a count is 0 "
+                  "or full; the exact one does not."]
         lines.append("")
         counts = p.get("counts")
         if counts:
