@@ -239,7 +239,8 @@ def _multiclass_where(counts: list[int], rows: list[dict[str, Any]]) -> str:
     src = rows[0]["metrics"].get("prior_source", "train") if rows else "train"
     prior = ("" if src != "given" or not rows else
              " [" + ", ".join(f"{v:.3g}" for v in rows[0]["metrics"]["prior"]) + "]")
-    return (f" ({sum(counts)} samples, {len(counts)} classes, {min(counts)}-{max(counts)} per class); acc at "
+    per = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    return (f" ({sum(counts)} samples, {len(counts)} classes, {per} per class); acc at "
             f"{_PRIOR_TEXT.get(src, src)}{prior}; rows at t = 0 (no post-hoc adjustment)")
 
 
@@ -487,18 +488,16 @@ def _parse_costs(text: Optional[str]) -> tuple[float, float]:
     return (vals.get("fp", 1.0), vals.get("fn", 1.0))
 
 
-def _load_or_fail(run: Path, device: str):
-    """The finished run of a sweep / pick / predict / export / report command, which take binary runs only
-    for now: a multi-class run stops here with one line, before anything is read or written."""
-    import click
-
+def _load_or_fail(run: Path, device: str, command: str):
+    """The finished run of `command` (sweep, pick, predict, export, report), which take binary runs only for
+    now: a multi-class run stops here with one line, before anything is read or written."""
     from lossdial.evaluate import load_run
     from lossdial.evaluate.run import require_binary
     from lossdial.rundir import RunError
 
     try:
         loaded = load_run(run, device=device)
-        require_binary(loaded.config.data.task, f"lossdial {click.get_current_context().info_name} ({run})")
+        require_binary(loaded.config.data.task, f"lossdial {command} ({run})")
         return loaded
     except (RunError, ValueError) as exc:
         _fail(str(exc))
@@ -533,7 +532,7 @@ def sweep(
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.evaluate.select import search_grid, sweep_split
 
-    loaded = _load_or_fail(run, device)
+    loaded = _load_or_fail(run, device, "sweep")
     try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True) as caught:
@@ -616,7 +615,7 @@ def pick(
         cons = re.sub(r">=|<=|==|>|<|=", lambda m: ops[m.group(0)], (at or "").replace(" ", ""))
         name = f"{cons}_{goal}" if at else goal
         console.print(f"point name: {name} (--name to choose one)", highlight=False)
-    loaded = _load_or_fail(run, device)
+    loaded = _load_or_fail(run, device, "pick")
     spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
                          confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp)
     try:
@@ -694,7 +693,7 @@ def predict(
     """Score new data with the run's own preprocessing; writes a CSV of id, score, decision."""
     from lossdial.predict import PredictInputError, predict as predict_fn, read_inputs, write_predictions
 
-    loaded = _load_or_fail(run, device)
+    loaded = _load_or_fail(run, device, "predict")
     lam, thr = _point_from_options(loaded, at, lambda_, threshold)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -728,7 +727,7 @@ def export(
     from lossdial.export import export_run
     from lossdial.report.card import load_card
 
-    loaded = _load_or_fail(run, "cpu")
+    loaded = _load_or_fail(run, "cpu", "export")
     card = load_card(run) or {"points": {}}
     if at not in card["points"]:
         _fail(f"no point named {at!r} in {run}/model_card.json; known: {sorted(card['points'])}")
@@ -755,7 +754,7 @@ def report(
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.report.html import build_report
 
-    loaded = [_load_or_fail(r, device) for r in runs]
+    loaded = [_load_or_fail(r, device, "report") for r in runs]
     out = out or Path(runs[0]) / "report"
     try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None

@@ -179,6 +179,15 @@ class DataConfig(_Section):
             stray = sorted(f for f in _BINARY_FIELDS if getattr(self, f) is not None)
             if stray:
                 raise ValueError(f"{', '.join(stray)}: apply only to task: binary (use classes for multiclass)")
+            if self.classes is not None:
+                names = [str(c) for c in self.classes]
+                if len(names) < 2:
+                    raise _PathError("classes", f"{names} names {len(names)} class{'' if len(names) == 1 else 'es'}; "
+                                                f"a multi-class task needs at least two (null: every class of the "
+                                                f"source)")
+                twice = sorted({c for c in names if names.count(c) > 1})
+                if twice:
+                    raise _PathError("classes", f"names {twice} more than once; list each class once")
             self.__dict__["positive_class"] = None
         return self
 
