@@ -230,3 +230,71 @@ def test_bad_class_lists_fail_with_the_fix(tmp_path):
                             str(tmp_path / "r"), "-q"])
     assert r.exit_code == 2 and "leaves class '9' with floor(104 / 1000) = 0 training samples" in r.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_a_multiclass_run_like_one(tmp_path):
+    """torchrun --nproc_per_node=2 (gloo, CPU) on the long-tailed digits: the weights equal one process's with
+    the same global batch (MLP without BatchNorm, no augmentation, no EMA, per-sample lambda)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sets = ["model.backbone=mlp", "model.backbone_kwargs={hidden: [32, 16]}", "train.augment=none",
+            "train.ema_decay=null", "train.grad_clip=null", "train.epochs=2", "train.eval_every=0",
+            "train.batch_size=64", "lct.per_sample=true", "train.device=cpu", "schedule.warmup_epochs=1"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    cfg_path = packaged_config_path("demo_digits_lt")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "lossdial", "train", str(cfg_path), "--out", str(tmp_path / "ddp"), "-q"]
+    proc = subprocess.run(cmd + [a for s in sets for a in ("--set", s)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    single = train(load_config(cfg_path, sets), tmp_path / "single")
+    a, b = load_file(str(tmp_path / "ddp" / "model.safetensors")), load_file(str(single.run_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and a["fc.weight"].shape[0] == 10
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_demo_multiclass_quick_prints_the_dial_of_its_own_runs(tmp_path):
+    """`lossdial demo --multiclass --quick`: the LCT rows printed are the run's final validation rows, the
+    baseline rows are its post-hoc dial (balanced accuracy at t recomputed here from the saved weights), and
+    the closing sentence quotes those numbers."""
+    from lossdial.data import build_task
+    from lossdial.demo import DEMO_T_GRID, demo_multiclass_configs
+    from lossdial.train.factory import build_model_from_config
+
+    r = runner.invoke(app, ["demo", "--multiclass", "--quick", "--out", str(tmp_path), "-q"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    final = [json.loads(x) for x in (tmp_path / "lct" / "metrics.jsonl").read_text().splitlines()][-1]
+    lct_lines = [ln for ln in lines if ln.lstrip("│ ").startswith("LCT")]
+    assert len(lct_lines) == len(final["rows"]) == 5
+    for ln, row in zip(lct_lines, final["rows"]):
+        assert f"{row['metrics']['balanced_accuracy']:.3f}" in ln
+    # the baseline's dial by hand: logits of the saved weights, minus t log(pi), argmax, mean recall
+    base_cfg, _ = demo_multiclass_configs(quick=True)
+    task = build_task(base_cfg.data)
+    model = build_model_from_config(base_cfg, task.input_shape, 0, 10)
+    model.load_state_dict(load_file(str(tmp_path / "baseline" / "model.safetensors")))
+    model.eval()
+    with torch.no_grad():
+        logits = model(task.normalizer(task.val.x)).double().numpy()
+    log_pi = np.log(np.array(task.class_counts) / sum(task.class_counts))
+    y = task.val.y.numpy()
+    base_lines = [ln for ln in lines if ln.lstrip("│ ").startswith("baseline")]
+    assert len(base_lines) == len(DEMO_T_GRID)
+    bal = []
+    for ln, t in zip(base_lines, DEMO_T_GRID):
+        bal.append(_recalls(y, (logits - t * log_pi).argmax(1), 10).mean())
+        assert f"t={t:g}" in ln and f"{bal[-1]:.3f}" in ln, (t, ln)
+    text = " ".join(r.output.split())
+    assert f"Best balanced accuracy: baseline {max(bal):.3f} at t={DEMO_T_GRID[int(np.argmax(bal))]:g}" in text
