@@ -36,11 +36,14 @@ def dial_summary(lct_rows: list[dict[str, Any]]) -> dict[str, Any]:
 #: ``lossdial.evaluate.multiclass.DEFAULT_T_GRID``; the LCT model's tau grid, evaluate.lambda, takes the same values).
 DEMO_T_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 
+#: ``--multiclass --quick``: a third of the epochs (the long-tailed training split is small: a few seconds).
+MULTICLASS_QUICK_OVERRIDES = ["train.epochs=24", "train.eval_every=0", "schedule.warmup_epochs=1"]
+
 
 def demo_multiclass_configs(quick: bool = False) -> tuple[Config, Config]:
     """(baseline, LCT) configs from the packaged ``demo_digits_lt.yaml``; the baseline fixes loss.params."""
     path = packaged_config_path("demo_digits_lt")
-    extra = QUICK_OVERRIDES if quick else []
+    extra = MULTICLASS_QUICK_OVERRIDES if quick else []
     lct = load_config(path, extra)
     base = load_config(path, extra + ["lct.enabled=false", "name=demo_digits_lt_baseline"])
     return base, lct
