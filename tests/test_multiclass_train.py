@@ -114,6 +114,28 @@ def test_evaluate_json_prior_uniform_and_errors(lct_run):
         assert r.exit_code == 2 and msg in r.output, (args, r.output)
 
 
+def test_cli_train_prints_the_multiclass_table_of_the_run(tmp_path):
+    """`lossdial train` on a multi-class config (periodic validation on: the progress line reads the task's own
+    keys): the table's row is the logged final row, and the title states the prior."""
+    r = runner.invoke(app, ["train", "configs/demo_digits_lt.yaml", "--out", str(tmp_path / "r"), "-q",
+                            "--set", "lct.enabled=false", *[a for s in TINY for a in ("--set", s)]],
+                      terminal_width=200)
+    assert r.exit_code == 0, r.output
+    final = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()][-1]
+    m = final["rows"][0]["metrics"]
+    row = next(ln for ln in r.output.splitlines() if "gamma=0.2" in ln)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells[1:4] == [f"{m[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "worst_class_accuracy")]
+    assert "acc at the training class prior" in " ".join(r.output.split())
+
+
+def test_binary_run_refuses_a_class_prior(tmp_path):
+    cfg = load_config(packaged_config_path("demo_digits"), TINY + ["lct.enabled=false", "train.epochs=1"])
+    train(cfg, tmp_path / "b", device="cpu")
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "b"), "--prior", "uniform", "--device", "cpu"])
+    assert r.exit_code == 2 and "--prior (a class prior) applies to multi-class runs" in r.output
+
+
 @pytest.mark.parametrize("command", ["sweep", "pick", "predict", "export", "report"])
 def test_downstream_commands_refuse_a_multiclass_run(lct_run, tmp_path, command):
     _, out, _ = lct_run
