@@ -371,7 +371,8 @@ def demo(
     multiclass: bool = typer.Option(False, "--multiclass", help="The multi-class demo: the ten digits with an "
                                     "exponential long tail (ratio 20); the dial between head and tail classes."),
 ) -> None:
-    """Baseline vs LCT on an imbalanced digits task (digit 8 vs the rest), on the CPU in about a minute."""
+    """Baseline vs LCT on an imbalanced digits task (digit 8 vs the rest), on the CPU in about a minute;
+    --multiclass: the ten digits with a long tail, and the dial between head and tail classes."""
     from lossdial.demo import demo_configs, dial_summary
     from lossdial.data import build_task
     from lossdial.rundir import RunError
