@@ -252,6 +252,16 @@ def test_bad_class_lists_fail_with_the_fix(tmp_path):
                             str(tmp_path / "r"), "-q"])
     assert r.exit_code == 2 and "leaves class '9' with floor(104 / 1000) = 0 training samples" in r.output
     assert not (tmp_path / "r").exists()
+    # a per-class loss parameter: its length is the class count at load (data.classes: null), and a length that
+    # is not the data's class count stops before the run directory is written
+    focal = ["--set", "loss.family=focal", "--set", "lct.enabled=false", "--set", "evaluate.lambda=null"]
+    r = runner.invoke(app, ["train", "configs/demo_digits_lt.yaml", *focal, "--set", f"loss.params={{alpha: {[1] * 10}}}",
+                            "--print-config"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "configs/demo_digits_lt.yaml", *focal, "--set", f"loss.params={{alpha: {[1] * 7}}}",
+                            "--out", str(tmp_path / "r"), "-q"])
+    assert r.exit_code == 2 and "alpha has 7 entries but there are 10 classes" in r.output, r.output
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow

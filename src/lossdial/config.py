@@ -406,8 +406,10 @@ class Config(_Section):
         if self.data.task == "binary":
             counts = [2, 1]
         else:
-            cw = self.loss.params.get("class_weights")
-            k = len(self.data.classes) if self.data.classes else len(cw) if isinstance(cw, list) else 3
+            # the class count: data.classes, else the length of a per-class list (class_weights, focal's alpha;
+            # checked against the data's classes when the run is built), else a 3-class stand-in
+            lists = [len(v) for v in self.loss.params.values() if isinstance(v, list)]
+            k = len(self.data.classes) if self.data.classes else lists[0] if lists else 3
             counts = list(range(k + 1, 1, -1))
         try:
             build_loss(self.loss.family, counts, **loss_kwargs(self))

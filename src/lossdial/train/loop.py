@@ -153,6 +153,7 @@ def _train_run(cfg: Config, run: RunDir, resume: bool, force: bool, callback: Ca
             raise RunError(f"cannot resume {run.path}: the data split rebuilt from the config differs from "
                            f"splits.npz (did the data or library version change?)")
     space = build_lambda_space(cfg)
+    build_loss_fn(cfg, task.class_counts)  # per-class loss.params against the real class count, before any write
     if not resuming and (dctx is None or dctx.is_main):
         _write_run_header(run, cfg, task, space)
 

@@ -244,6 +244,8 @@ def train_stacked(cfgs: list[Config], outs: list[str | Path], *, device: str | t
             f"train_stacked needs the in-memory, on-device data path (train.loader: device, or auto with "
             f"in-memory data); this config resolves to train.loader: {kind}: set train.loader: device with "
             f"data.in_memory: true, or train these runs one by one with lossdial.train.train")
+    for cfg in cfgs:  # per-class loss.params against the real class count, before any write
+        build_loss_fn(cfg, task.class_counts)
     for run, cfg in zip(runs, cfgs):
         _prepare_run_dir(run, cfg, False, force)
     spaces = [build_lambda_space(c) for c in cfgs]
