@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from lossdial.cli import app
 from lossdial.config import config_from_dict, load_config, packaged_config_path
+from lossdial.losses import LOSSES
 from lossdial.rundir import RunError, dumps_json
 from lossdial.train import train
 
@@ -206,7 +207,7 @@ FAMILIES = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(LOSSES))  # a new family fails here until FAMILIES gives it a setting
 def test_every_loss_family_trains_a_step_on_a_multiclass_task(family):
     from lossdial.conditioning import LambdaSpace, parse_lct
     from lossdial.train.factory import build_loss_fn, build_model_from_config
