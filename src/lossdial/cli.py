@@ -206,13 +206,17 @@ def train(
     else:
         console.print(f"run directory: [bold]{escape(str(result.run_dir))}[/]  ({result.steps} steps, "
                       f"{result.seconds:.1f} s)")
-    task = result.final.get("task", "binary")
+    task, rows = result.final.get("task", "binary"), result.final.get("rows", [])
     counts = _split_counts(result.run_dir, "val")
-    where = "" if not counts else _multiclass_where(counts, result.final.get("rows", [])) \
-        if task == "multiclass" else f" ({counts[1]} positives / {counts[0]} negatives); prevalence " \
-                                     f"{counts[1] / sum(counts):.4f} (the split's own)"
-    _print_rows(result.final.get("rows", []), title=f"{cfg.name}: validation split{where}",
-                label="LCT" if cfg.lct.enabled else "baseline", task=task)
+    if not counts:
+        where = ""
+    elif task == "multiclass":
+        where = _multiclass_where(counts, rows)
+    else:
+        where = f" ({counts[1]} positives / {counts[0]} negatives); prevalence {counts[1] / sum(counts):.4f} " \
+                f"(the split's own)"
+    _print_rows(rows, title=f"{cfg.name}: validation split{where}", label="LCT" if cfg.lct.enabled else "baseline",
+                task=task)
 
 
 def _finished_steps(run_dir: Path) -> int | None:
