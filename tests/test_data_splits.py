@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lossdial.config import ConfigError, config_from_dict, load_config, packaged_config_path
-from lossdial.data import MultiClassNotSupported, binary_labels, build_task, longtail_counts, make_splits
+from lossdial.data import binary_labels, build_task, longtail_counts, make_splits
 from lossdial.data.splits import multiclass_labels
 
 
@@ -158,7 +158,7 @@ def test_binary_digits_indices_unchanged_by_the_refactor():
         assert np.array_equal(getattr(task.indices, k), ref), k
 
 
-def test_multiclass_task_on_digits_and_training_refuses_it(tmp_path):
+def test_multiclass_task_on_digits():
     cfg = config_from_dict({"data": {"source": "digits", "task": "multiclass", "classes": ["0", "1", "2", "3"],
                                      "profile": "exp", "beta": 10, "min_holdout_positives": 10}})
     task = build_task(cfg.data)
@@ -173,11 +173,6 @@ def test_multiclass_task_on_digits_and_training_refuses_it(tmp_path):
     assert set(task.train.y.tolist()) == {0, 1, 2, 3}
     d = task.describe()
     assert d["num_classes"] == 4 and "train_prevalence" not in d and d["imbalance_ratio"] == max(counts) / min(counts)
-    from lossdial.train import train
-
-    with pytest.raises(MultiClassNotSupported, match="multi-class training lands with a later issue"):
-        train(cfg, tmp_path / "run", device="cpu")
-    assert not (tmp_path / "run").exists()
 
 
 def test_cli_data_command_table_and_json():

@@ -99,9 +99,13 @@ class _ProgressCallback:
 
     def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
         info = f"epoch {epoch} loss {record['train_loss']:.4f}"
-        if "val" in record:
-            info += f" | val AUC {record['val']['auc']:.3f} AP {record['val']['ap']:.3f}"
+        if "val" in record:  # the task type's periodic entries (binary: AUC, AP; multi-class: bal_acc, worst)
+            info += " | val " + " ".join(f"{head} {_fmt(record['val'][k])}" for k, head in _PROGRESS_KEYS
+                                         if k in record["val"])
         self.progress.update(self.task, info=info)
+
+
+_PROGRESS_KEYS = (("auc", "AUC"), ("ap", "AP"), ("balanced_accuracy", "bal_acc"), ("worst_class_accuracy", "worst"))
 
 
 def _progress(quiet: bool) -> Progress:
@@ -202,11 +206,17 @@ def train(
     else:
         console.print(f"run directory: [bold]{escape(str(result.run_dir))}[/]  ({result.steps} steps, "
                       f"{result.seconds:.1f} s)")
+    task, rows = result.final.get("task", "binary"), result.final.get("rows", [])
     counts = _split_counts(result.run_dir, "val")
-    where = f" ({counts[1]} positives / {counts[0]} negatives); prevalence {counts[1] / sum(counts):.4f} " \
-            f"(the split's own)" if counts else ""
-    _print_rows(result.final.get("rows", []), title=f"{cfg.name}: validation split{where}",
-                label="LCT" if cfg.lct.enabled else "baseline")
+    if not counts:
+        where = ""
+    elif task == "multiclass":
+        where = _multiclass_where(counts, rows)
+    else:
+        where = f" ({counts[1]} positives / {counts[0]} negatives); prevalence {counts[1] / sum(counts):.4f} " \
+                f"(the split's own)"
+    _print_rows(rows, title=f"{cfg.name}: validation split{where}", label="LCT" if cfg.lct.enabled else "baseline",
+                task=task)
 
 
 def _finished_steps(run_dir: Path) -> int | None:
@@ -219,9 +229,23 @@ def _finished_steps(run_dir: Path) -> int | None:
 def _split_counts(run_dir: Path, split: str) -> list[int] | None:
     try:
         c = json.loads((Path(run_dir) / "data.json").read_text())["counts"][split]
-        return c if len(c) == 2 and sum(c) else None
+        return c if len(c) >= 2 and sum(c) else None
     except (OSError, KeyError, ValueError):
         return None
+
+
+_PRIOR_TEXT = {"train": "the training class prior", "uniform": "the uniform class prior (= balanced accuracy)",
+               "given": "the given class prior"}
+
+
+def _multiclass_where(counts: list[int], rows: list[dict[str, Any]]) -> str:
+    """A multi-class table title's tail: the split's size and class counts, and the prior of `acc`."""
+    src = rows[0]["metrics"].get("prior_source", "train") if rows else "train"
+    prior = ("" if src != "given" or not rows else
+             " [" + ", ".join(f"{v:.3g}" for v in rows[0]["metrics"]["prior"]) + "]")
+    per = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    return (f" ({sum(counts)} samples, {len(counts)} classes, {per} per class); acc at "
+            f"{_PRIOR_TEXT.get(src, src)}{prior}; rows at t = 0 (no post-hoc adjustment)")
 
 
 _COLUMNS = [("auc", "AUC"), ("ap", "AP"), ("brier", "Brier"), ("ece", "ECE"), ("f1", "bestF1"),
@@ -231,6 +255,21 @@ _COLUMNS = [("auc", "AUC"), ("ap", "AP"), ("brier", "Brier"), ("ece", "ECE"), ("
 _CAPTION = ("bestF1: the best F1 over all thresholds (key f1, reached at f1_threshold), not the F1 at the "
             "decision threshold (f1_at_threshold); P@R.9: precision at recall 0.9; P@thr / R@thr: precision "
             "and recall at the decision threshold; -: undefined (precision when nothing is predicted positive)")
+
+
+_MC_COLUMNS = [("accuracy", "acc"), ("balanced_accuracy", "bal_acc"), ("worst_class_accuracy", "worst"),
+               ("many_shot_accuracy", "many"), ("medium_shot_accuracy", "med"), ("few_shot_accuracy", "few"),
+               ("macro_f1", "macroF1"), ("nll", "NLL"), ("ece", "ECE")]
+
+_MC_CAPTION = ("acc: accuracy at the class prior named in the title; bal_acc: mean per-class recall (accuracy at "
+               "the uniform prior); worst: the lowest per-class recall; many / med / few: mean recall over the "
+               "classes with > 100 / 20-100 / < 20 training samples (-: no class in the group); macroF1: mean "
+               "per-class F1; NLL, ECE (top-label): at the same prior as acc")
+
+#: Column sets of the tables (key, header) and their captions, by task type; "multiclass_dial" is the
+#: narrower set of the multi-class demo's dial table.
+_COLUMN_SETS = {"binary": (_COLUMNS, _CAPTION), "multiclass": (_MC_COLUMNS, _MC_CAPTION),
+                "multiclass_dial": (_MC_COLUMNS[:6], _MC_CAPTION.split("; macroF1")[0])}
 
 
 def _fmt(v: Any) -> str:
@@ -243,26 +282,29 @@ def _lam_str(lam: dict[str, float]) -> str:
 
 def _print_rows(rows: list[dict[str, Any]], title: str, label: str | None = None,
                 table: Table | None = None, show: bool = True, keys: list[str] | None = None,
-                suffix: str = "", models: bool = False) -> Table:
-    """Rows of {lambda, metrics}; `keys` limits the lambda column to the conditioned names.
+                suffix: str = "", models: bool = False, task: str = "binary") -> Table:
+    """Rows of {lambda, metrics} (and ``t``, a post-hoc adjustment, where a row has one); `keys` limits the
+    lambda column to the conditioned names; `task` picks the column set (:data:`_COLUMN_SETS`).
 
     Fits 80 columns: the number cells never shrink (they would print as ``0.…``); the lambda column wraps
     between names instead. The model column is there only for a table of several models (``models=True``);
     otherwise the label goes into the lambda header."""
+    columns, caption = _COLUMN_SETS[task]
     if table is None:
-        table = Table(title=title, title_justify="left", caption=_CAPTION, caption_justify="left",
+        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
                       pad_edge=False, collapse_padding=True)
         if models:
             table.add_column("model", no_wrap=True)
         table.add_column("lambda" if models or not label else f"lambda ({label})", overflow="fold")
-        for _, head in _COLUMNS:
+        for _, head in columns:
             table.add_column(head, justify="right", no_wrap=True, min_width=max(5, len(head)))
     with_model = table.columns[0].header == "model"
     for r in rows:
         m = r["metrics"]
         lam = {k: v for k, v in r["lambda"].items() if keys is None or k in keys}
-        table.add_row(*([label or ""] if with_model else []), _lam_str(lam) + suffix,
-                      *[_fmt(m.get(k)) for k, _ in _COLUMNS])
+        table.add_row(*([label or ""] if with_model else []),
+                      _lam_str(lam) + suffix + (f" t={r['t']:g}" if "t" in r else ""),
+                      *[_fmt(m.get(k)) for k, _ in columns])
     if show:
         console.print(table)
     return table
@@ -278,6 +320,10 @@ def evaluate(
                                               "thresholds."),
     prevalence: Optional[float] = typer.Option(None, help="Positive prevalence for precision-type metrics "
                                                "(default: the split's own)."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="Multi-class runs: the deployment class prior of "
+                                        "acc (and NLL, ECE): train (default, the training class frequencies), "
+                                        "uniform, or p1,...,pC in label order summing to 1. bal_acc does not "
+                                        "depend on it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("auto", help="cpu, cuda, auto."),
 ) -> None:
@@ -291,17 +337,26 @@ def evaluate(
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            rows = evaluate_run(loaded, lambdas, split=split, threshold=threshold, prevalence=prevalence)
+            rows = evaluate_run(loaded, lambdas, split=split, threshold=threshold, prevalence=prevalence,
+                                prior=prior)
     except (RunError, ValueError, KeyError) as exc:
         _fail(_exc_text(exc))
     for w in caught:
         _warn(w.message)
+    task = loaded.task_type.name
     if as_json:
         from lossdial.rundir import dumps_json
 
-        print(dumps_json({"run": str(run), "split": split, "rows": rows}))
+        extra = {"task": task, "prior": rows[0]["metrics"]["prior"],
+                 "prior_source": rows[0]["metrics"]["prior_source"]} if task == "multiclass" and rows else {}
+        print(dumps_json({"run": str(run), "split": split, **extra, "rows": rows}))
         return
     counts = loaded.data["counts"][split]
+    if task == "multiclass":
+        _print_rows(rows, title=f"{run}: {split} split{_multiclass_where(counts, rows)}",
+                    label="LCT" if loaded.is_lct else "baseline",
+                    keys=list(loaded.space.names) if loaded.is_lct else None, task=task)
+        return
     prev_txt = f"prevalence {prevalence:g} (given)" if prevalence is not None else \
         f"prevalence {counts[1] / (counts[0] + counts[1]):.4f} (the split's own)"
     thr = loaded.config.evaluate.threshold if threshold is None else threshold
@@ -317,11 +372,17 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Put the runs at OUT/baseline and OUT/lct."),
     force: bool = typer.Option(False, "--force", help="Overwrite runs already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    multiclass: bool = typer.Option(False, "--multiclass", help="The multi-class demo: the ten digits with an "
+                                    "exponential long tail (ratio 20); the dial between head and tail classes."),
 ) -> None:
-    """Baseline vs LCT on an imbalanced digits task (digit 8 vs the rest), on the CPU in about a minute."""
+    """Baseline vs LCT on an imbalanced digits task (digit 8 vs the rest), on the CPU in about a minute;
+    --multiclass: the ten digits with a long tail, and the dial between head and tail classes."""
     from lossdial.demo import demo_configs, dial_summary
     from lossdial.data import build_task
     from lossdial.rundir import RunError
+
+    if multiclass:
+        return _demo_multiclass(quick=quick, out=out, force=force, quiet=quiet)
 
     base_cfg, lct_cfg = demo_configs(quick=quick)
     out = out or _default_out("demo")
@@ -359,6 +420,61 @@ def demo(
     console.print(f"Next: lossdial evaluate {lct.run_dir} --lambda \"tau=0:3:13\"")
 
 
+def _demo_multiclass(*, quick: bool, out: Optional[Path], force: bool, quiet: bool) -> None:
+    """`lossdial demo --multiclass`: a VS baseline and an LCT model over tau on long-tailed digits; the dial
+    table on validation (LCT: rows over tau at t = 0; baseline: rows over the post-hoc adjustment t)."""
+    from lossdial.data import build_task
+    from lossdial.demo import DEMO_T_GRID, demo_multiclass_configs, multiclass_dial_summary, posthoc_dial
+    from lossdial.evaluate import load_run
+    from lossdial.rundir import RunError
+
+    base_cfg, lct_cfg = demo_multiclass_configs(quick=quick)
+    out = out or _default_out("demo_multiclass")
+    task = build_task(lct_cfg.data)
+    d = task.describe()["counts"]
+    console.print(f"[bold]Task:[/] sklearn digits, {task.num_classes} classes with an exponential long tail, "
+                  f"ratio {lct_cfg.data.beta:g} (validation and test holdouts carved first, then class c keeps "
+                  f"n_max * {lct_cfg.data.beta:g}^(-c/9) training samples)", highlight=False)
+    counts = Table(title_justify="left", pad_edge=False, collapse_padding=True)
+    counts.add_column("split")
+    for name in task.class_names:
+        counts.add_column(name, justify="right")
+    for s in ("train", "val", "test"):
+        counts.add_row(s, *[str(v) for v in d[s]])
+    console.print(counts)
+    t0 = time.perf_counter()
+    try:
+        base = _run_training(base_cfg, out / "baseline", resume=False, force=force, quiet=quiet,
+                             label="baseline (VS, tau=%g)" % base_cfg.loss.params["tau"], device="cpu")
+        lct = _run_training(lct_cfg, out / "lct", resume=False, force=force, quiet=quiet,
+                            label="LCT (tau ~ %s)" % lct_cfg.lct.lambdas["tau"], device="cpu")
+        base_rows = posthoc_dial(load_run(base.run_dir, device="cpu"), task, DEMO_T_GRID)
+    except (RunError, ValueError) as exc:
+        _fail(str(exc))
+    elapsed = time.perf_counter() - t0
+    keys = list(lct_cfg.lct.lambdas)
+    title = (f"Validation split ({sum(d['val'])} samples, {min(d['val'])}-{max(d['val'])} per class); acc at the "
+             f"training class prior; LCT rows at t = 0, baseline rows over the post-hoc adjustment "
+             f"z_c - t log(pi_c)")
+    table = _print_rows(base_rows, title=title, label="baseline", show=False, keys=keys, suffix=" fixed,",
+                        models=True, task="multiclass_dial")
+    _print_rows(lct.final["rows"], title=title, label="LCT", table=table, show=False, keys=keys,
+                task="multiclass_dial")
+    console.print(table)
+    s = multiclass_dial_summary(base_rows, lct.final["rows"])
+    b, m = s["baseline"], s["lct"]
+    console.print(
+        f"Two dials between head and tail classes: moving the baseline's post-hoc t from {b['from']:g} to "
+        f"{b['to']:g} takes few-shot accuracy from {b['few_from']:.2f} to {b['few_to']:.2f} and many-shot from "
+        f"{b['many_from']:.2f} to {b['many_to']:.2f}; the LCT model's tau from {m['from']:g} to {m['to']:g} "
+        f"takes few-shot from {m['few_from']:.2f} to {m['few_to']:.2f} and many-shot from {m['many_from']:.2f} "
+        f"to {m['many_to']:.2f}. Best balanced accuracy: baseline {b['best_balanced_accuracy']:.3f} at "
+        f"t={b['best_at']:g}, LCT {m['best_balanced_accuracy']:.3f} at tau={m['best_at']:g}.", highlight=False)
+    console.print(f"Trained both models in {elapsed:.1f} s on the CPU.")
+    console.print(f"Run directories: baseline [bold]{base.run_dir}[/], LCT [bold]{lct.run_dir}[/]")
+    console.print(f"Next: lossdial evaluate {lct.run_dir} --lambda \"tau=0:2:9\" --prior uniform")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Operating points: sweep, pick, predict, export, report
 
@@ -377,12 +493,17 @@ def _parse_costs(text: Optional[str]) -> tuple[float, float]:
     return (vals.get("fp", 1.0), vals.get("fn", 1.0))
 
 
-def _load_or_fail(run: Path, device: str):
+def _load_or_fail(run: Path, device: str, command: str):
+    """The finished run of `command` (sweep, pick, predict, export, report), which take binary runs only for
+    now: a multi-class run stops here with one line, before anything is read or written."""
     from lossdial.evaluate import load_run
+    from lossdial.evaluate.run import require_binary
     from lossdial.rundir import RunError
 
     try:
-        return load_run(run, device=device)
+        loaded = load_run(run, device=device)
+        require_binary(loaded.config.data.task, f"lossdial {command} ({run})")
+        return loaded
     except (RunError, ValueError) as exc:
         _fail(str(exc))
 
@@ -416,7 +537,7 @@ def sweep(
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.evaluate.select import search_grid, sweep_split
 
-    loaded = _load_or_fail(run, device)
+    loaded = _load_or_fail(run, device, "sweep")
     try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True) as caught:
@@ -508,7 +629,7 @@ def pick(
     if (maximize and maximize not in MAXIMIZE) or (minimize and minimize not in MINIMIZE):
         _fail(f"{'--maximize' if maximize else '--minimize'} {objective!r}: --maximize takes {', '.join(MAXIMIZE)}; "
               f"--minimize takes {', '.join(MINIMIZE)}")
-    loaded = _load_or_fail(run, device)
+    loaded = _load_or_fail(run, device, "pick")
     spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
                          confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp)
     try:
@@ -594,7 +715,7 @@ def predict(
     """Score new data with the run's own preprocessing; writes a CSV of id, score, decision."""
     from lossdial.predict import PredictInputError, predict as predict_fn, read_inputs, write_predictions
 
-    loaded = _load_or_fail(run, device)
+    loaded = _load_or_fail(run, device, "predict")
     lam, thr = _point_from_options(loaded, at, lambda_, threshold)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -628,7 +749,7 @@ def export(
     from lossdial.export import export_run
     from lossdial.report.card import load_card
 
-    loaded = _load_or_fail(run, "cpu")
+    loaded = _load_or_fail(run, "cpu", "export")
     card = load_card(run) or {"points": {}}
     if at not in card["points"]:
         _fail(f"no point named {at!r} in {run}/model_card.json; known: {sorted(card['points'])}")
@@ -655,7 +776,7 @@ def report(
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.report.html import build_report
 
-    loaded = [_load_or_fail(r, device) for r in runs]
+    loaded = [_load_or_fail(r, device, "report") for r in runs]
     out = out or Path(runs[0]) / "report"
     try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None

@@ -179,6 +179,15 @@ class DataConfig(_Section):
             stray = sorted(f for f in _BINARY_FIELDS if getattr(self, f) is not None)
             if stray:
                 raise ValueError(f"{', '.join(stray)}: apply only to task: binary (use classes for multiclass)")
+            if self.classes is not None:
+                names = [str(c) for c in self.classes]
+                if len(names) < 2:
+                    raise _PathError("classes", f"{names} names {len(names)} class{'' if len(names) == 1 else 'es'}; "
+                                                f"a multi-class task needs at least two (null: every class of the "
+                                                f"source)")
+                twice = sorted({c for c in names if names.count(c) > 1})
+                if twice:
+                    raise _PathError("classes", f"names {twice} more than once; list each class once")
             self.__dict__["positive_class"] = None
         return self
 
@@ -397,8 +406,10 @@ class Config(_Section):
         if self.data.task == "binary":
             counts = [2, 1]
         else:
-            cw = self.loss.params.get("class_weights")
-            k = len(self.data.classes) if self.data.classes else len(cw) if isinstance(cw, list) else 3
+            # the class count: data.classes, else the length of a per-class list (class_weights, focal's alpha;
+            # checked against the data's classes when the run is built), else a 3-class stand-in
+            lists = [len(v) for v in self.loss.params.values() if isinstance(v, list)]
+            k = len(self.data.classes) if self.data.classes else lists[0] if lists else 3
             counts = list(range(k + 1, 1, -1))
         try:
             build_loss(self.loss.family, counts, **loss_kwargs(self))

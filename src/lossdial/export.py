@@ -53,6 +53,9 @@ def export_run(loaded, name: str, point: Mapping[str, Any], out_dir: str | Path)
     """Write state dict (safetensors), TorchScript and metadata for `point` into `out_dir`."""
     from safetensors.torch import save
 
+    from lossdial.evaluate.run import require_binary
+
+    require_binary(loaded.config.data.task, "export")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lam = point.get("lambda") if loaded.is_lct else None

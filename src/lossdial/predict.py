@@ -346,8 +346,10 @@ def predict(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, thres
             batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores, decisions) for raw `inputs` at lambda `lam` and `threshold`."""
     from lossdial.data.task import Normalizer
+    from lossdial.evaluate.run import require_binary
     from lossdial.evaluate.scoring import score_lambdas
 
+    require_binary(loaded.config.data.task, "predict")
     if loaded.is_lct:
         if lam is None:
             raise ValueError("an LCT run needs a lambda (--at NAME or --lambda ...)")

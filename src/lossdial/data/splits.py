@@ -207,9 +207,11 @@ def make_splits(labels: np.ndarray, *, val_fraction: float, test_fraction: float
             target = longtail_counts(n_max, len(classes), beta, profile, step_fraction)
             zero = [c for c in classes if target[c] < 1]
             if zero:
-                raise ValueError(
-                    f"beta={beta} leaves {names(zero[0])} with floor({n_max} / {beta}) = 0 training samples "
-                    f"(n_max = {n_max} after the holdouts); lower beta to at most {n_max}")
+                more = f" (and {len(zero) - 1} more class{'es' if len(zero) > 2 else ''} with 0)" if len(zero) > 1 else ""
+                raise ValueError(  # the rarest class (the last) gets floor(n_max / beta) under both profiles
+                    f"beta={beta:g} leaves {names(zero[-1])} with floor({n_max} / {beta:g}) = 0 training samples"
+                    f"{more} (n_max = {n_max} after the holdouts); lower data.beta to at most {n_max}, or "
+                    f"lower the holdouts (data.val_fraction, data.test_fraction, data.min_holdout_positives)")
             by_class = {c: by_class[c][:target[c]] for c in classes}
     train = np.sort(np.concatenate(list(by_class.values()))).astype(np.int64)
     s = SplitIndices(train=train, val=val, test=test)

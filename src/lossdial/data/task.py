@@ -14,7 +14,7 @@ from lossdial.data.splits import SplitIndices, binary_labels, make_splits, multi
 
 
 class MultiClassNotSupported(ValueError):
-    """Raised by training on a multi-class task: the data side exists, the loop and metrics are binary."""
+    """Raised by a command that does not take multi-class runs yet (``lossdial.evaluate.run.require_binary``)."""
 
 
 @dataclass

@@ -12,8 +12,8 @@ import yaml
 
 from lossdial.config import Config, config_from_dict, fixed_lambda, pin_legacy_defaults
 from lossdial.data.task import Task, build_task
-from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
+from lossdial.evaluate.tasktype import task_type
 from lossdial.rundir import RunDir, RunError
 
 
@@ -29,6 +29,16 @@ class LoadedRun:
     @property
     def is_lct(self) -> bool:
         return self.space is not None
+
+    @property
+    def task_type(self):
+        """The run's :class:`~lossdial.evaluate.tasktype.BinaryTask` or ``MultiClassTask`` (``data.task``)."""
+        return task_type(self.config.data.task)
+
+    @property
+    def train_counts(self) -> list[int]:
+        """Training samples per label, as data.json records them (what the losses were built with)."""
+        return [int(v) for v in self.data["counts"]["train"]]
 
     def task(self) -> Task:
         """Rebuild the data splits, checking them against the indices saved at training time."""
@@ -52,7 +62,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     data = run.read_json(run.data)
     space = LambdaSpace.from_dict(run.read_json(run.lambda_space)) if run.lambda_space.is_file() else None
     dev = resolve_device(device)
-    model = build_model_from_config(cfg, data["input_shape"], space.dim if space is not None else 0)
+    model = build_model_from_config(cfg, data["input_shape"], space.dim if space is not None else 0,
+                                    int(data.get("num_classes", 2)))
     load_weights(run.weights, model)
     model.to(dev).eval()
     return LoadedRun(path=run.path, config=cfg, model=model, space=space, data=data, device=dev)
@@ -60,16 +71,22 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
 
 def evaluate_run(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | None = None, *,
                  split: str = "val", threshold: float | None = None, task: Task | None = None,
-                 prevalence: float | None = None) -> list[dict[str, Any]]:
+                 prevalence: float | None = None, prior: str | Sequence[float] | None = None
+                 ) -> list[dict[str, Any]]:
     """Metrics per lambda value on `split` ("val" or "test"). Values outside the training support warn.
 
-    ``prevalence``: positive prevalence for precision-type metrics (None: the split's own).
+    Binary runs: ``threshold`` (None: the run's evaluate.threshold) and ``prevalence``, the positive prevalence
+    for precision-type metrics (None: the split's own). Multi-class runs (at t = 0, no post-hoc adjustment):
+    ``prior``, the deployment class prior of ``accuracy`` -- ``"train"`` (None: the default), ``"uniform"`` or
+    C probabilities in label order; every row's metrics state it (``prior``, ``prior_source``). An option of
+    the other task type is refused (:mod:`lossdial.evaluate.tasktype`).
     """
     if split not in ("val", "test", "train"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    tt = loaded.task_type
+    tt.check_options(train_counts=loaded.train_counts, threshold=threshold, prevalence=prevalence, prior=prior)
     task = task or loaded.task()
     data = getattr(task, split)
-    thr = loaded.config.evaluate.threshold if threshold is None else threshold
     if loaded.is_lct:
         if not lambdas:
             from lossdial.train.loop import default_eval_grid
@@ -83,10 +100,25 @@ def evaluate_run(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | Non
                              "to vary. Drop --lambda, or evaluate an LCT run")
         lambdas = None
     scores = score_lambdas(loaded.model, data.x, lambdas, loaded.space, device=loaded.device,
-                           batch_size=loaded.config.evaluate.batch_size, transform=task.normalizer)
+                           batch_size=loaded.config.evaluate.batch_size, transform=task.normalizer,
+                           output=tt.score_output)
     y = data.y.numpy()
     rows = []
     for k, s in enumerate(scores):
         lam = dict(lambdas[k]) if lambdas else fixed_lambda(loaded.config)
-        rows.append({"lambda": lam, "metrics": binary_metrics(y, s, threshold=thr, prevalence=prevalence)})
+        rows.append({"lambda": lam, "metrics": tt.metrics(y, s, train_counts=loaded.train_counts,
+                                                          config=loaded.config, threshold=threshold,
+                                                          prevalence=prevalence, prior=prior)})
     return rows
+
+
+def require_binary(task: str | None, command: str) -> None:
+    """Stop a command that does not take multi-class runs yet with one clear line (``task``: ``data.task``)."""
+    if task_type(task).name == "binary":
+        return
+    from lossdial.data.task import MultiClassNotSupported
+
+    raise MultiClassNotSupported(
+        f"{command} does not take multi-class runs yet. For multi-class runs: `lossdial evaluate RUN --prior "
+        f"train|uniform|p1,...,pC` works; sweep, pick, predict, export, report and compare for multi-class land "
+        f"with the rest of issue 12")

@@ -16,7 +16,7 @@ import numpy as np
 
 from lossdial.config import fixed_lambda as baseline_lambda
 from lossdial.evaluate.classification import binary_metrics, counts_at
-from lossdial.evaluate.run import LoadedRun
+from lossdial.evaluate.run import LoadedRun, require_binary
 from lossdial.evaluate.scoring import score_lambdas
 from lossdial.evaluate.sweep import MIN_TP, OperatingPoint, SweepResult, exact_intervals, sweep
 
@@ -82,6 +82,7 @@ def sweep_split(loaded: LoadedRun, split: str, lambdas: Sequence[Mapping[str, fl
                 prevalence: float | None = None, costs: tuple[float, float] = (1.0, 1.0), task=None
                 ) -> SweepResult:
     """Sweep a run's `split` over `lambdas` (default: :func:`search_grid`)."""
+    require_binary(loaded.config.data.task, "sweep")
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     task = task if task is not None else loaded.task()
@@ -155,6 +156,7 @@ def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot
     validation true positives (only possible for a lambda objective without a constraint, which keeps the
     default threshold).
     """
+    require_binary(loaded.config.data.task, "pick")
     if not _NAME.match(spec.name):
         raise ValueError(f"point name {spec.name!r} must be 1-64 letters, digits, '_', '-' or '.'")
     task = task if task is not None else loaded.task()

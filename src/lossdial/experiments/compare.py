@@ -593,6 +593,7 @@ def compare(config: Config | str | Path, *, out: str | Path,
             unfinished runs are retrained from the start (stacks do not resume).
     """
     from lossdial.conditioning import parse_lambda_grid
+    from lossdial.evaluate.run import require_binary
 
     t_start = time.perf_counter()
     if isinstance(config, Config):
@@ -601,6 +602,7 @@ def compare(config: Config | str | Path, *, out: str | Path,
     else:
         base = load_config(config, list(overrides))
         config_name = str(config)
+    require_binary(base.data.task, "compare")  # before anything is trained
     if jobs < 1:
         raise CompareError(f"jobs must be >= 1, got {jobs}")
     if stacked and jobs > 1:

@@ -52,6 +52,10 @@ def build_report(runs: Sequence, out: str | Path, *, split: str = "val", lambdas
     """Write OUT/report.html and OUT/*.png for `runs` (the first is the main run, others are overlaid)."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
+    from lossdial.evaluate.run import require_binary
+
+    for r in runs:
+        require_binary(r.config.data.task, "report")
     plt = _plt()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

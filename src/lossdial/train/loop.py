@@ -21,8 +21,8 @@ import torch
 from lossdial.config import Config, config_from_dict, fixed_lambda, pin_legacy_defaults
 from lossdial.data.loader import augment_batch, derive_seed, make_generator, to_device
 from lossdial.data.task import Task, build_task
-from lossdial.evaluate.classification import binary_metrics
 from lossdial.evaluate.scoring import score_lambdas
+from lossdial.evaluate.tasktype import task_type
 from lossdial.rundir import RunDir, RunError, atomic_write_text, write_json
 from lossdial.train import distributed as ddp
 from lossdial.train.ema import EMA
@@ -133,12 +133,6 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False, force: bool = F
     Under ``torchrun`` (WORLD_SIZE > 1) this process is one rank of a DistributedDataParallel run: see
     :mod:`lossdial.train.distributed` (only rank 0 writes ``out``).
     """
-    if cfg.data.task != "binary":
-        from lossdial.data.task import MultiClassNotSupported
-
-        raise MultiClassNotSupported(
-            "data.task: multiclass builds the long-tailed data (see `lossdial data CONFIG`), but multi-class "
-            "training lands with a later issue; train a binary task (data.positive_classes / negative_classes)")
     dctx, ddp_dev = (ddp.from_env(resolve_device(device if device is not None else cfg.train.device))
                      if ddp.env_world_size() > 1 else (None, None))
     try:
@@ -166,6 +160,7 @@ def _train_run(cfg: Config, run: RunDir, resume: bool, force: bool, callback: Ca
             raise RunError(f"cannot resume {run.path}: the data split rebuilt from the config differs from "
                            f"splits.npz (did the data or library version change?)")
     space = build_lambda_space(cfg)
+    build_loss_fn(cfg, task.class_counts)  # per-class loss.params against the real class count, before any write
     if not resuming and (dctx is None or dctx.is_main):
         _write_run_header(run, cfg, task, space)
 
@@ -186,7 +181,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     tc = cfg.train
     main = dctx is None or dctx.is_main  # only rank 0 writes the run directory
     lambda_dim = space.dim if space is not None else 0
-    model = build_model_from_config(cfg, task.input_shape, lambda_dim).to(dev)
+    model = build_model_from_config(cfg, task.input_shape, lambda_dim, task.num_classes).to(dev)
     images = len(task.input_shape) == 3
     layout = torch.channels_last if tc.channels_last and images else torch.contiguous_format
     model = model.to(memory_format=layout)
@@ -319,27 +314,37 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     return TrainResult(run_dir=run.path, steps=state["step"], seconds=time.perf_counter() - t0, final=final)
 
 
+def _score_val(cfg: Config, task: Task, space, model, lambdas, dev, amp):
+    """The validation split's scores at ``lambdas`` (None: an unconditioned model), as the task type wants."""
+    return score_lambdas(model, task.val.x, lambdas, space, batch_size=cfg.evaluate.batch_size, device=dev,
+                         amp=amp, transform=task.normalizer, output=task_type(cfg.data.task).score_output)
+
+
+def _val_metrics(cfg: Config, task: Task, scores) -> dict[str, Any]:
+    """One row's validation metrics: binary at evaluate.threshold (the split's own prevalence); multi-class
+    at t = 0 and the training class prior."""
+    return task_type(cfg.data.task).metrics(task.val.y.numpy(), scores, train_counts=task.class_counts,
+                                            config=cfg)
+
+
 def periodic_validation(cfg: Config, task: Task, space, model, ref_lam, dev, amp) -> dict[str, Any]:
     """The epoch record's validation entries: metrics at the reference lambda (never the test split)."""
-    scores = score_lambdas(model, task.val.x, [ref_lam] if ref_lam else None, space,
-                           batch_size=cfg.evaluate.batch_size, device=dev, amp=amp, transform=task.normalizer)[0]
-    m = binary_metrics(task.val.y.numpy(), scores, threshold=cfg.evaluate.threshold)
-    out: dict[str, Any] = {"val": {k: m[k] for k in ("auc", "ap", "brier", "f1")}}
+    scores = _score_val(cfg, task, space, model, [ref_lam] if ref_lam else None, dev, amp)[0]
+    m = _val_metrics(cfg, task, scores)
+    out: dict[str, Any] = {"val": {k: m[k] for k in task_type(cfg.data.task).periodic_keys}}
     if ref_lam:
         out["val_lambda"] = ref_lam
     return out
 
 
 def _final_evaluation(cfg: Config, task: Task, space, model, dev, amp) -> dict[str, Any]:
-    """Validation metrics at every point of the evaluation grid (never the test split)."""
+    """Validation metrics at every point of the evaluation grid (never the test split); multi-class rows are at
+    t = 0 (no post-hoc adjustment) and the training class prior."""
     grid = default_eval_grid(cfg, space)
-    scores = score_lambdas(model, task.val.x, grid, space, batch_size=cfg.evaluate.batch_size,
-                           device=dev, amp=amp, transform=task.normalizer)
-    rows = []
-    for k, s in enumerate(scores):
-        m = binary_metrics(task.val.y.numpy(), s, threshold=cfg.evaluate.threshold)
-        rows.append({"lambda": grid[k] if grid else fixed_lambda(cfg), "metrics": m})
-    return {"event": "final", "split": "val", "rows": rows}
+    scores = _score_val(cfg, task, space, model, grid, dev, amp)
+    rows = [{"lambda": grid[k] if grid else fixed_lambda(cfg), "metrics": _val_metrics(cfg, task, s)}
+            for k, s in enumerate(scores)]
+    return {"event": "final", "split": "val", "task": task_type(cfg.data.task).name, "rows": rows}
 
 
 def _final_record(run: RunDir) -> dict[str, Any]:

@@ -37,7 +37,8 @@ Randomness inside the forward pass (dropout) would draw from the global RNG in a
 sequential runs do, so models with dropout are refused and the vmap runs with ``randomness="error"``.
 
 Scope: only the in-memory path (``train.loader`` device, or auto with in-memory data), one process (no
-torchrun), binary tasks. There is no checkpoint and no resume: a killed stack restarts (``force=True``).
+torchrun); binary and multi-class tasks alike. There is no checkpoint and no resume: a killed stack restarts
+(``force=True``).
 Each member's run directory is written exactly as a single run writes it (config.yaml, data.json,
 splits.npz, lambda_space.json, metrics.jsonl with the start / epoch / final records, model.safetensors,
 COMPLETE) except that there is no checkpoint.pt, so ``lossdial sweep / pick / evaluate`` read it as any
@@ -141,8 +142,6 @@ def check_stackable(cfgs: Sequence[Config]) -> None:
     if tc.compile != "off":
         raise StackedConfigError(f"train.compile: {tc.compile} is not supported by train_stacked (the vmapped "
                                  f"forward is not compiled); set train.compile: off")
-    if cfgs[0].data.task != "binary":
-        raise StackedConfigError("train_stacked trains binary tasks only (data.task: binary), as train does")
 
 
 def _check_no_dropout(model: nn.Module) -> None:
@@ -245,6 +244,8 @@ def train_stacked(cfgs: list[Config], outs: list[str | Path], *, device: str | t
             f"train_stacked needs the in-memory, on-device data path (train.loader: device, or auto with "
             f"in-memory data); this config resolves to train.loader: {kind}: set train.loader: device with "
             f"data.in_memory: true, or train these runs one by one with lossdial.train.train")
+    for cfg in cfgs:  # per-class loss.params against the real class count, before any write
+        build_loss_fn(cfg, task.class_counts)
     for run, cfg in zip(runs, cfgs):
         _prepare_run_dir(run, cfg, False, force)
     spaces = [build_lambda_space(c) for c in cfgs]
@@ -273,7 +274,8 @@ class StackedTrainer:
         cfg0 = cfgs[0]
         self.tc = tc = cfg0.train
         lambda_dim = spaces[0].dim if spaces[0] is not None else 0
-        self.models = [build_model_from_config(c, task.input_shape, lambda_dim).to(dev) for c in cfgs]
+        self.models = [build_model_from_config(c, task.input_shape, lambda_dim, task.num_classes).to(dev)
+                       for c in cfgs]
         _check_no_dropout(self.models[0])
         for m in self.models:
             m.train()
