@@ -160,6 +160,7 @@ def test_sigkilled_cli_run_resumes_to_identical_weights(tmp_path, tiny_overrides
     assert 0 < ck["state"]["step"] < 3 * 16  # there is something left to resume
     r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "killed"), "--resume", "-q", "--device", "cpu"])
     assert r.exit_code == 0, r.output
+    assert f"resumed at step {ck['state']['step']} of {3 * 16}" in r.output  # where it went on from, as saved
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

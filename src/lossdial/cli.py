@@ -90,8 +90,10 @@ class _ProgressCallback:
 
     def __init__(self, progress: Progress, label: str):
         self.progress, self.label, self.task = progress, label, None
+        self.total_steps = self.start_step = None
 
     def on_start(self, total_steps: int, start_step: int) -> None:
+        self.total_steps, self.start_step = total_steps, start_step
         self.task = self.progress.add_task(self.label, total=total_steps, completed=start_step, info="")
 
     def on_step(self, step: int) -> None:
@@ -128,8 +130,12 @@ def _run_training(cfg, out: Path, *, resume: bool, force: bool, quiet: bool, lab
     from lossdial.train import train
 
     with _WarningLines(), _progress(quiet) as progress:
-        return train(cfg, out, resume=resume, force=force, device=device,
-                     callback=_ProgressCallback(progress, label))
+        cb = _ProgressCallback(progress, label)
+        result = train(cfg, out, resume=resume, force=force, device=device, callback=cb)
+    if resume and cb.start_step:
+        console.print(f"resumed at step {cb.start_step} of {cb.total_steps} (from the run's checkpoint)",
+                      highlight=False)
+    return result
 
 
 def _load_config_or_fail(config: Path | None, overrides: list[str], resume_dir: Path | None = None,
