@@ -213,6 +213,8 @@ def test_point_option_errors(runs, tmp_path):
          "--top-k must be a whole number >= 1, got 0", ""),
         (["predict", str(run), npz, "--lambda", "tau=1", "--adjustment", "nan"],
          "--adjustment must be a finite number", ""),
+        (["export", str(run), "--at", "balanced", "--adjustment", "0.5"],
+         "--at balanced fixes the whole operating point; drop --adjustment", ""),
     ]
     for args, msg, fix in cases:
         r = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
@@ -224,6 +226,9 @@ def test_point_option_errors(runs, tmp_path):
                                                              "schedule.warmup_epochs=0", "lct.enabled=false",
                                                              "model.backbone_kwargs.width=8"])
     train(cfg, tmp_path / "bin", device="cpu")
+    r = runner.invoke(app, ["predict", str(tmp_path / "bin"), npz, "--threshold", "0.5", "--top-k", "2",
+                            "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "--top-k applies to multi-class runs" in " ".join(r.output.split()), r.output
     for args in (["predict", str(tmp_path / "bin"), npz], ["export", str(tmp_path / "bin")]):
         r = runner.invoke(app, [*args, "--adjustment", "1", "--out", str(tmp_path / "out")])
         text = " ".join(r.output.split())

@@ -690,6 +690,11 @@ def _point_from_options(loaded, at: Optional[str], lambda_: Optional[str], thres
 
     try:
         if at:
+            given = [f for f, v in (("--lambda", lambda_), ("--threshold", threshold), ("--adjustment", adjustment))
+                     if v is not None]
+            if given:
+                _fail(f"--at {at} fixes the whole operating point; drop {' and '.join(given)} (or drop --at and give "
+                      f"the point explicitly)")
             card = load_card(loaded.path) or {"points": {}}
             if at not in card["points"]:
                 _fail(f"no point named {at!r} in {loaded.path}/model_card.json; known: {sorted(card['points'])}. "
@@ -723,8 +728,8 @@ def predict(
     threshold: Optional[float] = typer.Option(None, help="Explicit threshold on P(positive) (binary runs)."),
     adjustment: Optional[float] = typer.Option(None, "--adjustment", help="Explicit post-hoc logit adjustment t "
                                                "(multi-class runs): probabilities softmax(z_c - t log pi_c)."),
-    top_k: int = typer.Option(3, "--top-k", help="Multi-class runs: how many classes per input (capped at the "
-                              "number of classes)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Multi-class runs: how many classes per input "
+                                        "(default 3, capped at the number of classes)."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default RUN/predictions/NAME.csv)."),
     device: str = typer.Option("auto"),
 ) -> None:
@@ -738,10 +743,14 @@ def predict(
     loaded = _load_or_fail(run, device, "predict", multiclass=True)
     multiclass = loaded.task_type.name == "multiclass"
     if multiclass:
+        top_k = 3 if top_k is None else top_k
         try:
             check_top_k(np.zeros((0, 1)), top_k)
         except ValueError as exc:
             _fail(str(exc))
+    elif top_k is not None:
+        _fail("--top-k applies to multi-class runs; a binary run writes one score (P(positive)) and a decision "
+              "per input: drop --top-k")
     op = _point_from_options(loaded, at, lambda_, threshold, adjustment)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
