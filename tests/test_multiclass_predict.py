@@ -32,11 +32,12 @@ TINY = ["train.epochs=3", "train.eval_every=0", "schedule.warmup_epochs=0", "mod
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three finished multi-class runs (linear-head LCT over tau, linear-head baseline, cosine-head LCT) and the
-    validation inputs as an .npz."""
+    """Four finished multi-class runs (linear-head LCT over tau, linear-head baseline, cosine-head LCT, LDAM-DRW
+    baseline with its cosine head) and the validation inputs as an .npz."""
     root = tmp_path_factory.mktemp("mcpred")
     out = {}
-    for name, extra in (("lct", []), ("base", ["lct.enabled=false"]), ("cos", ["model.head=cosine"])):
+    for name, extra in (("lct", []), ("base", ["lct.enabled=false"]), ("cos", ["model.head=cosine"]),
+                        ("ldam", ["lct.enabled=false", "loss.family=ldam", "loss.params={drw_epoch: 2}"])):
         cfg = load_config(packaged_config_path("demo_digits_lt"), TINY + extra)
         train(cfg, root / name, device="cpu")
         out[name] = (cfg, root / name)
@@ -162,15 +163,18 @@ def test_at_reads_a_hand_written_card_entry(runs, tmp_path):
         assert np.allclose(ts(runs["x"]).numpy(), truth, atol=1e-5)
 
 
-@pytest.mark.parametrize("which,lam", [("lct", {"tau": 0.7}), ("base", None), ("cos", {"tau": 1.2})])
+@pytest.mark.parametrize("which,lam", [("lct", {"tau": 0.7}), ("base", None), ("cos", {"tau": 1.2}),
+                                       ("ldam", None)])
 def test_export_probabilities_equal_the_adjusted_model(runs, tmp_path, which, lam):
     """TorchScript, torch.export and the state dict of an exported point give softmax(z - t log pi) of the
     conditioned model at (lambda, t): linear head (FiLM and t folded into one layer), baseline (t folded into the
-    plain head's bias), cosine head (fixed FiLM, cosine head, then the bias-only shift)."""
+    plain head's bias), cosine head (fixed FiLM, cosine head, then the bias-only shift), LDAM baseline (cosine head
+    without FiLM, then the shift)."""
     from lossdial.evaluate import load_run
     from lossdial.export import build_exported
 
     cfg, run = runs[which]
+    assert cfg.model.head == ("cosine" if which in ("cos", "ldam") else "linear")
     t = 0.9
     args = ["export", str(run), "--adjustment", str(t), "--out", str(tmp_path / "e")]
     if lam:
