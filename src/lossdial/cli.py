@@ -737,15 +737,15 @@ def predict(
     class_1, prob_1, ..., class_k, prob_k (multi-class, most probable first)."""
     import numpy as np
 
-    from lossdial.predict import (PredictInputError, predict as predict_fn, predict_topk, read_inputs, top_k as
-                                  check_top_k, write_predictions, write_topk_predictions)
+    from lossdial.predict import (PredictInputError, check_top_k, predict as predict_fn, predict_topk, read_inputs,
+                                  write_predictions, write_topk_predictions)
 
     loaded = _load_or_fail(run, device, "predict", multiclass=True)
     multiclass = loaded.task_type.name == "multiclass"
     if multiclass:
         top_k = 3 if top_k is None else top_k
         try:
-            check_top_k(np.zeros((0, 1)), top_k)
+            check_top_k(top_k)
         except ValueError as exc:
             _fail(str(exc))
     elif top_k is not None:

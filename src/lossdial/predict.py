@@ -477,12 +477,17 @@ class TopK(NamedTuple):
     probs: np.ndarray
 
 
+def check_top_k(k: Any) -> int:
+    """``k`` as an int: how many classes per input a multi-class predict writes; a whole number >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"--top-k must be a whole number >= 1, got {k!r}")
+    return int(k)
+
+
 def top_k(probs: np.ndarray, k: int) -> TopK:
     """The ``k`` largest probabilities per row of ``probs`` ``[N, C]`` with their labels (ties: the lower label
     first); ``k`` is capped at C and must be at least 1."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"--top-k must be a whole number >= 1, got {k!r}")
-    k = min(int(k), probs.shape[1])
+    k = min(check_top_k(k), probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return TopK(order, np.take_along_axis(probs, order, axis=1))
 
@@ -491,7 +496,7 @@ def predict_topk(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, 
                  batch_size: int | None = None) -> TopK:
     """The top-``k`` classes of raw ``inputs`` for a multi-class run at (lambda, adjustment t), with their
     probabilities (:func:`class_probabilities`); ``k`` is capped at the number of classes."""
-    top_k(np.zeros((0, 1)), k)  # check k before any scoring
+    check_top_k(k)  # before any scoring
     return top_k(class_probabilities(loaded, inputs, lam, adjustment, batch_size), k)
 
 
