@@ -808,8 +808,12 @@ def export(
         from lossdial.report.card import load_card
 
         card_point = load_card(run)["points"][at]
-    point = dict(card_point) if card_point is not None else {
-        "lambda": op.lam, **({"adjustment": op.adjustment} if op.adjustment is not None else {"threshold": op.threshold})}
+    if card_point is not None:
+        point = dict(card_point)
+    elif op.adjustment is not None:
+        point = {"lambda": op.lam, "adjustment": op.adjustment}
+    else:
+        point = {"lambda": op.lam, "threshold": op.threshold}
     name = at or "custom"
     out = out or Path(run) / "export" / name
     try:
