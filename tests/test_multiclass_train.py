@@ -137,10 +137,10 @@ def test_binary_run_refuses_a_class_prior(tmp_path):
     assert r.exit_code == 2 and "--prior (a class prior) applies to multi-class runs" in r.output
 
 
-@pytest.mark.parametrize("command", ["sweep", "pick", "predict", "export", "report"])
+@pytest.mark.parametrize("command", ["sweep", "pick", "report"])  # predict, export: test_multiclass_predict.py
 def test_downstream_commands_refuse_a_multiclass_run(lct_run, tmp_path, command):
     _, out, _ = lct_run
-    extra = {"predict": [str(tmp_path / "x.npz")], "export": ["--at", "p"]}.get(command, [])
+    extra = []
     before = sorted(p.name for p in out.iterdir())
     r = runner.invoke(app, [command, str(out), *extra])
     assert r.exit_code == 2, r.output

@@ -499,16 +499,18 @@ def _parse_costs(text: Optional[str]) -> tuple[float, float]:
     return (vals.get("fp", 1.0), vals.get("fn", 1.0))
 
 
-def _load_or_fail(run: Path, device: str, command: str):
-    """The finished run of `command` (sweep, pick, predict, export, report), which take binary runs only for
-    now: a multi-class run stops here with one line, before anything is read or written."""
+def _load_or_fail(run: Path, device: str, command: str, multiclass: bool = False):
+    """The finished run of `command` (sweep, pick, predict, export, report). Unless the command takes multi-class
+    runs (``multiclass``: predict, export), a multi-class run stops here with one line, before anything is read
+    or written."""
     from lossdial.evaluate import load_run
     from lossdial.evaluate.run import require_binary
     from lossdial.rundir import RunError
 
     try:
         loaded = load_run(run, device=device)
-        require_binary(loaded.config.data.task, f"lossdial {command} ({run})")
+        if not multiclass:
+            require_binary(loaded.config.data.task, f"lossdial {command} ({run})")
         return loaded
     except (RunError, ValueError) as exc:
         _fail(str(exc))
@@ -684,28 +686,43 @@ def pick(
     console.print(f"model card: {card_paths(run)[0]} and {card_paths(run)[1]}")
 
 
-def _point_from_options(loaded, at: Optional[str], lambda_: Optional[str], threshold: Optional[float]):
+def _point_from_options(loaded, at: Optional[str], lambda_: Optional[str], threshold: Optional[float],
+                        adjustment: Optional[float] = None):
+    """The operating point of predict/export (:class:`lossdial.predict.OperatingPoint`): the model card's point
+    ``at``, or the explicit --lambda with --threshold (binary) or --adjustment (multi-class)."""
     from lossdial.conditioning import parse_lambda_grid
+    from lossdial.predict import operating_point
     from lossdial.report.card import load_card
 
-    if at:
-        card = load_card(loaded.path) or {"points": {}}
-        if at not in card["points"]:
-            _fail(f"no point named {at!r} in {loaded.path}/model_card.json; known: {sorted(card['points'])}. "
-                  f"Create one with `lossdial pick {loaded.path} --name {at} ...`")
-        p = card["points"][at]
-        return p["lambda"] if loaded.is_lct else None, float(p["threshold"])
-    if threshold is None:
-        _fail("give --at NAME (a point from `lossdial pick`) or --threshold (and --lambda for an LCT run)")
-    lam = None
-    if loaded.is_lct:
-        if not lambda_:
-            _fail("an LCT run needs --lambda, e.g. --lambda tau=1.5")
-        grid = parse_lambda_grid(lambda_)
-        if len(grid) != 1:
-            _fail(f"--lambda must name one value per hyperparameter, got {len(grid)} combinations")
-        lam = grid[0]
-    return lam, float(threshold)
+    try:
+        if at:
+            given = [f for f, v in (("--lambda", lambda_), ("--threshold", threshold), ("--adjustment", adjustment))
+                     if v is not None]
+            if given:
+                _fail(f"--at {at} fixes the whole operating point; drop {' and '.join(given)} (or drop --at and give "
+                      f"the point explicitly)")
+            card = load_card(loaded.path) or {"points": {}}
+            if at not in card["points"]:
+                _fail(f"no point named {at!r} in {loaded.path}/model_card.json; known: {sorted(card['points'])}. "
+                      f"Create one with `lossdial pick {loaded.path} --name {at} ...`")
+            return operating_point(loaded, card["points"][at], name=at)
+        lam = None
+        if loaded.is_lct and lambda_:
+            grid = parse_lambda_grid(lambda_)
+            if len(grid) != 1:
+                _fail(f"--lambda must name one value per hyperparameter, got {len(grid)} combinations")
+            lam = grid[0]
+        return operating_point(loaded, lam=lam, threshold=threshold, adjustment=adjustment)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _point_text(op) -> str:
+    """'lambda tau=1, threshold 0.5' / 'lambda (fixed), adjustment t=0.5'."""
+    lam = f"lambda {_lam_str(op.lam) if op.lam else '(fixed)'}"
+    if op.adjustment is not None:
+        return f"{lam}, adjustment t={op.adjustment:g}"
+    return f"{lam}, threshold {op.threshold:.6g}"
 
 
 @app.command()
@@ -714,20 +731,41 @@ def predict(
     input_: Path = typer.Argument(..., metavar="INPUT", help="Image folder/file, .npz (x [, ids]) or .csv."),
     at: Optional[str] = typer.Option(None, "--at", help="A named point from the model card."),
     lambda_: Optional[str] = typer.Option(None, "--lambda", help="Explicit lambda, e.g. tau=1.5."),
-    threshold: Optional[float] = typer.Option(None, help="Explicit threshold on P(positive)."),
+    threshold: Optional[float] = typer.Option(None, help="Explicit threshold on P(positive) (binary runs)."),
+    adjustment: Optional[float] = typer.Option(None, "--adjustment", help="Explicit post-hoc logit adjustment t "
+                                               "(multi-class runs): probabilities softmax(z_c - t log pi_c)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Multi-class runs: how many classes per input "
+                                        "(default 3, capped at the number of classes)."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default RUN/predictions/NAME.csv)."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Score new data with the run's own preprocessing; writes a CSV of id, score, decision."""
-    from lossdial.predict import PredictInputError, predict as predict_fn, read_inputs, write_predictions
+    """Score new data with the run's own preprocessing; writes a CSV of id, score, decision (binary) or id,
+    class_1, prob_1, ..., class_k, prob_k (multi-class, most probable first)."""
+    import numpy as np
 
-    loaded = _load_or_fail(run, device, "predict")
-    lam, thr = _point_from_options(loaded, at, lambda_, threshold)
+    from lossdial.predict import (PredictInputError, check_top_k, predict as predict_fn, predict_topk, read_inputs,
+                                  write_predictions, write_topk_predictions)
+
+    loaded = _load_or_fail(run, device, "predict", multiclass=True)
+    multiclass = loaded.task_type.name == "multiclass"
+    if multiclass:
+        top_k = 3 if top_k is None else top_k
+        try:
+            check_top_k(top_k)
+        except ValueError as exc:
+            _fail(str(exc))
+    elif top_k is not None:
+        _fail("--top-k applies to multi-class runs; a binary run writes one score (P(positive)) and a decision "
+              "per input: drop --top-k")
+    op = _point_from_options(loaded, at, lambda_, threshold, adjustment)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             ids, x, notes = read_inputs(input_, loaded.data)
-            scores, decisions = predict_fn(loaded, x, lam, thr)
+            if multiclass:
+                top = predict_topk(loaded, x, op.lam, op.adjustment, top_k)
+            else:
+                scores, decisions = predict_fn(loaded, x, op.lam, op.threshold)
         except (PredictInputError, ValueError, KeyError) as exc:
             exc_text = _exc_text(exc)
         else:
@@ -737,31 +775,61 @@ def predict(
     if exc_text is not None:
         _fail(exc_text)
     out = out or Path(run) / "predictions" / f"{at or 'custom'}-{Path(input_).stem}.csv"
-    write_predictions(out, ids, scores, decisions)
     done = "; ".join(notes)
-    console.print(f"{len(ids)} inputs scored at lambda {_lam_str(lam) if lam else '(fixed)'}, threshold {thr:.6g}"
-                  f"{' (' + done + ')' if done else ''}: {int(decisions.sum())} predicted positive. Wrote {out}",
-                  highlight=False)
+    head = f"{len(ids)} inputs scored at {_point_text(op)}{' (' + done + ')' if done else ''}"
+    if multiclass:
+        names = loaded.data["class_names"]
+        write_topk_predictions(out, ids, top, names)
+        n = np.bincount(top.classes[:, 0], minlength=len(names)) if len(ids) else np.zeros(len(names), int)
+        counts = ", ".join(f"{names[c]} {int(n[c])}" for c in range(len(names)) if n[c])
+        never = int((n == 0).sum())
+        console.print(f"{head}: top-1 predictions per class: {counts or 'none'}"
+                      f"{f' ({never} classes never top-1)' if never and len(ids) else ''}; top {top.classes.shape[1]} "
+                      f"classes per input. Wrote {out}", highlight=False)
+        return
+    write_predictions(out, ids, scores, decisions)
+    console.print(f"{head}: {int(decisions.sum())} predicted positive. Wrote {out}", highlight=False)
 
 
 @app.command()
 def export(
     run: Path = typer.Argument(..., help="A finished run directory."),
-    at: str = typer.Option(..., "--at", help="A named point from the model card."),
+    at: Optional[str] = typer.Option(None, "--at", help="A named point from the model card."),
+    lambda_: Optional[str] = typer.Option(None, "--lambda", help="Explicit lambda, e.g. tau=1.5 (instead of --at)."),
+    threshold: Optional[float] = typer.Option(None, help="Explicit threshold on P(positive) (binary runs; recorded "
+                                              "in export.json)."),
+    adjustment: Optional[float] = typer.Option(None, "--adjustment", help="Explicit post-hoc logit adjustment t "
+                                               "(multi-class runs), folded into the head."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default RUN/export/NAME)."),
 ) -> None:
-    """Fix FiLM at the point's lambda (folded into a linear head; a fixed affine layer before a cosine head); write
-    TorchScript, torch.export and a state dict."""
+    """Fix FiLM at the point's lambda (folded into a linear head; a fixed affine layer before a cosine head); for a
+    multi-class run also the adjustment t (-t log pi_c added to the head's bias); write TorchScript, torch.export
+    and a state dict."""
     from lossdial.export import export_run
-    from lossdial.report.card import load_card
 
-    loaded = _load_or_fail(run, "cpu", "export")
-    card = load_card(run) or {"points": {}}
-    if at not in card["points"]:
-        _fail(f"no point named {at!r} in {run}/model_card.json; known: {sorted(card['points'])}")
-    out = out or Path(run) / "export" / at
-    meta = export_run(loaded, at, card["points"][at], out)
-    console.print(f"exported point '{at}' (lambda {meta['lambda']}, threshold {meta['threshold']:.6g}) to {out}: "
+    loaded = _load_or_fail(run, "cpu", "export", multiclass=True)
+    op = _point_from_options(loaded, at, lambda_, threshold, adjustment)
+    card_point = None
+    if at:
+        from lossdial.report.card import load_card
+
+        card_point = load_card(run)["points"][at]
+    if card_point is not None:
+        point = dict(card_point)
+    elif op.adjustment is not None:
+        point = {"lambda": op.lam, "adjustment": op.adjustment}
+    else:
+        point = {"lambda": op.lam, "threshold": op.threshold}
+    name = at or "custom"
+    out = out or Path(run) / "export" / name
+    try:
+        meta = export_run(loaded, name, point, out)
+    except ValueError as exc:
+        _fail(str(exc))
+    dial = (f"adjustment t={meta['adjustment']:g}" if meta.get("adjustment") is not None
+            else f"threshold {meta['threshold']:.6g}")
+    lam = _lam_str(meta["lambda"]) if meta["lambda"] else "(fixed)"
+    console.print(f"exported point '{name}' (lambda {lam}, {dial}) to {out}: "
                   f"{', '.join(meta['files'].values())}, export.json (load model.pt2 with torch.export.load(...).module(), "
                   f"model.ts with torch.jit.load)")
     if meta.get("torch_export_error"):

@@ -1,4 +1,14 @@
-"""Score new inputs with a finished run at a named point (or an explicit lambda and threshold).
+"""Score new inputs with a finished run at a named point (or an explicit lambda and threshold/adjustment).
+
+An operating point (:class:`OperatingPoint`, resolved once by :func:`operating_point`) is lambda (LCT runs;
+None for a baseline) plus the task's dial: a ``threshold`` on P(positive) for a binary run, the post-hoc
+logit-adjustment strength ``adjustment`` t for a multi-class run. A binary run predicts a score and a decision
+(:func:`predict`); a multi-class run predicts its top-k classes with their probabilities
+``softmax(z_c - t log pi_c)`` at lambda (:func:`predict_topk`), pi the training class frequencies.
+
+Model-card keys read for a point (``model_card.json`` ``points.NAME``): ``lambda`` (LCT runs; a baseline's
+entry is ignored), and ``threshold`` (binary) or ``adjustment`` (multi-class; a multi-class entry without it is
+refused, naming the fix).
 
 :func:`read_inputs` reads an image folder/file, an ``.npz`` or a CSV/Parquet table into the run's raw input
 format and checks it against the format recorded at training time (``data.json`` ``raw_input``, see
@@ -10,6 +20,7 @@ run itself resized its training images (``data.image_size``), and then the retur
 from __future__ import annotations
 
 import csv
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -342,22 +353,151 @@ def read_inputs(path: str | Path, data: Mapping[str, Any]) -> PredictInputs:
     return _read_images(path, data, rec)
 
 
+class OperatingPoint(NamedTuple):
+    """One operating point of a run: ``lam`` (None for a baseline run) and the task's dial setting --
+    ``threshold`` on P(positive) for a binary run, ``adjustment`` t (logits z_c - t log pi_c) for a multi-class
+    run; the other one is None."""
+
+    lam: dict[str, float] | None
+    threshold: float | None = None
+    adjustment: float | None = None
+
+    @property
+    def value(self) -> float:
+        """The dial setting of the point's task: the threshold or the adjustment."""
+        return self.threshold if self.adjustment is None else self.adjustment
+
+
+_ADJUSTMENT_ON_BINARY = ("--adjustment (the post-hoc logit adjustment t) applies to multi-class runs; a binary "
+                         "run's operating point is a threshold on P(positive): give --threshold instead")
+_THRESHOLD_ON_MULTICLASS = ("--threshold (a threshold on P(positive)) applies to binary runs; a multi-class run's "
+                            "operating point is (lambda, adjustment t), scores softmax(z_c - t log pi_c): give "
+                            "--adjustment T instead (0: the model's own probabilities, 1: full logit adjustment)")
+
+
+def _finite(value: Any, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{what} must be a finite number, got {v}")
+    return v
+
+
+def operating_point(loaded, point: Mapping[str, Any] | None = None, *, name: str | None = None,
+                    lam: Mapping[str, float] | None = None, threshold: float | None = None,
+                    adjustment: float | None = None) -> OperatingPoint:
+    """The run's operating point from a model-card entry ``point`` (named ``name``, for messages) or from
+    explicit values, checked against the run's task type (binary: threshold; multi-class: adjustment).
+
+    A card entry supplies ``lambda`` (used for LCT runs only) and ``threshold`` or ``adjustment``; the explicit
+    values are ignored when ``point`` is given. An LCT run needs a lambda; a baseline run's lambda is None.
+    """
+    multiclass = loaded.task_type.name == "multiclass"
+    if point is not None:
+        where = f"model card point {name!r}" if name else "the model card point"
+        lam = point.get("lambda")
+        if multiclass:
+            if point.get("adjustment") is None:
+                raise ValueError(f"{where} has no 'adjustment' (the post-hoc logit-adjustment strength t of a "
+                                 f"multi-class point; keys: {sorted(point)}): it was not written by a multi-class "
+                                 f"`lossdial pick`. Pick the point again on this run, or give it explicitly: "
+                                 f"--lambda ... --adjustment T")
+            adjustment, threshold = _finite(point["adjustment"], f"{where}: adjustment"), None
+        else:
+            if point.get("threshold") is None:
+                raise ValueError(f"{where} has no 'threshold' (keys: {sorted(point)}); a binary run's point is a "
+                                 f"threshold on P(positive)")
+            threshold, adjustment = _finite(point["threshold"], f"{where}: threshold"), None
+    elif multiclass:
+        if threshold is not None:
+            raise ValueError(_THRESHOLD_ON_MULTICLASS)
+        if adjustment is None:
+            raise ValueError("give --at NAME (a point from `lossdial pick`) or --adjustment T (and --lambda for an "
+                             "LCT run)")
+        adjustment = _finite(adjustment, "--adjustment")
+    else:
+        if adjustment is not None:
+            raise ValueError(_ADJUSTMENT_ON_BINARY)
+        if threshold is None:
+            raise ValueError("give --at NAME (a point from `lossdial pick`) or --threshold (and --lambda for an "
+                             "LCT run)")
+        threshold = _finite(threshold, "--threshold")
+    if not loaded.is_lct:
+        return OperatingPoint(None, threshold, adjustment)
+    if not lam:
+        raise ValueError("an LCT run needs a lambda (--at NAME or --lambda ..., e.g. --lambda tau=1.5)")
+    return OperatingPoint(dict(lam), threshold, adjustment)
+
+
 def predict(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, threshold: float,
             batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, decisions) for raw `inputs` at lambda `lam` and `threshold`."""
+    """(scores, decisions) for raw `inputs` of a binary run at lambda `lam` and `threshold` (a multi-class
+    run: :func:`predict_topk`)."""
+    if loaded.task_type.name != "binary":
+        raise ValueError("predict() thresholds P(positive) of a binary run; for a multi-class run use "
+                         "predict_topk(loaded, inputs, lam, adjustment, k)")
+    s = _scores(loaded, inputs, lam, "positive", batch_size)
+    return s, (s >= threshold).astype(int)
+
+
+def _scores(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, output: str,
+            batch_size: int | None) -> np.ndarray:
     from lossdial.data.task import Normalizer
-    from lossdial.evaluate.run import require_binary
     from lossdial.evaluate.scoring import score_lambdas
 
-    require_binary(loaded.config.data.task, "predict")
     if loaded.is_lct:
         if lam is None:
             raise ValueError("an LCT run needs a lambda (--at NAME or --lambda ...)")
         loaded.space.check_support(lam)
     norm = Normalizer.from_dict(loaded.data["normalization"])
-    s = score_lambdas(loaded.model, inputs, [lam] if loaded.is_lct else None, loaded.space, device=loaded.device,
-                      batch_size=batch_size or loaded.config.evaluate.batch_size, transform=norm)[0]
-    return s, (s >= threshold).astype(int)
+    return score_lambdas(loaded.model, inputs, [lam] if loaded.is_lct else None, loaded.space, device=loaded.device,
+                         batch_size=batch_size or loaded.config.evaluate.batch_size, transform=norm,
+                         output=output)[0]
+
+
+def class_probabilities(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, adjustment: float,
+                        batch_size: int | None = None) -> np.ndarray:
+    """Class probabilities ``[N, C]`` of raw ``inputs`` for a multi-class run at lambda ``lam`` and adjustment
+    t: ``softmax(z_c - t log pi_c)``, z the logits at lambda, pi the training class frequencies."""
+    from lossdial.evaluate.multiclass import adjust_logits, softmax
+
+    if loaded.task_type.name != "multiclass":
+        raise ValueError("class_probabilities() takes a multi-class run; for a binary run use predict(loaded, "
+                         "inputs, lam, threshold)")
+    logits = _scores(loaded, inputs, lam, "logits", batch_size)
+    return softmax(adjust_logits(logits, loaded.train_counts, _finite(adjustment, "adjustment")))
+
+
+class TopK(NamedTuple):
+    """The k most probable classes per input, most probable first: labels ``[N, k]`` and probabilities."""
+
+    classes: np.ndarray
+    probs: np.ndarray
+
+
+def check_top_k(k: Any) -> int:
+    """``k`` as an int: how many classes per input a multi-class predict writes; a whole number >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"--top-k must be a whole number >= 1, got {k!r}")
+    return int(k)
+
+
+def top_k(probs: np.ndarray, k: int) -> TopK:
+    """The ``k`` largest probabilities per row of ``probs`` ``[N, C]`` with their labels (ties: the lower label
+    first); ``k`` is capped at C and must be at least 1."""
+    k = min(check_top_k(k), probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return TopK(order, np.take_along_axis(probs, order, axis=1))
+
+
+def predict_topk(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, adjustment: float, k: int = 3,
+                 batch_size: int | None = None) -> TopK:
+    """The top-``k`` classes of raw ``inputs`` for a multi-class run at (lambda, adjustment t), with their
+    probabilities (:func:`class_probabilities`); ``k`` is capped at the number of classes."""
+    check_top_k(k)  # before any scoring
+    return top_k(class_probabilities(loaded, inputs, lam, adjustment, batch_size), k)
 
 
 def write_predictions(path: str | Path, ids: list[str], scores: np.ndarray, decisions: np.ndarray) -> None:
@@ -368,3 +508,15 @@ def write_predictions(path: str | Path, ids: list[str], scores: np.ndarray, deci
         w.writerow(["id", "score", "decision"])
         for i, s, d in zip(ids, scores, decisions):
             w.writerow([i, f"{s:.8g}", int(d)])
+
+
+def write_topk_predictions(path: str | Path, ids: list[str], top: TopK, class_names: list[str]) -> None:
+    """CSV ``id, class_1, prob_1, ..., class_k, prob_k`` (class names, most probable first)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k = top.classes.shape[1]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id"] + [c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")])
+        for i, cls, pr in zip(ids, top.classes, top.probs):
+            w.writerow([i] + [v for c, p in zip(cls, pr) for v in (class_names[int(c)], f"{p:.8g}")])
