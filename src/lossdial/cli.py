@@ -655,8 +655,7 @@ def pick(
 
     if maximize and minimize:
         _fail("give --maximize or --minimize, not both")
-    loaded = _load_or_fail(run, device, "pick", multiclass=True)
-    multiclass = loaded.task_type.name == "multiclass"
+    multiclass = _run_task(run) == "multiclass"  # the arguments are checked for the run's task before loading it
     constrained = (at or "").strip().split(">")[0].split("<")[0].split("=")[0].strip()
     objective = maximize or minimize or ("balanced_accuracy" if multiclass else
                                          {"recall": "precision", "precision": "recall"}.get(constrained, "f1"))
@@ -672,7 +671,7 @@ def pick(
         spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
                              confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp,
                              prior=prior, adjustments=adjustment)
-        return _pick_multiclass(run, loaded, spec, lambda_, n_boot, maximize=maximize, minimize=minimize)
+        return _pick_multiclass(run, device, spec, lambda_, n_boot, maximize=maximize, minimize=minimize)
     from lossdial.evaluate.sweep import MAXIMIZE, MINIMIZE, parse_constraint
 
     try:  # the arguments are checked before any sweep runs
@@ -682,6 +681,7 @@ def pick(
     if (maximize and maximize not in MAXIMIZE) or (minimize and minimize not in MINIMIZE):
         _fail(f"{'--maximize' if maximize else '--minimize'} {objective!r}: --maximize takes {', '.join(MAXIMIZE)}; "
               f"--minimize takes {', '.join(MINIMIZE)}")
+    loaded = _load_or_fail(run, device, "pick")
     spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
                          confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp)
     try:
@@ -730,8 +730,20 @@ def pick(
     console.print(f"model card: {card_paths(run)[0]} and {card_paths(run)[1]}")
 
 
-def _pick_multiclass(run: Path, loaded, spec, lambda_: Optional[str], n_boot: int, *, maximize: Optional[str],
-                     minimize: Optional[str]) -> None:
+def _run_task(run: Path) -> str:
+    """``data.task`` of a run directory's config.yaml, read without loading the run (binary when it cannot be
+    read: loading the run then says what is wrong)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((Path(run) / "config.yaml").read_text()) or {}
+        return str((raw.get("data") or {}).get("task") or "binary")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "binary"
+
+
+def _pick_multiclass(run: Path, device: str, spec, lambda_: Optional[str], n_boot: int, *,
+                     maximize: Optional[str], minimize: Optional[str]) -> None:
     """`lossdial pick` on a multi-class run: (lambda, t) on validation, test once; the card entry and tables."""
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.evaluate.multiclass import MULTICLASS_MAXIMIZE, MULTICLASS_MINIMIZE, parse_adjustments
@@ -743,9 +755,13 @@ def _pick_multiclass(run: Path, loaded, spec, lambda_: Optional[str], n_boot: in
         flag, value = ("--maximize", maximize) if maximize else ("--minimize", minimize)
         _fail(f"{flag} {value!r} on a multi-class run: --maximize takes {', '.join(MULTICLASS_MAXIMIZE)}; "
               f"--minimize takes {', '.join(MULTICLASS_MINIMIZE)}")
-    try:  # the arguments are checked before any sweep runs
+    try:  # the arguments are checked before the run is loaded
         parse_multiclass_constraint(spec.constraint)
         parse_adjustments(spec.adjustments)
+    except ValueError as exc:
+        _fail(_exc_text(exc))
+    loaded = _load_or_fail(run, device, "pick", multiclass=True)
+    try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
