@@ -141,12 +141,15 @@ def test_pick_maximises_on_validation_under_a_few_shot_constraint_then_scores_te
     assert lo <= p["test"]["balanced_accuracy"] <= hi and hi - lo > 0
     md = (out / "model_card.md").read_text()
     assert f"adjustment t = {want[0][1]:g}" in md and "| class | training count | validation recall |" in md
-    # without a constraint: the brute-force best of all rows
-    r = runner.invoke(app, ["pick", str(out), "--name", "bal", "--adjustment", "0,0.5,1,1.5", "--n-boot", "20",
+    # without a constraint, on the grid without t = 0: the brute-force best of those rows, and test at its t
+    best = max([kv for kv in val_grid if kv[0][1] != 0], key=lambda kv: kv[1]["balanced_accuracy"])
+    r = runner.invoke(app, ["pick", str(out), "--name", "bal", "--adjustment", "0.5:1.5:3", "--n-boot", "20",
                             "--device", "cpu"])
     assert r.exit_code == 0, r.output
     p = json.loads((out / "model_card.json").read_text())["points"]["bal"]
     assert (p["lambda"]["tau"], p["adjustment"]) == best[0]
+    z, y, counts = _logits_by_hand(cfg, out, best[0][0], "test")
+    _check(p["test"], _by_hand(z, y, counts, best[0][1]))
 
 
 def test_pick_infeasible_and_wrong_task_metrics_fail_with_the_fix(run, val_grid, tmp_path):
@@ -184,3 +187,7 @@ def test_picking_on_an_empty_shot_group_names_it():
             res.pick(constraint, objective)
     point = res.pick("few_shot_accuracy>=0.5", "medium_shot_accuracy")  # defined groups work
     assert point.adjustment in (0.0, 1.0) and point.threshold is None
+    # ties go to the earlier row: two lambdas with the same logits tie everywhere, the first wins
+    tied = MultiClassSweepResult(lambdas=[{"tau": 0.0}, {"tau": 1.0}], logits=np.stack([logits[0], logits[0]]),
+                                 labels=y, train_counts=[60, 30, 10], adjustments=(0.0,))
+    assert tied.pick(None, "balanced_accuracy").lam == {"tau": 0.0}
