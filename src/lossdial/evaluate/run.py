@@ -120,5 +120,5 @@ def require_binary(task: str | None, command: str) -> None:
 
     raise MultiClassNotSupported(
         f"{command} does not take multi-class runs yet. For multi-class runs: `lossdial evaluate RUN --prior "
-        f"train|uniform|p1,...,pC` works; sweep, pick, predict, export, report and compare for multi-class land "
-        f"with the rest of issue 12")
+        f"train|uniform|p1,...,pC`, `lossdial sweep` and `lossdial pick` work; predict, export, report and compare "
+        f"for multi-class land with the rest of issue 12")
