@@ -622,11 +622,14 @@ _PICK_HELP = "\n\n".join([
 @app.command(help=_PICK_HELP)
 def pick(
     run: Path = typer.Argument(..., help="A finished run directory."),
-    at: Optional[str] = typer.Option(None, "--at", help='Constraint, e.g. "recall>=0.95" or "precision>=0.9".'),
+    at: Optional[str] = typer.Option(None, "--at", help='Constraint, e.g. "recall>=0.95" or "precision>=0.9" '
+                                     '(multi-class: e.g. "few_shot_accuracy>=0.7" or "nll<=0.5").'),
     maximize: Optional[str] = typer.Option(
         None, help="precision, recall, f1, ap, auc, balanced_accuracy, accuracy. Default: precision under a recall "
-                   "constraint, recall under a precision constraint, else f1."),
-    minimize: Optional[str] = typer.Option(None, help="brier, ece, cost."),
+                   "constraint, recall under a precision constraint, else f1. Multi-class: balanced_accuracy "
+                   "(default), accuracy, worst_class_accuracy, many_shot_accuracy, medium_shot_accuracy, "
+                   "few_shot_accuracy, macro_f1."),
+    minimize: Optional[str] = typer.Option(None, help="brier, ece, cost (multi-class: nll, ece, brier)."),
     name: Optional[str] = typer.Option(
         None, "--name", help="Name of the point in the model card (e.g. screening); default from the constraint "
                              "and objective, e.g. recall_ge_0.9_max_precision."),
