@@ -113,6 +113,22 @@ def test_sweep_rows_equal_the_adjusted_softmax_by_hand(run, val_grid):
     assert len({round(t["few_shot_accuracy"], 9) for _, t in val_grid}) > 3
 
 
+def test_sweep_at_the_uniform_prior_on_the_test_split(run):
+    """--prior uniform: accuracy is the mean recall (= balanced accuracy); rows by hand on the test split."""
+    cfg, out = run
+    r = runner.invoke(app, ["sweep", str(out), "--split", "test", "--prior", "uniform", "--adjustment", "1",
+                            "--lambda", "tau=1", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((out / "sweeps" / "test.json").read_text())
+    assert d["prior_source"] == "uniform" and d["prior"] == [0.1] * 10 and len(d["rows"]) == 1
+    z, y, counts = _logits_by_hand(cfg, out, 1.0, "test")
+    truth = _by_hand(z, y, counts, 1.0)
+    m = d["rows"][0]["metrics"]
+    assert m["accuracy"] == pytest.approx(truth["recall"].mean(), abs=1e-12)
+    assert m["per_class_recall"] == pytest.approx(truth["recall"].tolist(), abs=1e-12)
+    assert d["counts"] == np.bincount(y, minlength=10).tolist()
+
+
 def test_pick_maximises_on_validation_under_a_few_shot_constraint_then_scores_test_once(run, val_grid):
     cfg, out = run
     best = max(val_grid, key=lambda kv: kv[1]["balanced_accuracy"])  # the first of the best, as pick breaks ties

@@ -583,15 +583,21 @@ def sweep(
                   f"threshold with tp, fp, fn, tn, tpr, fpr, precision)", highlight=False)
 
 
+def _searched_text(loaded, grid_text: str, ts) -> str:
+    """What a multi-class sweep or pick searched: the lambda grid (LCT) times the adjustments t."""
+    what = f"{len(ts)} adjustment{'s' if len(ts) != 1 else ''} t ({', '.join(f'{t:g}' for t in ts)})"
+    if not loaded.is_lct:
+        return f"searched {what}; a baseline run has no lambda to vary"
+    return f"searched {grid_text} x {what}"
+
+
 def _print_multiclass_sweep(run: Path, loaded, result, grid_text: str, out: Path) -> None:
     """Write a multi-class sweep's CSV and JSON and print its table (one row per (lambda, t))."""
     split = result.split
     result.to_csv(out / f"{split}.csv")
     result.to_json(out / f"{split}.json", extra={"run": str(run), "lambda_grid": grid_text})
     rows = [{"lambda": r["lambda"], "t": r["adjustment"], "metrics": r["metrics"]} for r in result.table]
-    ts = ", ".join(f"{t:g}" for t in result.adjustments)
-    console.print(f"searched {grid_text} x {len(result.adjustments)} adjustment{'s' if len(result.adjustments) != 1 else ''} "
-                  f"t ({ts})", highlight=False)
+    console.print(_searched_text(loaded, grid_text, result.adjustments), highlight=False)
     _print_rows(rows, title=f"{run}: {split} split{_multiclass_where(loaded.data['counts'][split], rows, 'rows over (lambda, t): scores z_c - t log pi_c, pi the training prior')}",
                 label="LCT" if loaded.is_lct else "baseline",
                 keys=list(loaded.space.names) if loaded.is_lct else None, task="multiclass", t_column=True)
@@ -777,8 +783,7 @@ def _pick_multiclass(run: Path, device: str, spec, lambda_: Optional[str], n_boo
         _fail(_exc_text(exc))
     for w in caught:
         _warn(w.message)
-    console.print(f"searched {grid_text} x {len(entry['adjustments_searched'])} adjustments t "
-                  f"({', '.join(f'{t:g}' for t in entry['adjustments_searched'])})", highlight=False)
+    console.print(_searched_text(loaded, grid_text, entry["adjustments_searched"]), highlight=False)
     add_point(loaded, spec.name, entry)
     prior = _PRIOR_TEXT.get(entry["prior_source"], entry["prior_source"])
     t = Table(title=f"point '{spec.name}': lambda {_lam_str(entry['lambda']) or '(fixed)'}, adjustment t "

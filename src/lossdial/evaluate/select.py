@@ -91,10 +91,11 @@ def search_grid(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | None
     run has no lambda (None): only thresholds are searched.
     """
     if not loaded.is_lct:
+        knob = "thresholds" if loaded.task_type.name == "binary" else "the adjustment t"
         if lambdas:
-            raise ValueError("this is a baseline run (fixed loss hyperparameters, no FiLM): it sweeps thresholds "
-                             "only; drop --lambda")
-        return None, "thresholds only (a baseline run has no lambda to vary)"
+            raise ValueError(f"this is a baseline run (fixed loss hyperparameters, no FiLM): it sweeps {knob} "
+                             f"only; drop --lambda")
+        return None, f"{knob} only (a baseline run has no lambda to vary)"
     from lossdial.train.loop import default_eval_grid
 
     names = list(loaded.space.names)
