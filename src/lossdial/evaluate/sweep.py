@@ -23,6 +23,11 @@ What a sweep writes (``lossdial sweep``, under ``RUN/sweeps/``):
   by :func:`thin_curve`.
 
 Picking is O(K n log n): per lambda, one sort of the scores gives every threshold's confusion counts.
+
+Multi-class runs (:class:`MultiClassSweepResult`): the knob is the post-hoc adjustment t (scores
+``z_c - t log pi_c``), so the sweep is one row per (lambda, t) with every multi-class metric at a deployment
+class prior; ``<split>.csv`` holds the ``lambda.<name>`` columns, ``adjustment`` and the scalar metrics,
+``<split>.json`` the same rows with ``per_class_recall`` / ``per_class_precision``. No curves file.
 """
 
 from __future__ import annotations
