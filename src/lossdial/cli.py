@@ -244,14 +244,15 @@ _PRIOR_TEXT = {"train": "the training class prior", "uniform": "the uniform clas
                "given": "the given class prior"}
 
 
-def _multiclass_where(counts: list[int], rows: list[dict[str, Any]]) -> str:
-    """A multi-class table title's tail: the split's size and class counts, and the prior of `acc`."""
+def _multiclass_where(counts: list[int], rows: list[dict[str, Any]],
+                      rows_at: str = "rows at t = 0 (no post-hoc adjustment)") -> str:
+    """A multi-class table title's tail: the split's size and class counts, the prior of `acc`, and `rows_at`."""
     src = rows[0]["metrics"].get("prior_source", "train") if rows else "train"
     prior = ("" if src != "given" or not rows else
              " [" + ", ".join(f"{v:.3g}" for v in rows[0]["metrics"]["prior"]) + "]")
     per = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
     return (f" ({sum(counts)} samples, {len(counts)} classes, {per} per class); acc at "
-            f"{_PRIOR_TEXT.get(src, src)}{prior}; rows at t = 0 (no post-hoc adjustment)")
+            f"{_PRIOR_TEXT.get(src, src)}{prior}; {rows_at}")
 
 
 _COLUMNS = [("auc", "AUC"), ("ap", "AP"), ("brier", "Brier"), ("ece", "ECE"), ("f1", "bestF1"),
@@ -288,9 +289,10 @@ def _lam_str(lam: dict[str, float]) -> str:
 
 def _print_rows(rows: list[dict[str, Any]], title: str, label: str | None = None,
                 table: Table | None = None, show: bool = True, keys: list[str] | None = None,
-                suffix: str = "", models: bool = False, task: str = "binary") -> Table:
+                suffix: str = "", models: bool = False, task: str = "binary", t_column: bool = False) -> Table:
     """Rows of {lambda, metrics} (and ``t``, a post-hoc adjustment, where a row has one); `keys` limits the
-    lambda column to the conditioned names; `task` picks the column set (:data:`_COLUMN_SETS`).
+    lambda column to the conditioned names; `task` picks the column set (:data:`_COLUMN_SETS`); ``t_column``:
+    the rows' t in a column of its own (the multi-class sweep) rather than after the lambda.
 
     Fits 80 columns: the number cells never shrink (they would print as ``0.…``); the lambda column wraps
     between names instead. The model column is there only for a table of several models (``models=True``);
@@ -302,15 +304,18 @@ def _print_rows(rows: list[dict[str, Any]], title: str, label: str | None = None
         if models:
             table.add_column("model", no_wrap=True)
         table.add_column("lambda" if models or not label else f"lambda ({label})", overflow="fold")
+        if t_column:
+            table.add_column("t", justify="right", no_wrap=True)
         for _, head in columns:
             table.add_column(head, justify="right", no_wrap=True, min_width=max(5, len(head)))
     with_model = table.columns[0].header == "model"
     for r in rows:
         m = r["metrics"]
         lam = {k: v for k, v in r["lambda"].items() if keys is None or k in keys}
+        with_t = table.columns[2 if with_model else 1].header == "t"
         table.add_row(*([label or ""] if with_model else []),
-                      _lam_str(lam) + suffix + (f" t={r['t']:g}" if "t" in r else ""),
-                      *[_fmt(m.get(k)) for k, _ in columns])
+                      _lam_str(lam) + suffix + (f" t={r['t']:g}" if "t" in r and not with_t else ""),
+                      *([f"{r['t']:g}"] if with_t else []), *[_fmt(m.get(k)) for k, _ in columns])
     if show:
         console.print(table)
     return table
@@ -500,9 +505,9 @@ def _parse_costs(text: Optional[str]) -> tuple[float, float]:
 
 
 def _load_or_fail(run: Path, device: str, command: str, multiclass: bool = False):
-    """The finished run of `command` (sweep, pick, predict, export, report). Unless the command takes multi-class
-    runs (``multiclass``: predict, export), a multi-class run stops here with one line, before anything is read
-    or written."""
+    """The finished run of `command` (sweep, pick, predict, export, report). Those that take binary runs only
+    for now (``multiclass=False``) stop a multi-class run here with one line, before anything is read or
+    written."""
     from lossdial.evaluate import load_run
     from lossdial.evaluate.run import require_binary
     from lossdial.rundir import RunError
@@ -526,6 +531,10 @@ _SWEEP_HELP = "\n\n".join([
     "threshold, tp, fp, fn, tn (counts when predicting positive for score >= threshold), tpr, fpr and "
     "precision at the prevalence. Every distinct score is a threshold; a lambda with more than 1024 is "
     "thinned to 1024, keeping the first and last, the ROC convex hull and points evenly spaced along the curve.",
+    "Multi-class runs: every (lambda, t), t the post-hoc logit adjustment (scores z_c - t log pi_c, pi the "
+    "training prior; --adjustment), every metric at the class prior --prior. SPLIT.csv: one row per (lambda, t) "
+    "with the lambda.NAME columns, adjustment and the scalar metrics; SPLIT.json: the same rows with "
+    "per_class_recall and per_class_precision.",
 ])
 
 
@@ -539,25 +548,32 @@ def sweep(
     prevalence: Optional[float] = typer.Option(None, help="Positive prevalence for precision-type metrics "
                                                "(default: the training prevalence)."),
     cost: Optional[str] = typer.Option(None, help="Costs for the `cost` column, e.g. 'fp=1,fn=20'."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="Multi-class runs: the deployment class prior of the "
+                                        "metrics: train (default), uniform, or p1,...,pC summing to 1."),
+    adjustment: Optional[str] = typer.Option(None, "--adjustment", help="Multi-class runs: the grid of post-hoc "
+                                             "adjustment strengths t, lo:hi:n or t1,t2,... (default 0:2:9)."),
     device: str = typer.Option("auto"),
 ) -> None:
     """The `sweep` command; its help is _SWEEP_HELP."""
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.evaluate.select import search_grid, sweep_split
 
-    loaded = _load_or_fail(run, device, "sweep")
+    loaded = _load_or_fail(run, device, "sweep", multiclass=True)
     try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             lambdas, grid_text = search_grid(loaded, lambdas, given_as="--lambda")
-            result = sweep_split(loaded, split, lambdas, prevalence=prevalence, costs=_parse_costs(cost))
+            result = sweep_split(loaded, split, lambdas, prevalence=prevalence, costs=_parse_costs(cost),
+                                 prior=prior, adjustments=adjustment)
             table = result.table
     except (ValueError, KeyError) as exc:
         _fail(_exc_text(exc))
     for w in caught:
         _warn(w.message)
     out = Path(run) / "sweeps"
+    if loaded.task_type.name == "multiclass":
+        return _print_multiclass_sweep(run, loaded, result, grid_text, out)
     result.to_csv(out / f"{split}.csv")
     result.to_json(out / f"{split}.json", extra={"run": str(run), "lambda_grid": grid_text})
     n_curve = result.to_curves_csv(out / f"{split}_curves.csv")
@@ -573,6 +589,29 @@ def sweep(
                   f"threshold with tp, fp, fn, tn, tpr, fpr, precision)", highlight=False)
 
 
+def _searched_text(loaded, grid_text: str, ts) -> str:
+    """What a multi-class sweep or pick searched: the lambda grid (LCT) times the adjustments t."""
+    what = f"{len(ts)} adjustment{'s' if len(ts) != 1 else ''} t ({', '.join(f'{t:g}' for t in ts)})"
+    if not loaded.is_lct:
+        return f"searched {what}; a baseline run has no lambda to vary"
+    return f"searched {grid_text} x {what}"
+
+
+def _print_multiclass_sweep(run: Path, loaded, result, grid_text: str, out: Path) -> None:
+    """Write a multi-class sweep's CSV and JSON and print its table (one row per (lambda, t))."""
+    split = result.split
+    result.to_csv(out / f"{split}.csv")
+    result.to_json(out / f"{split}.json", extra={"run": str(run), "lambda_grid": grid_text})
+    rows = [{"lambda": r["lambda"], "t": r["adjustment"], "metrics": r["metrics"]} for r in result.table]
+    console.print(_searched_text(loaded, grid_text, result.adjustments), highlight=False)
+    _print_rows(rows, title=f"{run}: {split} split{_multiclass_where(loaded.data['counts'][split], rows, 'rows over (lambda, t): scores z_c - t log pi_c, pi the training prior')}",
+                label="LCT" if loaded.is_lct else "baseline",
+                keys=list(loaded.space.names) if loaded.is_lct else None, task="multiclass", t_column=True)
+    console.print(f"wrote {out / (split + '.csv')} (one row per (lambda, t): the table above, more columns) and "
+                  f"{out / (split + '.json')} (the same rows with per_class_recall and per_class_precision)",
+                  highlight=False)
+
+
 _PICK_HELP = "\n\n".join([
     "Choose (lambda, threshold) on the validation split, then measure it once on test; writes the model card.",
     "Prints the lambda grid searched and the counts behind the point (tp, fp, fn, tn, positives, negatives, on "
@@ -583,17 +622,26 @@ _PICK_HELP = "\n\n".join([
     "cannot exceed (1 - confidence)^(1/n) (0.918 for 35 positives at 95%). precision, reported at the "
     "prevalence pi, is bounded there: a Clopper-Pearson lower bound on TPR and upper bound on FPR, each at "
     "1 - alpha/2 (alpha = 1 - confidence), put into pi*TPR / (pi*TPR + (1-pi)*FPR).",
+    "Multi-class runs: choose (lambda, t), t the post-hoc logit adjustment (--adjustment), with --maximize "
+    "balanced_accuracy (default), accuracy, worst_class_accuracy, many_shot_accuracy, medium_shot_accuracy, "
+    "few_shot_accuracy or macro_f1, or --minimize nll, ece or brier, under a constraint such as --at "
+    "\"few_shot_accuracy>=0.7\" (any maximised metric with >=, nll/ece/brier with <=); metrics at --prior. Test "
+    "intervals: per-class stratified bootstrap. --prevalence, --cost, --conservative, --confidence and --min-tp "
+    "are binary options.",
 ])
 
 
 @app.command(help=_PICK_HELP)
 def pick(
     run: Path = typer.Argument(..., help="A finished run directory."),
-    at: Optional[str] = typer.Option(None, "--at", help='Constraint, e.g. "recall>=0.95" or "precision>=0.9".'),
+    at: Optional[str] = typer.Option(None, "--at", help='Constraint, e.g. "recall>=0.95" or "precision>=0.9" '
+                                     '(multi-class: e.g. "few_shot_accuracy>=0.7" or "nll<=0.5").'),
     maximize: Optional[str] = typer.Option(
         None, help="precision, recall, f1, ap, auc, balanced_accuracy, accuracy. Default: precision under a recall "
-                   "constraint, recall under a precision constraint, else f1."),
-    minimize: Optional[str] = typer.Option(None, help="brier, ece, cost."),
+                   "constraint, recall under a precision constraint, else f1. Multi-class: balanced_accuracy "
+                   "(default), accuracy, worst_class_accuracy, many_shot_accuracy, medium_shot_accuracy, "
+                   "few_shot_accuracy, macro_f1."),
+    minimize: Optional[str] = typer.Option(None, help="brier, ece, cost (multi-class: nll, ece, brier)."),
     name: Optional[str] = typer.Option(
         None, "--name", help="Name of the point in the model card (e.g. screening); default from the constraint "
                              "and objective, e.g. recall_ge_0.9_max_precision."),
@@ -608,6 +656,10 @@ def pick(
                                                           "than this (a point resting on one or two positives says "
                                                           "nothing about deployment)."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the test intervals."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="Multi-class runs: the deployment class prior of the "
+                                        "metrics: train (default), uniform, or p1,...,pC summing to 1."),
+    adjustment: Optional[str] = typer.Option(None, "--adjustment", help="Multi-class runs: the grid of post-hoc "
+                                             "adjustment strengths t searched, lo:hi:n or t1,t2,... (default 0:2:9)."),
     device: str = typer.Option("auto"),
 ) -> None:
     """The `pick` command; its help is _PICK_HELP."""
@@ -618,8 +670,10 @@ def pick(
 
     if maximize and minimize:
         _fail("give --maximize or --minimize, not both")
+    multiclass = _run_task(run) == "multiclass"  # the arguments are checked for the run's task before loading it
     constrained = (at or "").strip().split(">")[0].split("<")[0].split("=")[0].strip()
-    objective = maximize or minimize or {"recall": "precision", "precision": "recall"}.get(constrained, "f1")
+    objective = maximize or minimize or ("balanced_accuracy" if multiclass else
+                                         {"recall": "precision", "precision": "recall"}.get(constrained, "f1"))
     if name is None:
         import re
 
@@ -628,6 +682,11 @@ def pick(
         cons = re.sub(r">=|<=|==|>|<|=", lambda m: ops[m.group(0)], (at or "").replace(" ", ""))
         name = f"{cons}_{goal}" if at else goal
         console.print(f"point name: {name} (--name to choose one)", highlight=False)
+    if multiclass:
+        spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
+                             confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp,
+                             prior=prior, adjustments=adjustment)
+        return _pick_multiclass(run, device, spec, lambda_, n_boot, maximize=maximize, minimize=minimize)
     from lossdial.evaluate.sweep import MAXIMIZE, MINIMIZE, parse_constraint
 
     try:  # the arguments are checked before any sweep runs
@@ -681,6 +740,77 @@ def pick(
         c.add_column(k, justify="right")
     for split, label in (("val", "validation"), ("test", "test")):
         c.add_row(label, *[str(entry["counts"][split][k]) for k in COUNT_KEYS])
+    console.print(c)
+    console.print("chosen on the validation split; the test split was scored once, after the point was fixed.")
+    console.print(f"model card: {card_paths(run)[0]} and {card_paths(run)[1]}")
+
+
+def _run_task(run: Path) -> str:
+    """``data.task`` of a run directory's config.yaml, read without loading the run (binary when it cannot be
+    read: loading the run then says what is wrong)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((Path(run) / "config.yaml").read_text()) or {}
+        return str((raw.get("data") or {}).get("task") or "binary")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "binary"
+
+
+def _pick_multiclass(run: Path, device: str, spec, lambda_: Optional[str], n_boot: int, *,
+                     maximize: Optional[str], minimize: Optional[str]) -> None:
+    """`lossdial pick` on a multi-class run: (lambda, t) on validation, test once; the card entry and tables."""
+    from lossdial.conditioning import parse_lambda_grid
+    from lossdial.evaluate.multiclass import MULTICLASS_MAXIMIZE, MULTICLASS_MINIMIZE, parse_adjustments
+    from lossdial.evaluate.select import search_grid, select_point
+    from lossdial.evaluate.sweep import NoFeasiblePoint, parse_multiclass_constraint
+    from lossdial.report.card import MULTICLASS_CARD_METRICS, add_point, card_paths
+
+    if (maximize and maximize not in MULTICLASS_MAXIMIZE) or (minimize and minimize not in MULTICLASS_MINIMIZE):
+        flag, value = ("--maximize", maximize) if maximize else ("--minimize", minimize)
+        _fail(f"{flag} {value!r} on a multi-class run: --maximize takes {', '.join(MULTICLASS_MAXIMIZE)}; "
+              f"--minimize takes {', '.join(MULTICLASS_MINIMIZE)}")
+    try:  # the arguments are checked before the run is loaded
+        parse_multiclass_constraint(spec.constraint)
+        parse_adjustments(spec.adjustments)
+    except ValueError as exc:
+        _fail(_exc_text(exc))
+    loaded = _load_or_fail(run, device, "pick", multiclass=True)
+    try:
+        lambdas = parse_lambda_grid(lambda_) if lambda_ else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            grid_text = search_grid(loaded, lambdas, given_as="--lambda")[1]
+            entry = select_point(loaded, spec, lambdas=lambdas, n_boot=n_boot, given_as="--lambda")
+    except NoFeasiblePoint as exc:  # the message names the one closest point
+        err_console.print(f"[bold red]no point meets the constraint:[/] {exc}", highlight=False)
+        raise typer.Exit(1)
+    except (ValueError, KeyError) as exc:
+        _fail(_exc_text(exc))
+    for w in caught:
+        _warn(w.message)
+    console.print(_searched_text(loaded, grid_text, entry["adjustments_searched"]), highlight=False)
+    add_point(loaded, spec.name, entry)
+    prior = _PRIOR_TEXT.get(entry["prior_source"], entry["prior_source"])
+    t = Table(title=f"point '{spec.name}': lambda {_lam_str(entry['lambda']) or '(fixed)'}, adjustment t "
+                    f"{entry['adjustment']:g}; metrics at {prior}", title_justify="left",
+              caption=f"{entry['n']['val']} validation / {entry['n']['test']} test samples; test 95% intervals: "
+                      f"per-class stratified bootstrap ({entry['n_boot']} resamples); -: no class in the group",
+              caption_justify="left")
+    for col in ("metric", "val", "test", "CI (bootstrap)"):
+        t.add_column(col, justify="left" if col == "metric" else "right", no_wrap=True)
+    for k in MULTICLASS_CARD_METRICS:
+        ci = entry["test_ci95"].get(k)
+        t.add_row(k, _fmt(entry["val"].get(k)), _fmt(entry["test"].get(k)),
+                  "" if not ci else f"{_fmt(ci[0])}–{_fmt(ci[1])}")
+    console.print(t)
+    c = Table(title="recall per class, with its training count", title_justify="left")
+    for col in ("class", "train n", "val recall", "test recall"):
+        c.add_column(col, justify="left" if col == "class" else "right", no_wrap=True)
+    names = loaded.data["class_names"]
+    for i, cname in enumerate(names):
+        c.add_row(str(cname), str(entry["counts"]["train"][i]), _fmt(entry["val"]["per_class_recall"][i]),
+                  _fmt(entry["test"]["per_class_recall"][i]))
     console.print(c)
     console.print("chosen on the validation split; the test split was scored once, after the point was fixed.")
     console.print(f"model card: {card_paths(run)[0]} and {card_paths(run)[1]}")

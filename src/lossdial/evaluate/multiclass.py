@@ -158,6 +158,30 @@ def adjust_logits(logits, train_counts: Sequence[int], t: float):
     raise TypeError(f"logits must be a torch tensor or a numpy array, got {type(logits).__name__}")
 
 
+def parse_adjustments(text: str | Sequence[float] | None) -> tuple[float, ...]:
+    """The grid of adjustment strengths t: ``"lo:hi:n"`` (n evenly spaced values, ends included), ``"a,b,c"``, a
+    sequence of numbers, or None/"" for :data:`DEFAULT_T_GRID`."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return DEFAULT_T_GRID
+    fix = "give --adjustment as lo:hi:n (e.g. 0:2:9) or a comma list (e.g. 0,0.5,1)"
+    try:
+        if isinstance(text, str) and ":" in text:
+            lo, hi, n = text.split(":")
+            if not float(n).is_integer() or int(float(n)) < 1:
+                raise ValueError(f"adjustment grid {text!r}: n must be a whole number >= 1; {fix}")
+            n = int(float(n))
+            ts = [float(lo)] if n == 1 else np.linspace(float(lo), float(hi), n).tolist()
+        else:
+            ts = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
+    except ValueError as exc:
+        if str(exc).startswith("adjustment grid"):
+            raise
+        raise ValueError(f"adjustment grid {text!r} is not numbers; {fix}") from None
+    if not ts or not all(math.isfinite(t) for t in ts):
+        raise ValueError(f"adjustment grid {text!r} must be finite numbers; {fix}")
+    return tuple(round(t, 12) for t in ts)
+
+
 def shot_groups(train_counts: Sequence[int], shot_thresholds: Sequence[int] = SHOT_THRESHOLDS) -> dict[str, list[int]]:
     """Class indices per group: many = count > hi, medium = lo <= count <= hi, few = count < lo."""
     hi, lo = _check_thresholds(shot_thresholds)
@@ -334,6 +358,11 @@ def softmax(logits) -> np.ndarray:
     z = z - z.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
+
+
+def adjusted_probs(logits, train_counts: Sequence[int], t: float) -> np.ndarray:
+    """Class probabilities at adjustment strength t: softmax(z - t log pi) (float64 numpy, [..., C])."""
+    return softmax(adjust_logits(_to_numpy(logits).astype(np.float64), train_counts, t))
 
 
 def dial_table(logits, y, train_counts: Sequence[int], ts: Sequence[float] = DEFAULT_T_GRID,

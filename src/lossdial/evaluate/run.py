@@ -120,5 +120,5 @@ def require_binary(task: str | None, command: str) -> None:
 
     raise MultiClassNotSupported(
         f"{command} does not take multi-class runs yet. For multi-class runs: `lossdial evaluate RUN --prior "
-        f"train|uniform|p1,...,pC`, `lossdial predict` and `lossdial export` (--lambda ... --adjustment T) work; "
-        f"sweep, pick, report and compare for multi-class land with the rest of issue 12")
+        f"train|uniform|p1,...,pC`, sweep, pick, predict and export work; report and compare for multi-class land "
+        f"with the rest of issue 12")

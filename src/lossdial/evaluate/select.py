@@ -2,6 +2,12 @@
 
 The order is the point of this module: ``choose_point`` sees only the validation sweep; the test split
 is scored only after the point is fixed, at that one (lambda, threshold), with bootstrap intervals.
+
+One operating-point notion for both task types: lambda plus the task's knob -- the decision threshold of a
+binary run, the post-hoc adjustment strength t of a multi-class run (scores z_c - t log pi_c). ``sweep_split``,
+``choose_point`` and ``select_point`` dispatch on the run's task type (``data.task``); a multi-class sweep is
+a :class:`~lossdial.evaluate.sweep.MultiClassSweepResult` over (lambda, t), its metrics at a deployment class
+prior, and its test split is scored once at the chosen (lambda, t) with per-class stratified bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -16,9 +22,23 @@ import numpy as np
 
 from lossdial.config import fixed_lambda as baseline_lambda
 from lossdial.evaluate.classification import binary_metrics, counts_at
-from lossdial.evaluate.run import LoadedRun, require_binary
+from lossdial.evaluate.multiclass import (
+    adjusted_probs,
+    bootstrap_multiclass,
+    class_prior,
+    multiclass_metrics,
+    parse_adjustments,
+)
+from lossdial.evaluate.run import LoadedRun
 from lossdial.evaluate.scoring import score_lambdas
-from lossdial.evaluate.sweep import MIN_TP, OperatingPoint, SweepResult, exact_intervals, sweep
+from lossdial.evaluate.sweep import (
+    MIN_TP,
+    MultiClassSweepResult,
+    OperatingPoint,
+    SweepResult,
+    exact_intervals,
+    sweep,
+)
 
 BOOTSTRAP_KEYS = ("recall", "precision", "f1_at_threshold", "auc", "ap", "brier", "balanced_accuracy", "cost")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -31,16 +51,30 @@ DEFAULT_SWEEP_POINTS = 33
 
 @dataclass
 class SelectionSpec:
-    """How to choose a point; see :meth:`SweepResult.pick` for ``conservative`` and ``min_tp``."""
+    """How to choose a point; see :meth:`SweepResult.pick` for ``conservative`` and ``min_tp``.
+
+    Binary runs: ``objective`` (None: ``"f1"``), ``conservative``, ``confidence``, ``prevalence``, ``costs``,
+    ``min_tp``. Multi-class runs (:meth:`MultiClassSweepResult.pick`): ``objective`` (None:
+    ``"balanced_accuracy"``), ``prior`` (the deployment class prior, None: ``"train"``) and ``adjustments`` (the
+    t grid, None: :data:`DEFAULT_T_GRID`); the binary-only options are refused there.
+    """
 
     name: str
     constraint: str | None = None
-    objective: str = "f1"
+    objective: str | None = None
     conservative: bool = False
     confidence: float = 0.95
     prevalence: float | None = None
     costs: tuple[float, float] = (1.0, 1.0)
     min_tp: int = MIN_TP  # no threshold is chosen on fewer validation true positives
+    prior: str | Sequence[float] | None = None  # multi-class: the deployment class prior
+    adjustments: str | Sequence[float] | None = None  # multi-class: the t grid
+
+    def resolved_objective(self, task: str) -> str:
+        """The objective, or the task type's default (binary ``f1``, multi-class ``balanced_accuracy``)."""
+        if self.objective is not None:
+            return self.objective
+        return "balanced_accuracy" if task == "multiclass" else "f1"
 
 
 def run_prevalence(loaded: LoadedRun, prevalence: float | None) -> float:
@@ -57,10 +91,11 @@ def search_grid(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | None
     run has no lambda (None): only thresholds are searched.
     """
     if not loaded.is_lct:
+        knob = "thresholds" if loaded.task_type.name == "binary" else "the adjustment t"
         if lambdas:
-            raise ValueError("this is a baseline run (fixed loss hyperparameters, no FiLM): it sweeps thresholds "
-                             "only; drop --lambda")
-        return None, "thresholds only (a baseline run has no lambda to vary)"
+            raise ValueError(f"this is a baseline run (fixed loss hyperparameters, no FiLM): it sweeps {knob} "
+                             f"only; drop --lambda")
+        return None, f"{knob} only (a baseline run has no lambda to vary)"
     from lossdial.train.loop import default_eval_grid
 
     names = list(loaded.space.names)
@@ -78,18 +113,49 @@ def search_grid(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | None
     return grid, f"{len(grid)} {what} {source}"
 
 
+def _check_task_options(loaded: LoadedRun, *, prevalence=None, costs=(1.0, 1.0), prior=None,
+                        adjustments=None) -> None:
+    """Refuse the options of the other task type, naming the ones that apply (:mod:`~lossdial.evaluate.tasktype`
+    for the prior and the prevalence; here for the costs and the t grid)."""
+    tt = loaded.task_type
+    tt.check_options(train_counts=loaded.train_counts, prevalence=prevalence, prior=prior)
+    if tt.name == "multiclass" and tuple(costs) != (1.0, 1.0):
+        raise ValueError("--cost (false-positive / false-negative costs) applies to binary runs; a multi-class "
+                         "run is picked on its own metrics (--maximize / --minimize)")
+    if tt.name != "multiclass" and adjustments is not None:
+        raise ValueError("--adjustment (the post-hoc logit adjustment t) applies to multi-class runs; a binary run's "
+                         "knob is its decision threshold, which sweep and pick search over already")
+
+
 def sweep_split(loaded: LoadedRun, split: str, lambdas: Sequence[Mapping[str, float]] | None = None, *,
-                prevalence: float | None = None, costs: tuple[float, float] = (1.0, 1.0), task=None
-                ) -> SweepResult:
-    """Sweep a run's `split` over `lambdas` (default: :func:`search_grid`)."""
-    require_binary(loaded.config.data.task, "sweep")
+                prevalence: float | None = None, costs: tuple[float, float] = (1.0, 1.0), task=None,
+                prior: str | Sequence[float] | None = None, adjustments: str | Sequence[float] | None = None
+                ) -> SweepResult | MultiClassSweepResult:
+    """Sweep a run's `split` over `lambdas` (default: :func:`search_grid`).
+
+    Binary runs: every threshold, precision-type metrics at ``prevalence`` (None: the training prevalence).
+    Multi-class runs: every (lambda, t), t from ``adjustments`` (:func:`parse_adjustments`; None: the default
+    grid), every metric at the class ``prior`` (None: ``"train"``); the backbone runs once, the adjustment acts
+    on the saved logits.
+    """
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    _check_task_options(loaded, prevalence=prevalence, costs=costs, prior=prior, adjustments=adjustments)
     task = task if task is not None else loaded.task()
     lambdas, _ = search_grid(loaded, lambdas)
     if loaded.is_lct:
         for lam in lambdas:
             loaded.space.check_support(lam)
+    if loaded.task_type.name == "multiclass":
+        ts = parse_adjustments(adjustments)
+        data = getattr(task, split)
+        logits = score_lambdas(loaded.model, data.x, lambdas, loaded.space, device=loaded.device,
+                               batch_size=loaded.config.evaluate.batch_size, transform=task.normalizer,
+                               output="logits")
+        lams = [dict(lam) for lam in lambdas] if loaded.is_lct else [dict(baseline_lambda(loaded.config))]
+        return MultiClassSweepResult(lambdas=lams, logits=logits, labels=data.y.numpy(),
+                                     train_counts=loaded.train_counts, adjustments=ts,
+                                     prior="train" if prior is None else prior, split=split)
     return sweep(loaded.model, getattr(task, split), lambdas, loaded.space, transform=task.normalizer,
                  device=loaded.device, batch_size=loaded.config.evaluate.batch_size,
                  prevalence=run_prevalence(loaded, prevalence), costs=costs,
@@ -101,7 +167,9 @@ def choose_point(val: SweepResult, spec: SelectionSpec) -> OperatingPoint:
     """Pick on the validation sweep only (this function never sees test data)."""
     if val.split != "val":
         raise ValueError("operating points are chosen on the validation split only")
-    return val.pick(spec.constraint, spec.objective, conservative=spec.conservative, confidence=spec.confidence,
+    if isinstance(val, MultiClassSweepResult):
+        return val.pick(spec.constraint, spec.resolved_objective("multiclass"))
+    return val.pick(spec.constraint, spec.resolved_objective("binary"), conservative=spec.conservative, confidence=spec.confidence,
                     min_tp=spec.min_tp)
 
 
@@ -156,9 +224,12 @@ def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot
     validation true positives (only possible for a lambda objective without a constraint, which keeps the
     default threshold).
     """
-    require_binary(loaded.config.data.task, "pick")
     if not _NAME.match(spec.name):
         raise ValueError(f"point name {spec.name!r} must be 1-64 letters, digits, '_', '-' or '.'")
+    if loaded.task_type.name == "multiclass":
+        return _select_multiclass(loaded, spec, lambdas=lambdas, n_boot=n_boot, task=task, given_as=given_as)
+    if spec.prior is not None or spec.adjustments is not None:
+        _check_task_options(loaded, prior=spec.prior, adjustments=spec.adjustments)
     task = task if task is not None else loaded.task()
     prevalence = run_prevalence(loaded, spec.prevalence)
     grid, grid_text = search_grid(loaded, lambdas, given_as=given_as)
@@ -174,7 +245,7 @@ def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot
     return {
         "lambda": point.lam,
         "threshold": point.threshold,
-        "objective": spec.objective,
+        "objective": spec.resolved_objective("binary"),
         "constraint": spec.constraint,
         "conservative": spec.conservative,
         "confidence": spec.confidence if spec.conservative else None,
@@ -194,3 +265,68 @@ def select_point(loaded: LoadedRun, spec: SelectionSpec, *, lambdas=None, n_boot
         "test_exact_ci95": test["exact_ci95"],
         "n_boot": n_boot,
     }
+
+
+def measure_multiclass_on_test(loaded: LoadedRun, point: OperatingPoint, task, *, prior, n_boot: int = 1000,
+                               seed: int = 0) -> dict[str, Any]:
+    """Score the test split once at the fixed (lambda, t): every multi-class metric at ``prior`` and per-class
+    stratified bootstrap 95% intervals of the scalar ones (:func:`bootstrap_multiclass`)."""
+    test = task.test
+    lams = [point.lam] if loaded.is_lct else None
+    z = score_lambdas(loaded.model, test.x, lams, loaded.space, device=loaded.device,
+                      batch_size=loaded.config.evaluate.batch_size, transform=task.normalizer, output="logits")[0]
+    probs = adjusted_probs(z, loaded.train_counts, point.adjustment)
+    y = test.y.numpy()
+    m = multiclass_metrics(y, probs, train_counts=loaded.train_counts, prior=prior)
+    ci = bootstrap_multiclass(y, probs, train_counts=loaded.train_counts, prior=prior, n_boot=n_boot, seed=seed)
+    return {"metrics": m, "ci95": ci, "n_boot": n_boot,
+            "counts": np.bincount(y, minlength=len(loaded.train_counts)).tolist()}
+
+
+def _select_multiclass(loaded: LoadedRun, spec: SelectionSpec, *, lambdas, n_boot: int, task, given_as: str
+                       ) -> dict[str, Any]:
+    """:func:`select_point` for a multi-class run: (lambda, t) chosen on validation, then test scored once."""
+    binary_only = [flag for flag, given in (("--conservative", spec.conservative),
+                                            ("--min-tp", spec.min_tp != MIN_TP)) if given]
+    if binary_only:
+        raise ValueError(f"{' and '.join(binary_only)} appl{'ies' if len(binary_only) == 1 else 'y'} to binary runs "
+                         f"(a threshold chosen on validation positives); a multi-class run takes --maximize, "
+                         f"--minimize, --at, --prior and --adjustment")
+    _check_task_options(loaded, prevalence=spec.prevalence, costs=spec.costs, prior=spec.prior,
+                        adjustments=spec.adjustments)
+    prior = "train" if spec.prior is None else spec.prior
+    q = class_prior(prior, loaded.train_counts)
+    task = task if task is not None else loaded.task()
+    grid, grid_text = search_grid(loaded, lambdas, given_as=given_as)
+    val = sweep_split(loaded, "val", grid, prior=prior, adjustments=spec.adjustments, task=task)
+    point = choose_point(val, spec)  # fixed here; test has not been read
+    test = measure_multiclass_on_test(loaded, point, task, prior=prior, n_boot=n_boot)
+    head = val.table[0]["metrics"]
+    return {
+        "task": "multiclass",
+        "lambda": point.lam,
+        "adjustment": point.adjustment,
+        "prior": [float(v) for v in q],
+        "prior_source": head["prior_source"],
+        "objective": point.objective,
+        "constraint": spec.constraint,
+        "chosen_on": "val",
+        "lambdas_searched": len(val.lambdas),
+        "lambda_grid": grid_text,
+        "adjustments_searched": list(val.adjustments),
+        "shot_thresholds": head["shot_thresholds"],
+        "shot_groups": head["shot_groups"],
+        "counts": {"train": list(loaded.train_counts),
+                   "val": np.bincount(val.labels, minlength=len(loaded.train_counts)).tolist(),
+                   "test": test["counts"]},
+        "n": {"val": int(len(val.labels)), "test": int(test["metrics"]["n"])},
+        "val": _point_metrics(point.metrics),
+        "test": _point_metrics(test["metrics"]),
+        "test_ci95": test["ci95"],
+        "n_boot": n_boot,
+    }
+
+
+def _point_metrics(m: Mapping[str, Any]) -> dict[str, Any]:
+    """A multi-class metric map for the card: the metrics, without what the entry states once (prior, groups)."""
+    return {k: v for k, v in m.items() if k not in ("prior", "prior_source", "shot_groups", "shot_thresholds")}

@@ -23,6 +23,11 @@ What a sweep writes (``lossdial sweep``, under ``RUN/sweeps/``):
   by :func:`thin_curve`.
 
 Picking is O(K n log n): per lambda, one sort of the scores gives every threshold's confusion counts.
+
+Multi-class runs (:class:`MultiClassSweepResult`): the knob is the post-hoc adjustment t (scores
+``z_c - t log pi_c``), so the sweep is one row per (lambda, t) with every multi-class metric at a deployment
+class prior; ``<split>.csv`` holds the ``lambda.<name>`` columns, ``adjustment`` and the scalar metrics,
+``<split>.json`` the same rows with ``per_class_recall`` / ``per_class_precision``. No curves file.
 """
 
 from __future__ import annotations
@@ -38,6 +43,16 @@ import numpy as np
 import torch
 
 from lossdial.evaluate.classification import binary_metrics, counts_at, prevalence_weights
+from lossdial.evaluate.multiclass import (
+    DEFAULT_T_GRID,
+    MULTICLASS_KEYS,
+    MULTICLASS_MAXIMIZE,
+    MULTICLASS_MINIMIZE,
+    SHOT_THRESHOLDS,
+    adjusted_probs,
+    multiclass_metrics,
+    shot_groups,
+)
 from lossdial.evaluate.scoring import score_lambdas
 
 MAXIMIZE = ("precision", "recall", "f1", "balanced_accuracy", "accuracy", "ap", "auc")
@@ -49,6 +64,7 @@ MIN_TP = 5
 #: at most this many thresholds per lambda in a curves file
 MAX_CURVE_POINTS = 1024
 _CONSTRAINT = re.compile(r"^\s*(recall|precision)\s*>=\s*([0-9]*\.?[0-9]+)\s*$")
+_MC_CONSTRAINT = re.compile(r"^\s*([a-z_]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+)\s*$")
 
 
 class NoFeasiblePoint(ValueError):
@@ -65,11 +81,50 @@ def parse_constraint(text: str | None) -> tuple[str, float] | None:
         return None
     m = _CONSTRAINT.match(str(text))
     if not m:
+        other = _metric_name(text)
+        if other in MULTICLASS_KEYS:
+            raise ValueError(f"constraint {text!r}: {other} is a multi-class metric; a binary run's constraint is "
+                             f"on recall or precision, e.g. 'recall>=0.95' or 'precision>=0.9'")
         raise ValueError(f"constraint {text!r} must look like 'recall>=0.95' or 'precision>=0.9'")
     value = float(m.group(2))
     if not 0 < value <= 1:
         raise ValueError(f"constraint {text!r}: the level must be in (0, 1]")
     return m.group(1), value
+
+
+def _metric_name(text: str) -> str:
+    """The metric a constraint text names (the part before its comparison), for error messages."""
+    return re.split(r"[<>=]", str(text), maxsplit=1)[0].strip()
+
+
+def parse_multiclass_constraint(text: str | None) -> tuple[str, float] | None:
+    """A multi-class run's constraint: ``"few_shot_accuracy>=0.7"`` -> ("few_shot_accuracy", 0.7); None/"" -> None.
+
+    ``>=`` for the metrics one maximises (:data:`MULTICLASS_MAXIMIZE`, level in (0, 1]); ``<=`` for those one
+    minimises (:data:`MULTICLASS_MINIMIZE`: nll, ece, brier; level > 0). The direction follows from the metric.
+    """
+    if text is None or not str(text).strip():
+        return None
+    valid = (f"one of {', '.join(m + '>=v' for m in MULTICLASS_MAXIMIZE)} (v in (0, 1]), or "
+             f"{', '.join(m + '<=v' for m in MULTICLASS_MINIMIZE)}")
+    m = _MC_CONSTRAINT.match(str(text))
+    name = m.group(1) if m else _metric_name(text)
+    if name in MULTICLASS_KEYS and m:
+        op, value = m.group(2), float(m.group(3))
+        want = ">=" if name in MULTICLASS_MAXIMIZE else "<="
+        if op != want:
+            raise ValueError(f"constraint {text!r}: {name} is {'maximised' if want == '>=' else 'minimised'}, "
+                             f"so its constraint is '{name}{want}v'")
+        if want == ">=" and not 0 < value <= 1:
+            raise ValueError(f"constraint {text!r}: the level must be in (0, 1]")
+        if want == "<=" and not value > 0:
+            raise ValueError(f"constraint {text!r}: the level must be > 0")
+        return name, value
+    if name in MULTICLASS_KEYS:
+        raise ValueError(f"constraint {text!r} must look like '{name}>=0.7' ({valid})")
+    if name in MAXIMIZE + MINIMIZE + ("precision", "recall"):
+        raise ValueError(f"constraint {text!r}: {name} is a binary metric; a multi-class run's constraint is {valid}")
+    raise ValueError(f"constraint {text!r} names no multi-class metric; a multi-class run's constraint is {valid}")
 
 
 def clopper_pearson_lower(successes: np.ndarray, n: int, confidence: float = 0.95) -> np.ndarray:
@@ -217,9 +272,12 @@ class OperatingPoint:
     counts: dict[str, int] = field(default_factory=dict)
     #: with conservative=True: the lower confidence bound of the constrained metric at this point
     bound: float | None = None
+    #: multi-class runs: the post-hoc adjustment strength t (scores z_c - t log pi_c); threshold is then None
+    adjustment: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lambda": self.lam, "threshold": self.threshold, "objective": self.objective,
+        knob = {"threshold": self.threshold} if self.adjustment is None else {"adjustment": self.adjustment}
+        return {"lambda": self.lam, **knob, "objective": self.objective,
                 "constraint": self.constraint, "metrics": self.metrics, "counts": self.counts,
                 "bound": self.bound}
 
@@ -476,6 +534,160 @@ class SweepResult:
             wr.writerow([f"lambda.{k}" for k in lam_keys] + met_keys)
             for r in rows:
                 wr.writerow([r["lambda"][k] for k in lam_keys] + [csv_cell(r["metrics"][k]) for k in met_keys])
+
+
+#: the scalar columns of a multi-class sweep's CSV (per-class lists are in the JSON only)
+MULTICLASS_COLUMNS = MULTICLASS_KEYS + ("n",)
+_SHOT_GROUP_OF = {"many_shot_accuracy": "many", "medium_shot_accuracy": "medium", "few_shot_accuracy": "few"}
+
+
+@dataclass
+class MultiClassSweepResult:
+    """A multi-class run's split scored for K lambda values: ``logits[k, i, c]``; its operating points are the
+    (lambda, t) pairs, t the post-hoc adjustment strength on a grid (scores ``z_c - t log pi_c``, pi the training
+    prior; :func:`~lossdial.evaluate.multiclass.adjust_logits`).
+
+    Every metric (:func:`~lossdial.evaluate.multiclass.multiclass_metrics`) is computed at the deployment class
+    ``prior`` (``"train"``, ``"uniform"`` or C probabilities). The table has one row per (lambda, t), lambda-major,
+    t in grid order. The multi-class counterpart of :class:`SweepResult` (same ``split``, ``lambdas``,
+    ``table``, ``pick``, ``to_csv`` and ``to_json``).
+    """
+
+    lambdas: list[dict[str, float]]
+    logits: np.ndarray
+    labels: np.ndarray
+    train_counts: list[int]
+    adjustments: tuple[float, ...] = DEFAULT_T_GRID
+    prior: Any = "train"
+    split: str = "val"
+    shot_thresholds: tuple[float, float] = SHOT_THRESHOLDS
+    _table: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.logits = np.asarray(self.logits, dtype=float)
+        self.labels = np.asarray(self.labels).astype(int)
+        self.adjustments = tuple(float(t) for t in self.adjustments)
+        self.train_counts = [int(v) for v in self.train_counts]
+        K, N = len(self.lambdas), len(self.labels)
+        if self.logits.ndim != 3 or self.logits.shape[:2] != (K, N):
+            raise ValueError(f"logits must be [K={K}, N={N}, C], got {self.logits.shape}")
+        if not self.adjustments:
+            raise ValueError("the adjustment grid is empty: give at least one t")
+
+    def scores(self, k: int, t: float) -> np.ndarray:
+        """Class probabilities [N, C] at lambda ``k`` and adjustment ``t``: softmax(z - t log pi)."""
+        return adjusted_probs(self.logits[k], self.train_counts, t)
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        """One row per (lambda, t): ``{"lambda": {...}, "adjustment": t, "metrics": {...}}``."""
+        if self._table is None:
+            self._table = [{"lambda": dict(lam), "adjustment": t, "metrics": multiclass_metrics(
+                self.labels, self.scores(k, t), train_counts=self.train_counts, prior=self.prior,
+                shot_thresholds=self.shot_thresholds)}
+                for k, lam in enumerate(self.lambdas) for t in self.adjustments]
+        return self._table
+
+    def check_metric(self, metric: str, role: str) -> None:
+        """``metric`` can be picked on / constrained here: a multi-class metric whose shot group has a class."""
+        if metric not in MULTICLASS_KEYS:
+            kind = "a binary metric" if metric in MAXIMIZE + MINIMIZE else "not a metric"
+            raise ValueError(f"{role} {metric!r} is {kind}; on a multi-class run maximise one of "
+                             f"{', '.join(MULTICLASS_MAXIMIZE)} or minimise one of {', '.join(MULTICLASS_MINIMIZE)}")
+        group = _SHOT_GROUP_OF.get(metric)
+        if group and not shot_groups(self.train_counts, self.shot_thresholds)[group]:
+            hi, lo = self.shot_thresholds
+            rule = {"many": f"> {hi:g}", "medium": f"{lo:g}-{hi:g}", "few": f"< {lo:g}"}[group]
+            defined = [m for m in MULTICLASS_MAXIMIZE + MULTICLASS_MINIMIZE if _SHOT_GROUP_OF.get(m) is None
+                       or shot_groups(self.train_counts, self.shot_thresholds)[_SHOT_GROUP_OF[m]]]
+            raise ValueError(f"{role} {metric!r}: the {group}-shot group (classes with {rule} training samples) is "
+                             f"empty in this run (training counts {self.train_counts}), so {metric} is undefined; "
+                             f"use one of {', '.join(defined)}")
+
+    def pick(self, constraint: str | None = None, objective: str = "balanced_accuracy") -> OperatingPoint:
+        """Choose (lambda, t) on this split: the best ``objective`` among the rows that meet ``constraint``.
+
+        ``constraint``: e.g. ``"few_shot_accuracy>=0.7"`` or ``"nll<=0.5"`` (:func:`parse_multiclass_constraint`).
+        ``objective``: one of :data:`MULTICLASS_MAXIMIZE` (maximised) or :data:`MULTICLASS_MINIMIZE` (minimised).
+        A row where a metric is undefined (NaN: its group's classes are all absent from this split) neither meets
+        a constraint on it nor wins on it. Ties go to the earlier row (earlier lambda, then smaller t in grid
+        order). Raises :class:`NoFeasiblePoint` with the row closest to the constraint when no row meets it.
+        """
+        self.check_metric(objective, "--minimize" if objective in MULTICLASS_MINIMIZE else "--maximize")
+        cons = parse_multiclass_constraint(constraint)
+        if cons is not None:
+            self.check_metric(cons[0], "constraint")
+        sign = 1.0 if objective in MULTICLASS_MAXIMIZE else -1.0
+        best: tuple[float, int] | None = None
+        closest: tuple[float, int] | None = None
+        for i, row in enumerate(self.table):
+            m = row["metrics"]
+            if cons is not None:
+                v = m[cons[0]]
+                if math.isnan(v):
+                    continue
+                margin = v - cons[1] if cons[0] in MULTICLASS_MAXIMIZE else cons[1] - v
+                if closest is None or margin > closest[0]:
+                    closest = (margin, i)
+                if margin < -1e-12:
+                    continue
+            o = m[objective]
+            if not math.isnan(o) and (best is None or sign * o > best[0]):
+                best = (sign * o, i)
+        if best is not None:
+            return self._point(best[1], objective, constraint)
+        if cons is None or closest is None:
+            what = cons[0] if cons is not None and closest is None else objective
+            raise ValueError(f"no (lambda, t) on the {self.split} split gives a defined {what}: the classes it "
+                             f"averages over are absent from the {self.split} split")
+        point = self._point(closest[1], objective, constraint)
+        raise NoFeasiblePoint(f"no (lambda, t) on the {self.split} split meets {constraint.strip()}; the closest is "
+                              + describe_multiclass_point(point, cons[0]), point)
+
+    def _point(self, i: int, objective: str, constraint: str | None) -> OperatingPoint:
+        row = self.table[i]
+        return OperatingPoint(lam=dict(row["lambda"]), threshold=None, index=i // len(self.adjustments),
+                              objective=objective, constraint=constraint, metrics=dict(row["metrics"]),
+                              adjustment=row["adjustment"])
+
+    def _header(self) -> dict[str, Any]:
+        m = self.table[0]["metrics"]
+        return {"split": self.split, "task": "multiclass", "prior": m["prior"], "prior_source": m["prior_source"],
+                "adjustments": list(self.adjustments), "train_counts": self.train_counts,
+                "counts": np.bincount(self.labels, minlength=self.logits.shape[2]).tolist(),
+                "shot_thresholds": m["shot_thresholds"], "shot_groups": m["shot_groups"], "n": int(len(self.labels))}
+
+    def to_json(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+        """Every row with every metric (per-class recall and precision included) and how they were computed."""
+        from lossdial.rundir import write_json
+
+        rows = [{"lambda": r["lambda"], "adjustment": r["adjustment"],
+                 "metrics": {k: v for k, v in r["metrics"].items()
+                             if k not in ("prior", "prior_source", "shot_groups", "shot_thresholds")}}
+                for r in self.table]
+        write_json(Path(path), {**self._header(), **(extra or {}), "rows": rows})
+
+    def to_csv(self, path: str | Path) -> None:
+        """One row per (lambda, t): the ``lambda.<name>`` columns, ``adjustment`` and the scalar metrics."""
+        rows = self.table
+        lam_keys = list(rows[0]["lambda"]) if rows else []
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            wr = csv.writer(f, lineterminator="\n")
+            wr.writerow([f"lambda.{k}" for k in lam_keys] + ["adjustment", *MULTICLASS_COLUMNS])
+            for r in rows:
+                wr.writerow([r["lambda"][k] for k in lam_keys] + [r["adjustment"]]
+                            + [csv_cell(r["metrics"][k]) for k in MULTICLASS_COLUMNS])
+
+
+def describe_multiclass_point(point: OperatingPoint, constrained: str | None = None) -> str:
+    """One line for a multi-class point: lambda, t, the constrained metric and the objective."""
+    from lossdial.rundir import fmt_value
+
+    lam = ", ".join(f"{k}={v:g}" for k, v in point.lam.items()) or "(fixed)"
+    keys = [k for k in (constrained, point.objective) if k] if constrained != point.objective else [constrained]
+    vals = ", ".join(f"{k} {fmt_value(point.metrics[k], '.4f')}" for k in keys)
+    return f"lambda {lam}, t {point.adjustment:g}: {vals}"
 
 
 def csv_cell(v: Any) -> Any:

@@ -5,6 +5,12 @@ sweep table's metric names, plus the test bootstrap intervals, how many positive
 counts behind the point (``counts.val`` / ``counts.test``: unweighted ``tp``, ``fp``, ``fn``, ``tn``,
 ``positives``, ``negatives`` at the point's threshold). An undefined value (precision when nothing is
 predicted positive) is null in the JSON and "-" in the Markdown.
+
+A multi-class run's card (``"task": "multiclass"``) has per-class counts, and its points hold ``lambda``,
+``adjustment`` (the post-hoc strength t: predict argmax_c z_c - t log pi_c), ``prior`` (the deployment class
+prior the metrics are at, one probability per class) and ``prior_source``, ``objective``, ``constraint``,
+``val`` / ``test`` metric maps (with ``per_class_recall`` / ``per_class_precision``), ``test_ci95`` (per-class
+stratified bootstrap), ``counts`` (samples per class on train / val / test) and ``chosen_on: "val"``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from lossdial.rundir import atomic_write_text, fmt_value, write_json
 
 CARD_FORMAT_VERSION = 1
 CARD_METRICS = ("recall", "precision", "f1_at_threshold", "auc", "ap", "brier", "ece", "balanced_accuracy", "cost")
+#: the metric rows of a multi-class point (MULTICLASS_KEYS of lossdial.evaluate.multiclass, in its order)
+MULTICLASS_CARD_METRICS = ("balanced_accuracy", "accuracy", "worst_class_accuracy", "many_shot_accuracy",
+                           "medium_shot_accuracy", "few_shot_accuracy", "macro_f1", "nll", "ece", "brier")
 
 
 def card_paths(run: str | Path) -> tuple[Path, Path]:
@@ -32,6 +41,8 @@ def load_card(run: str | Path) -> dict[str, Any] | None:
 
 
 def base_card(loaded) -> dict[str, Any]:
+    if loaded.task_type.name == "multiclass":
+        return _base_card_multiclass(loaded)
     cfg = loaded.config
     d = loaded.data
     return {
@@ -42,14 +53,37 @@ def base_card(loaded) -> dict[str, Any]:
         "data": {"source": cfg.data.source, "class_names": d["class_names"], "positive_class": d["class_names"][1],
                  "counts": d["counts"], "imbalance_ratio": d["imbalance_ratio"],
                  "train_prevalence": d["train_prevalence"]},
-        "training": {"loss": cfg.loss.family, "loss_params": dict(cfg.loss.params),
-                     "lambda_distributions": dict(cfg.lct.lambdas) if loaded.is_lct else None,
-                     "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
-                     "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
-                     "ema_decay": cfg.train.ema_decay, "seed": cfg.seed, "data_seed": cfg.data.seed},
+        "training": _training(loaded),
         "protocol": "Each point's lambda and threshold were chosen on the validation split only; the test "
                     "split was scored once, after the point was fixed. Precision-type metrics are reported "
                     "at the stated prevalence (negatives reweighted).",
+        "points": {},
+    }
+
+
+def _training(loaded) -> dict[str, Any]:
+    cfg = loaded.config
+    return {"loss": cfg.loss.family, "loss_params": dict(cfg.loss.params),
+            "lambda_distributions": dict(cfg.lct.lambdas) if loaded.is_lct else None,
+            "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
+            "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
+            "ema_decay": cfg.train.ema_decay, "seed": cfg.seed, "data_seed": cfg.data.seed}
+
+
+def _base_card_multiclass(loaded) -> dict[str, Any]:
+    cfg, d = loaded.config, loaded.data
+    return {
+        "format_version": CARD_FORMAT_VERSION,
+        "run": str(loaded.path),
+        "task": "multiclass",
+        "model": {"backbone": cfg.model.backbone, "film": cfg.model.film if loaded.is_lct else None,
+                  "lct": loaded.is_lct},
+        "data": {"source": cfg.data.source, "class_names": d["class_names"], "counts": d["counts"],
+                 "imbalance_ratio": d["imbalance_ratio"]},
+        "training": _training(loaded),
+        "protocol": "Each point's lambda and post-hoc adjustment t were chosen on the validation split only; the "
+                    "test split was scored once, after the point was fixed. Metrics other than recall are at the "
+                    "stated deployment class prior (each class's samples reweighted to its prior share).",
         "points": {},
     }
 
@@ -89,7 +123,9 @@ def bound_text(p: dict[str, Any]) -> str:
 
 
 def render_markdown(card: dict[str, Any]) -> str:
-    d, t = card["data"], card["training"]
+    if card.get("task") == "multiclass":
+        return _render_multiclass(card)
+    d = card["data"]
     lines = [f"# Model card: `{card['run']}`", "",
              f"Positive class **{d['positive_class']}** vs {d['class_names'][0]} (source `{d['source']}`).", "",
              "| split | positives | negatives |", "|---|---:|---:|"]
@@ -97,13 +133,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         n0, n1 = d["counts"][s]
         lines.append(f"| {s} | {n1} | {n0} |")
     lines += ["", f"Training imbalance ratio {d['imbalance_ratio']:.1f} (prevalence {d['train_prevalence']:.4f}).",
-              "", "## Training", "",
-              f"- model: {card['model']['backbone']}" + (f", FiLM ({card['model']['film']})" if card["model"]["lct"] else ""),
-              f"- loss: {t['loss']} {t['loss_params']}" + (f"; LCT over {t['lambda_distributions']}"
-                                                           if t["lambda_distributions"] else ""),
-              f"- {t['optimizer']} lr {t['lr']} wd {t['weight_decay']}, {t['epochs']} epochs, batch {t['batch_size']}, "
-              f"EMA {t['ema_decay']}, seed {t['seed']} (data seed {t['data_seed']})",
-              "", "## Operating points", "", card["protocol"], ""]
+              ""] + _training_lines(card) + ["", "## Operating points", "", card["protocol"], ""]
     for name, p in card["points"].items():
         lam = ", ".join(f"{k}={v:g}" for k, v in p["lambda"].items())
         rule = p["constraint"] or "no constraint"
@@ -134,4 +164,54 @@ def render_markdown(card: dict[str, Any]) -> str:
                 c = counts.get(split, {})
                 lines.append(f"| {label} | " + " | ".join(_f(c.get(k)) for k in COUNT_KEYS) + " |")
             lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _training_lines(card: dict[str, Any]) -> list[str]:
+    t = card["training"]
+    return ["## Training", "",
+            f"- model: {card['model']['backbone']}" + (f", FiLM ({card['model']['film']})" if card["model"]["lct"] else ""),
+            f"- loss: {t['loss']} {t['loss_params']}" + (f"; LCT over {t['lambda_distributions']}"
+                                                         if t["lambda_distributions"] else ""),
+            f"- {t['optimizer']} lr {t['lr']} wd {t['weight_decay']}, {t['epochs']} epochs, batch {t['batch_size']}, "
+            f"EMA {t['ema_decay']}, seed {t['seed']} (data seed {t['data_seed']})"]
+
+
+_PRIOR_WORDS = {"train": "the training class prior", "uniform": "the uniform class prior", "given": "a given class prior"}
+
+
+def _render_multiclass(card: dict[str, Any]) -> str:
+    d = card["data"]
+    names, counts = d["class_names"], d["counts"]
+    lines = [f"# Model card: `{card['run']}`", "",
+             f"Multi-class, {len(names)} classes (source `{d['source']}`); training imbalance ratio "
+             f"{d['imbalance_ratio']:.1f}.", "",
+             "| class | train | val | test |", "|---|---:|---:|---:|"]
+    for c, name in enumerate(names):
+        lines.append(f"| {name} | {counts['train'][c]} | {counts['val'][c]} | {counts['test'][c]} |")
+    lines += [""] + _training_lines(card) + ["", "## Operating points", "", card["protocol"], ""]
+    for name, p in card["points"].items():
+        lam = ", ".join(f"{k}={v:g}" for k, v in p["lambda"].items()) or "(fixed)"
+        rule = p["constraint"] or "no constraint"
+        prior = ", ".join(f"{v:.3g}" for v in p["prior"])
+        hi, lo = p["shot_thresholds"]
+        lines += [f"### `{name}`", "",
+                  f"{'minimise' if p['objective'] in ('nll', 'ece', 'brier') else 'maximise'} {p['objective']} "
+                  f"subject to {rule}; lambda {lam}, adjustment t = {p['adjustment']:g} (predict "
+                  f"argmax_c z_c - t log pi_c, pi the training prior); metrics at "
+                  f"{_PRIOR_WORDS.get(p['prior_source'], p['prior_source'])} [{prior}]; {p['n']['val']} validation "
+                  f"/ {p['n']['test']} test samples; shot groups by training count: many > {hi}, medium {lo}-{hi}, "
+                  f"few < {lo} (-: no class in the group).", "",
+                  "| metric | validation | test | test 95% CI (bootstrap) |", "|---|---:|---:|---|"]
+        for k in MULTICLASS_CARD_METRICS:
+            lines.append(f"| {k} | {_f(p['val'].get(k))} | {_f(p['test'].get(k))} | "
+                         f"{ci_text(p.get('test_ci95', {}).get(k))} |")
+        lines += ["", f"Bootstrap: per-class stratified percentile intervals ({p.get('n_boot', '-')} resamples; "
+                  "each resample keeps every class's test count).", "",
+                  "| class | training count | validation recall | test recall | test precision |",
+                  "|---|---:|---:|---:|---:|"]
+        for c, cname in enumerate(names):
+            lines.append(f"| {cname} | {p['counts']['train'][c]} | {_f(p['val']['per_class_recall'][c])} | "
+                         f"{_f(p['test']['per_class_recall'][c])} | {_f(p['test']['per_class_precision'][c])} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
