@@ -969,24 +969,35 @@ def export(
 
 @app.command()
 def report(
-    runs: list[Path] = typer.Argument(..., help="One LCT run (first) and any baseline runs to overlay."),
+    runs: list[Path] = typer.Argument(..., help="One LCT run (first) and any baseline runs to overlay (all binary "
+                                                "or all multi-class)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.html and PNGs (default FIRST_RUN/report)."),
     split: str = typer.Option("val", help="Split for the curves (val by default)."),
-    lambda_: Optional[str] = typer.Option(None, "--lambda", help="Lambda values to draw (default 5 over the support)."),
-    prevalence: Optional[float] = typer.Option(None, help="Prevalence for precision-type metrics (default: training)."),
+    lambda_: Optional[str] = typer.Option(None, "--lambda", help="Lambda values to draw (default 5 over the support; "
+                                          "multi-class: the sweep's grid)."),
+    prevalence: Optional[float] = typer.Option(None, help="Binary runs: prevalence for precision-type metrics "
+                                               "(default: training)."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="Multi-class runs: the deployment class prior of "
+                                        "`accuracy`: train (default), uniform, or p1,...,pC summing to 1."),
+    adjustment: Optional[str] = typer.Option(None, "--adjustment", help="Multi-class runs: the post-hoc adjustment "
+                                             "strengths t of a baseline's dial curve, lo:hi:n or t1,t2,... "
+                                             "(default 0:2:9)."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """A self-contained HTML report with PR/ROC curves, metrics vs lambda, reliability and confusion matrices."""
+    """A self-contained HTML report. Binary runs: PR/ROC curves, metrics vs lambda, reliability and confusion
+    matrices. Multi-class runs: the normalised confusion matrix, per-class recall against training count and the
+    dial curve (many/medium/few-shot accuracy as t and lambda move)."""
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.report.html import build_report
 
-    loaded = [_load_or_fail(r, device, "report") for r in runs]
+    loaded = [_load_or_fail(r, device, "report", multiclass=True) for r in runs]
     out = out or Path(runs[0]) / "report"
     try:
         lambdas = parse_lambda_grid(lambda_) if lambda_ else None
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            page = build_report(loaded, out, split=split, lambdas=lambdas, prevalence=prevalence)
+            page = build_report(loaded, out, split=split, lambdas=lambdas, prevalence=prevalence, prior=prior,
+                                adjustments=adjustment)
     except (ValueError, KeyError) as exc:
         _fail(_exc_text(exc))
     console.print(f"report: {page}")

@@ -48,14 +48,24 @@ def _default_lambdas(loaded, k: int = 5):
 
 
 def build_report(runs: Sequence, out: str | Path, *, split: str = "val", lambdas=None,
-                 prevalence: float | None = None) -> Path:
-    """Write OUT/report.html and OUT/*.png for `runs` (the first is the main run, others are overlaid)."""
+                 prevalence: float | None = None, prior=None, adjustments=None) -> Path:
+    """Write OUT/report.html and OUT/*.png for `runs` (the first is the main run, others are overlaid).
+
+    All runs must be of one task type. Multi-class runs (``prior``, ``adjustments``):
+    :func:`lossdial.report.multiclass.build_multiclass_report`; binary runs (``prevalence``): below.
+    """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    from lossdial.evaluate.run import require_binary
+    from lossdial.evaluate.select import _check_task_options
+    from lossdial.report.multiclass import build_multiclass_report, check_same_task
 
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    task = check_same_task(runs)
     for r in runs:
-        require_binary(r.config.data.task, "report")
+        _check_task_options(r, prevalence=prevalence, prior=prior, adjustments=adjustments)
+    if task == "multiclass":
+        return build_multiclass_report(runs, out, split=split, lambdas=lambdas, prior=prior, adjustments=adjustments)
     plt = _plt()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
