@@ -115,7 +115,7 @@ def check_same_task(runs: Sequence) -> str:
         raise ValueError(f"report draws runs of one task type on the same axes; these mix binary and multi-class: "
                          f"{listed}. Report the binary and the multi-class runs separately")
     names = {tuple(r.data.get("class_names") or ()) for r in runs}
-    if len(names) > 1:
+    if "multiclass" in tasks.values() and len(names) > 1:
         raise ValueError(f"the runs have different classes ({', '.join(str(r.path) for r in runs)}); report runs "
                          f"trained on the same data together")
     return next(iter(tasks.values()))
