@@ -170,3 +170,19 @@ def test_mixing_task_types_and_binary_options_are_refused(runs, tmp_path):
     r = runner.invoke(app, ["report", str(lct), "--prevalence", "0.1", "--out", str(tmp_path / "p"),
                             "--device", "cpu"])
     assert r.exit_code != 0 and "--prior" in r.output and not (tmp_path / "p").exists()
+
+
+def test_an_empty_shot_group_is_null_in_the_data_dash_in_the_table_and_not_drawn(tmp_path):
+    """beta 3: training counts 104 ... 34, so no class has < 20 samples (the few-shot group is empty)."""
+    cfg = load_config(packaged_config_path("demo_digits_lt"), SMALL + ["train.epochs=1", "lct.enabled=false",
+                                                                       "data.beta=3"])
+    train(cfg, tmp_path / "run", device="cpu")
+    page = build_report([load_run(tmp_path / "run", device="cpu")], tmp_path / "rep", adjustments="0,1")
+    text = page.read_text()
+    start = text.index('id="report-data">') + len('id="report-data">')
+    p = _strict(text[start:text.index("</script>", start)])["runs"][0]
+    assert min(p["train_counts"]) >= 20 and p["shot_groups"]["few"] == []
+    assert [r["few_shot_accuracy"] for r in p["dial"]] == [None, None]
+    assert all(r["many_shot_accuracy"] is not None for r in p["dial"])
+    assert text.count("<td>-</td>") == 2  # the few-shot cell of each row
+    assert "No class has few-shot training counts, so that group is not drawn." in text
