@@ -72,6 +72,28 @@ def normalise_rows(counts: np.ndarray) -> np.ndarray:
     return np.divide(counts, n, out=np.full(counts.shape, np.nan), where=n > 0)
 
 
+def confusion_figure(plt, mat: np.ndarray, class_names: Sequence[str], title: str):
+    """The row-normalised confusion matrix ``mat`` (NaN: a class absent from the split, drawn '-') as a heat map
+    with class names on both axes and, up to 30 classes, every value printed in a colour readable on its cell."""
+    C = len(class_names)
+    side = min(max(4.2, 0.5 * C + 2.2), 14.0)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    im = ax.imshow(np.nan_to_num(mat, nan=0.0), cmap="Blues", vmin=0, vmax=1)
+    if C <= 30:
+        for (i, j), v in np.ndenumerate(mat):
+            ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                    fontsize=8 if C <= 12 else 6, color="white" if (not np.isnan(v) and v > 0.55) else "black")
+    step = max(1, int(np.ceil(C / 40)))  # at most 40 labelled ticks per axis
+    ticks = list(range(0, C, step))
+    long = max(map(len, class_names)) > 3
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted class", ylabel="true class", title=title)
+    ax.set_xticklabels([class_names[i] for i in ticks], rotation=45 if long else 0, ha="right" if long else "center",
+                       fontsize=8 if C <= 30 else 6)
+    ax.set_yticklabels([class_names[i] for i in ticks], fontsize=8 if C <= 30 else 6)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    return fig
+
+
 def _sweep(loaded, split, lambdas, prior, adjustments):
     from lossdial.evaluate.select import sweep_split
 
@@ -137,24 +159,13 @@ def build_multiclass_report(runs: Sequence, out: str | Path, *, split: str = "va
     figures: list[tuple[str, str, str]] = []
 
     # (1) normalised confusion matrix at the main run's point
-    mat = np.array(p0["confusion"], dtype=float)
-    side = max(4.2, 0.5 * C + 2.2)
-    fig, ax = plt.subplots(figsize=(side + 1.0, side))
-    im = ax.imshow(np.nan_to_num(mat, nan=0.0), cmap="Blues", vmin=0, vmax=1)
-    if C <= 30:
-        for (i, j), v in np.ndenumerate(mat):
-            ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    fontsize=8 if C <= 12 else 6, color="white" if (not np.isnan(v) and v > 0.55) else "black")
-    ax.set(xticks=range(C), yticks=range(C), xlabel="predicted class", ylabel="true class",
-           title=f"Confusion matrix (rows sum to 1), {split} split")
-    ax.set_xticklabels(class_names, rotation=45 if max(map(len, class_names)) > 3 else 0, ha="right"
-                       if max(map(len, class_names)) > 3 else "center")
-    ax.set_yticklabels(class_names)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig = confusion_figure(plt, np.array(p0["confusion"], dtype=float), class_names,
+                           f"Confusion matrix (rows sum to 1), {split} split")
     point = f"lambda {_lam_label(p0['lambda'])}, " if p0["lambda"] else ""
     _save(fig, out, "confusion_normalised.png", figures,
           f"Confusion matrix of {main.path} on the {split} split at {point}t = {p0['adjustment']:g} "
-          f"({p0['point_source']}); each row is a true class, divided by its {split} count.")
+          f"({p0['point_source']}); each row is a true class, divided by its {split} count."
+          + (" Values are printed up to 30 classes; all are in the page's embedded data." if C > 30 else ""))
 
     # (2) per-class recall against training count
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
