@@ -137,25 +137,8 @@ def test_binary_run_refuses_a_class_prior(tmp_path):
     assert r.exit_code == 2 and "--prior (a class prior) applies to multi-class runs" in r.output
 
 
-@pytest.mark.parametrize("command", ["report"])  # sweep/pick: test_multiclass_pick.py; predict/export: test_multiclass_predict.py
-def test_downstream_commands_refuse_a_multiclass_run(lct_run, tmp_path, command):
-    _, out, _ = lct_run
-    extra = []
-    before = sorted(p.name for p in out.iterdir())
-    r = runner.invoke(app, [command, str(out), *extra])
-    assert r.exit_code == 2, r.output
-    assert f"lossdial {command} ({out}) does not take multi-class runs yet" in " ".join(r.output.split())
-    assert sorted(p.name for p in out.iterdir()) == before  # nothing written
-
-
 def test_library_and_compare_refuse_a_multiclass_run(lct_run, tmp_path):
-    from lossdial.data import MultiClassNotSupported
-    from lossdial.evaluate import load_run
-    from lossdial.report.html import build_report
-
-    _, out, _ = lct_run
-    with pytest.raises(MultiClassNotSupported, match="report does not take multi-class runs"):
-        build_report([load_run(out)], tmp_path / "rep")
+    # report takes multi-class runs: test_multiclass_report.py
     r = runner.invoke(app, ["compare", "configs/demo_digits_lt.yaml", "--baseline-grid", "tau=0,1",
                             "--out", str(tmp_path / "cmp")])
     assert r.exit_code == 2 and "compare does not take multi-class runs yet" in r.output

@@ -119,7 +119,7 @@ def run_panel(loaded, split: str, *, prior=None, adjustments=None, lambdas=None)
     else:
         dial = _sweep(loaded, split, None, prior, parse_adjustments(adjustments))
         x_name, xs = "adjustment t", [r["adjustment"] for r in dial.table]
-    rows = [{"lambda": r["lambda"] if loaded.is_lct else None, "adjustment": r["adjustment"],
+    rows = [{"lambda": r["lambda"], "fixed": not loaded.is_lct, "adjustment": r["adjustment"],
              **{k: r["metrics"][k] for k in DIAL_KEYS}} for r in dial.table]
     return {"run": str(loaded.path), "kind": "LCT" if loaded.is_lct else "baseline", "lambda": lam,
             "adjustment": t, "point_source": source, "confusion_counts": counts.tolist(),
@@ -227,7 +227,7 @@ def _render(runs, panels, figures, data, class_names, split) -> str:
     rows = []
     for p in panels:
         for r in p["dial"]:
-            rows.append(f"<tr><td>{e(Path(p['run']).name)}</td><td>{e(_lam_label(r['lambda']) or 'fixed')}</td>"
+            rows.append(f"<tr><td>{e(Path(p['run']).name)}</td><td>{e(_lam_label(r['lambda']) + (' (fixed)' if r['fixed'] else ''))}</td>"
                         f"<td>{r['adjustment']:g}</td>"
                         + "".join(f"<td>{fmt_value(r[k], '.4f')}</td>" for k in DIAL_KEYS) + "</tr>")
     figs = "\n".join(
