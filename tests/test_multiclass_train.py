@@ -156,10 +156,7 @@ def test_library_and_compare_refuse_a_multiclass_run(lct_run, tmp_path):
     _, out, _ = lct_run
     with pytest.raises(MultiClassNotSupported, match="report does not take multi-class runs"):
         build_report([load_run(out)], tmp_path / "rep")
-    r = runner.invoke(app, ["compare", "configs/demo_digits_lt.yaml", "--baseline-grid", "tau=0,1",
-                            "--out", str(tmp_path / "cmp")])
-    assert r.exit_code == 2 and "compare does not take multi-class runs yet" in r.output
-    assert not (tmp_path / "cmp").exists()  # refused before anything was trained
+    # compare takes multi-class runs now: tests/test_compare_multiclass.py
 
 
 def test_killed_and_resumed_multiclass_run_equals_uninterrupted(tmp_path, kill_at):

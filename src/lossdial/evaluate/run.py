@@ -120,5 +120,5 @@ def require_binary(task: str | None, command: str) -> None:
 
     raise MultiClassNotSupported(
         f"{command} does not take multi-class runs yet. For multi-class runs: `lossdial evaluate RUN --prior "
-        f"train|uniform|p1,...,pC`, sweep, pick, predict and export work; report and compare for multi-class land "
+        f"train|uniform|p1,...,pC`, sweep, pick, predict, export and compare work; report for multi-class lands "
         f"with the rest of issue 12")
