@@ -21,6 +21,12 @@ compare continues where it stopped, bit-identical to an uninterrupted one); a ru
 checkpoint restarts. A finished run whose saved config differs from the one compare would train is an
 error (choose another ``out``), never silently mixed in.
 
+Multi-class runs (``data.task: multiclass``): the operating point is (member, lambda, t), t the post-hoc
+logit adjustment (scores z_c - t log pi_c); the metrics come from the task type (:func:`task_metrics`:
+balanced accuracy, accuracy at the deployment class prior, worst-class and the many/medium/few-shot
+accuracies whose group has a class, macro F1, NLL, ECE), each picked on the pooled validation sweep over the
+method's runs x lambdas x t and scored once on test at that point. The binary output is unchanged.
+
 Threshold-type metrics (F1, precision at recall r) are scored on test *at the threshold chosen on
 validation*: the test F1 is the F1 at that threshold and the test precision is the precision at that
 threshold (the recall it reaches on test is recorded next to it, ``test_recall``). Nothing is tuned on test.
