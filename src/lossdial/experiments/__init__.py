@@ -15,5 +15,5 @@ from lossdial.experiments.compare import (
     task_metrics,
 )
 
-__all__ = ["METRICS", "MULTICLASS_METRICS", "CompareCallback", "CompareError", "CompareResult", "MetricSpec", "PlannedRun",
-           "build_methods", "compare", "load_compare", "plan_runs", "task_metrics"]
+__all__ = ["METRICS", "MULTICLASS_METRICS", "CompareCallback", "CompareError", "CompareResult", "MetricSpec",
+           "PlannedRun", "build_methods", "compare", "load_compare", "plan_runs", "task_metrics"]
