@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from lossdial.cli import app
 from lossdial.config import packaged_config_path
 from lossdial.evaluate.multiclass import DEFAULT_T_GRID
-from lossdial.experiments import compare
 
 # beta=2: training counts 104 ... 52, so class 0 is many-shot (> 100), the rest medium, and the few-shot
 # group (< 20) is empty
@@ -37,22 +36,30 @@ def _hand_metrics(z, y, counts, t):
     return {"balanced_accuracy": recall.mean(), "accuracy": float(pi @ recall), "nll": float(pi @ nll_c)}
 
 
-def _logits(path, split):
-    """A baseline run's logits on `split`, by its own forward pass (no library scoring helper)."""
+def _logits(path, split, lam=None):
+    """A run's logits on `split` (at lambda `lam` for an LCT run), by the model's own forward pass (no library
+    scoring helper)."""
     from lossdial.evaluate import load_run
 
     lr = load_run(path)
     task = lr.task()
     data = getattr(task, split)
+    x = task.normalizer(data.x)
     with torch.no_grad():
-        z = lr.model(task.normalizer(data.x)).double().numpy()
-    return z, data.y.numpy(), lr.train_counts
+        z = lr.model(x) if lam is None else lr.model(x, lr.space.encode(lam, batch_size=len(x)))
+    return z.double().numpy(), data.y.numpy(), lr.train_counts
 
 
 def test_multiclass_compare_picks_on_val_and_scores_test_by_hand(tmp_path):
     out = tmp_path / "cmp"
-    res = compare(packaged_config_path("demo_digits_lt"), out=out, baseline_grid="tau=0,1", lct="tau~U(0,2)",
-                  seeds=2, overrides=TINY_MC)
+    res = CliRunner().invoke(app, ["compare", str(packaged_config_path("demo_digits_lt")), "--baseline-grid",
+                                   "tau=0,1", "--lct", "tau~U(0,2)", "--seeds", "2", "--out", str(out), "-q"]
+                             + [a for ov in TINY_MC for a in ("--set", ov)], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    for head in ("BalAcc", "Acc@prior", "Worst", "Many", "Medium", "MacroF1", "NLL", "ECE", "baseline grid",
+                 "LCT tau~U(0,2)"):
+        assert head in res.output
+    assert "Few" not in res.output
     d = json.loads((out / "compare.json").read_text())
     assert d["task"] == "multiclass" and d["adjustments"] == list(DEFAULT_T_GRID)
     keys = [m["key"] for m in d["metrics"]]
@@ -82,6 +89,18 @@ def test_multiclass_compare_picks_on_val_and_scores_test_by_hand(tmp_path):
         assert pick["val"] == pytest.approx(v_best, abs=1e-9)
         hand_test = _hand_metrics(test[m_best][0], test[m_best][1], counts, t_best)[metric]
         assert pick["test"] == pytest.approx(hand_test, abs=1e-9), metric
+    # the LCT model: argmax over (lambda on its evaluate.lambda grid tau=0:2:5, t) of the validation rows
+    lams = [{"tau": v} for v in (0.0, 0.5, 1.0, 1.5, 2.0)]
+    lct_val = [_logits(out / "lct" / "seed0", "val", lam) for lam in lams]
+    rows = [(k, t, _hand_metrics(lct_val[k][0], lct_val[k][1], counts, t)["balanced_accuracy"])
+            for k in range(len(lams)) for t in DEFAULT_T_GRID]
+    k_best, t_best, v_best = rows[max(range(len(rows)), key=lambda i: (rows[i][2], -i))]
+    pick = next(p for p in d["picks"] if p["seed"] == 0 and p["method"] == "lct" and p["metric"] == "balanced_accuracy")
+    assert (pick["lambda"], pick["adjustment"]) == (lams[k_best], t_best)
+    assert pick["val"] == pytest.approx(v_best, abs=1e-9) and pick["candidates"] == len(rows)
+    z, y, _ = _logits(out / "lct" / "seed0", "test", lams[k_best])
+    assert pick["test"] == pytest.approx(_hand_metrics(z, y, counts, t_best)["balanced_accuracy"], abs=1e-9)
+
     # the prior stated is the training prior
     assert d["prior"]["source"] == "train"
     assert d["prior"]["values"][0] == pytest.approx((np.asarray(counts) / sum(counts)).tolist())
@@ -93,7 +112,6 @@ def test_multiclass_compare_picks_on_val_and_scores_test_by_hand(tmp_path):
             st = d["summary"][method][k]
             assert len(vals) == 2 and st["values"] == vals
             assert st["mean"] == pytest.approx(np.mean(vals)) and st["std"] == pytest.approx(np.std(vals, ddof=1))
-    assert res.cell("lct", "balanced_accuracy").count("±") == 1
 
 
 def test_compare_task_options_refused_before_training(tmp_path):
