@@ -137,14 +137,6 @@ def test_binary_run_refuses_a_class_prior(tmp_path):
     assert r.exit_code == 2 and "--prior (a class prior) applies to multi-class runs" in r.output
 
 
-def test_library_and_compare_refuse_a_multiclass_run(lct_run, tmp_path):
-    # report takes multi-class runs: test_multiclass_report.py
-    r = runner.invoke(app, ["compare", "configs/demo_digits_lt.yaml", "--baseline-grid", "tau=0,1",
-                            "--out", str(tmp_path / "cmp")])
-    assert r.exit_code == 2 and "compare does not take multi-class runs yet" in r.output
-    assert not (tmp_path / "cmp").exists()  # refused before anything was trained
-
-
 def test_killed_and_resumed_multiclass_run_equals_uninterrupted(tmp_path, kill_at):
     cfg = _cfg(["train.checkpoint_every=4", "lct.per_sample=true", "train.eval_every=1"])
     full = train(cfg, tmp_path / "full", device="cpu")

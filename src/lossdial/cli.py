@@ -505,9 +505,8 @@ def _parse_costs(text: Optional[str]) -> tuple[float, float]:
 
 
 def _load_or_fail(run: Path, device: str, command: str, multiclass: bool = False):
-    """The finished run of `command` (sweep, pick, predict, export, report). Those that take binary runs only
-    for now (``multiclass=False``) stop a multi-class run here with one line, before anything is read or
-    written."""
+    """The finished run of `command` (sweep, pick, predict, export, report). A binary-only path
+    (``multiclass=False``) stops a multi-class run here with one line, before anything is read or written."""
     from lossdial.evaluate import load_run
     from lossdial.evaluate.run import require_binary
     from lossdial.rundir import RunError
@@ -1106,12 +1105,18 @@ class _CompareProgress:
 
 
 def _compare_table(result, transpose: bool) -> Table:
-    from lossdial.experiments import METRICS
+    METRICS = result.metric_specs  # the task type's metrics
 
     title = f"lossdial compare: {result.settings.get('config', '')} (mean ± std over seeds)"
-    caption = (f"{result.protocol}. F1 and P@R (precision at recall r) are measured on test at the threshold "
-               f"chosen on validation; precision-type metrics at prevalence {result.prevalence_text()}. "
-               f"train s: total training seconds over runs and seeds ({result.device_text()}).")
+    if result.is_multiclass:
+        caption = (f"{result.protocol}. Each method's (run, lambda, t) is chosen per metric on validation, t the "
+                   f"post-hoc logit adjustment over ({', '.join(f'{t:g}' for t in result.adjustments)}); Acc@prior, "
+                   f"NLL and ECE at the class prior {result.prevalence_text()}. train s: total training seconds "
+                   f"over runs and seeds ({result.device_text()}).")
+    else:
+        caption = (f"{result.protocol}. F1 and P@R (precision at recall r) are measured on test at the threshold "
+                   f"chosen on validation; precision-type metrics at prevalence {result.prevalence_text()}. "
+                   f"train s: total training seconds over runs and seeds ({result.device_text()}).")
     heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in METRICS]
     t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     if not transpose:
@@ -1154,6 +1159,11 @@ def compare(
                                           '(default: evaluate.lambda of the config, else 33 points over the support).'),
     prevalence: Optional[float] = typer.Option(None, help="Prevalence for precision-type metrics (default: the "
                                                "training prevalence, as `pick` uses)."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="Multi-class runs: the deployment class prior of "
+                                        "Acc@prior, NLL and ECE: train (default), uniform, or p1,...,pC summing to 1."),
+    adjustment: Optional[str] = typer.Option(None, "--adjustment", help="Multi-class runs: the grid of post-hoc "
+                                             "adjustment strengths t searched with every lambda, lo:hi:n or "
+                                             "t1,t2,... (default 0:2:9)."),
     device: Optional[str] = typer.Option(None, help="Training device (default: train.device of the config)."),
     stacked: bool = typer.Option(False, "--stacked", help="Train the baseline grid (all seeds) as one stacked model "
                                  "and the LCT runs as another (torch.func.vmap; fast on a GPU; in-memory data "
@@ -1178,7 +1188,8 @@ def compare(
             result = compare_fn(config, out=out, baseline_grid=baseline_grid, lct=lct, seeds=seeds,
                                 overrides=overrides, jobs=jobs, vary_data_seed=vary_data_seed, device=device,
                                 lct_lambdas=lambda_, prevalence=prevalence,
-                                callback=_CompareProgress(progress, jobs), stacked=stacked)
+                                callback=_CompareProgress(progress, jobs), stacked=stacked, prior=prior,
+                                adjustments=adjustment)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; run the same command again (same --out {out}) to continue: finished "
                           f"runs are reused and unfinished ones " + ("restart (stacks do not checkpoint)" if stacked

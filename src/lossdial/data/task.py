@@ -14,7 +14,7 @@ from lossdial.data.splits import SplitIndices, binary_labels, make_splits, multi
 
 
 class MultiClassNotSupported(ValueError):
-    """Raised by a command that does not take multi-class runs yet (``lossdial.evaluate.run.require_binary``)."""
+    """A binary-only code path was given a multi-class run (``lossdial.evaluate.run.require_binary``)."""
 
 
 @dataclass

@@ -113,12 +113,13 @@ def evaluate_run(loaded: LoadedRun, lambdas: Sequence[Mapping[str, float]] | Non
 
 
 def require_binary(task: str | None, command: str) -> None:
-    """Stop a command that does not take multi-class runs yet with one clear line (``task``: ``data.task``)."""
+    """Stop a binary-only code path given a multi-class run, with one clear line (``task``: ``data.task``).
+
+    Every command takes both task types; this guards the binary branches they dispatch to."""
     if task_type(task).name == "binary":
         return
     from lossdial.data.task import MultiClassNotSupported
 
     raise MultiClassNotSupported(
-        f"{command} does not take multi-class runs yet. For multi-class runs: `lossdial evaluate RUN --prior "
-        f"train|uniform|p1,...,pC`, sweep, pick, predict, export and report work; compare for multi-class lands "
-        f"with the rest of issue 12")
+        f"{command} reached a binary-only path with a multi-class run (data.task: multiclass); this is a bug in "
+        f"lossdial's task dispatch: please report it")

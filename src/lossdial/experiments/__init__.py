@@ -2,6 +2,7 @@
 
 from lossdial.experiments.compare import (
     METRICS,
+    MULTICLASS_METRICS,
     CompareCallback,
     CompareError,
     CompareResult,
@@ -11,7 +12,8 @@ from lossdial.experiments.compare import (
     compare,
     load_compare,
     plan_runs,
+    task_metrics,
 )
 
-__all__ = ["METRICS", "CompareCallback", "CompareError", "CompareResult", "MetricSpec", "PlannedRun",
-           "build_methods", "compare", "load_compare", "plan_runs"]
+__all__ = ["METRICS", "MULTICLASS_METRICS", "CompareCallback", "CompareError", "CompareResult", "MetricSpec",
+           "PlannedRun", "build_methods", "compare", "load_compare", "plan_runs", "task_metrics"]

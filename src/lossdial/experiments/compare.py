@@ -21,6 +21,12 @@ compare continues where it stopped, bit-identical to an uninterrupted one); a ru
 checkpoint restarts. A finished run whose saved config differs from the one compare would train is an
 error (choose another ``out``), never silently mixed in.
 
+Multi-class runs (``data.task: multiclass``): the operating point is (member, lambda, t), t the post-hoc
+logit adjustment (scores z_c - t log pi_c); the metrics come from the task type (:func:`task_metrics`:
+balanced accuracy, accuracy at the deployment class prior, worst-class and the many/medium/few-shot
+accuracies whose group has a class, macro F1, NLL, ECE), each picked on the pooled validation sweep over the
+method's runs x lambdas x t and scored once on test at that point. The binary output is unchanged.
+
 Threshold-type metrics (F1, precision at recall r) are scored on test *at the threshold chosen on
 validation*: the test F1 is the F1 at that threshold and the test precision is the precision at that
 threshold (the recall it reaches on test is recorded next to it, ``test_recall``). Nothing is tuned on test.
@@ -73,6 +79,37 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("f1", "F1", "f1"),
     *(MetricSpec(f"precision@recall={r:g}", f"P@R{r:g}", "precision", f"recall>={r:g}") for r in RECALL_LEVELS),
 )
+
+
+#: The multi-class metrics compare picks on (keys of ``multiclass_metrics``, as ``pick --maximize/--minimize``
+#: takes them). A shot-group metric whose group has no class in the runs' training counts is left out
+#: (:func:`task_metrics`): it is undefined there and cannot be picked on.
+MULTICLASS_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("balanced_accuracy", "BalAcc", "balanced_accuracy"),
+    MetricSpec("accuracy", "Acc@prior", "accuracy"),
+    MetricSpec("worst_class_accuracy", "Worst", "worst_class_accuracy"),
+    MetricSpec("many_shot_accuracy", "Many", "many_shot_accuracy"),
+    MetricSpec("medium_shot_accuracy", "Medium", "medium_shot_accuracy"),
+    MetricSpec("few_shot_accuracy", "Few", "few_shot_accuracy"),
+    MetricSpec("macro_f1", "MacroF1", "macro_f1"),
+    MetricSpec("nll", "NLL", "nll", higher_is_better=False),
+    MetricSpec("ece", "ECE", "ece", higher_is_better=False),
+)
+
+
+def task_metrics(task: str | None, train_counts: Sequence[Sequence[int]] = ()) -> tuple[MetricSpec, ...]:
+    """The metrics a compare of ``task`` (``data.task``) reports: binary :data:`METRICS`; multi-class
+    :data:`MULTICLASS_METRICS` without the shot-group metrics whose group is empty in any of ``train_counts``
+    (the training counts of every run compared)."""
+    from lossdial.evaluate.multiclass import shot_groups
+    from lossdial.evaluate.sweep import _SHOT_GROUP_OF
+    from lossdial.evaluate.tasktype import task_type
+
+    if task_type(task).name == "binary":
+        return METRICS
+    groups = [shot_groups(c) for c in train_counts]
+    return tuple(s for s in MULTICLASS_METRICS
+                 if s.key not in _SHOT_GROUP_OF or all(g[_SHOT_GROUP_OF[s.key]] for g in groups))
 
 
 def _test_value(spec: MetricSpec, m: Mapping[str, float]) -> float:
@@ -433,6 +470,69 @@ def _evaluate_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *, 
     return out
 
 
+def _evaluate_multiclass_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *,
+                               metrics: Sequence[MetricSpec], lct_lambdas, prior, adjustments,
+                               device: str) -> list[dict[str, Any]]:
+    """:func:`_evaluate_group` for multi-class runs: every metric's (member, lambda, t) is the best row of the
+    pooled validation sweep over the members' lambdas x the adjustment grid t (a baseline member has one
+    lambda, its fixed loss parameters, so only its t varies); the test split is then scored once there."""
+    import torch
+
+    from lossdial.evaluate import load_run
+    from lossdial.evaluate.multiclass import class_prior
+    from lossdial.evaluate.scoring import score_lambdas
+    from lossdial.evaluate.select import sweep_split
+    from lossdial.evaluate.sweep import MultiClassSweepResult
+
+    loaded, cands, logits = [], [], []
+    counts, task, val = None, None, None
+    for i, (member, path) in enumerate(members):
+        lr = load_run(path, device=device)
+        task = task_cache.get(lr)
+        if counts is not None and lr.train_counts != counts:
+            raise CompareError(f"runs of one method disagree on the training counts ({counts} vs "
+                               f"{lr.train_counts}); they must share the data (same data.seed)")
+        counts = lr.train_counts
+        val = sweep_split(lr, "val", lct_lambdas if lr.is_lct else None, prior=prior, adjustments=adjustments,
+                          task=task)
+        loaded.append(lr)
+        for k, lam in enumerate(val.lambdas):
+            cands.append((i, lam))
+            logits.append(val.logits[k])
+    pooled = MultiClassSweepResult(lambdas=[{"candidate": float(j)} for j in range(len(cands))],
+                                   logits=np.stack(logits), labels=val.labels, train_counts=counts,
+                                   adjustments=val.adjustments, prior=val.prior, split="val")
+    y_test = task.test.y.numpy()
+    test_logits: dict[tuple[int, str], np.ndarray] = {}
+    out = []
+    for spec in metrics:
+        point = pooled.pick(None, spec.objective)  # validation only; test is not read here
+        i, lam = cands[point.index]
+        lr = loaded[i]
+        key = (i, json.dumps(lam, sort_keys=True))
+        if key not in test_logits:
+            with torch.no_grad():
+                test_logits[key] = score_lambdas(
+                    lr.model, task.test.x, [lam] if lr.is_lct else None, lr.space, device=lr.device,
+                    batch_size=lr.config.evaluate.batch_size, transform=task.normalizer, output="logits")[0]
+        # the test split at the one chosen (lambda, t): the same rule as a sweep row
+        m_test = MultiClassSweepResult(lambdas=[lam], logits=test_logits[key][None], labels=y_test,
+                                       train_counts=counts, adjustments=(point.adjustment,), prior=val.prior,
+                                       split="test").table[0]["metrics"]
+        out.append({
+            "metric": spec.key,
+            "member": members[i][0],
+            "run": str(members[i][1]),
+            "lambda": lam if lr.is_lct else None,
+            "adjustment": point.adjustment,
+            "val": float(point.metrics[spec.key]),
+            "test": float(m_test[spec.key]),
+            "candidates": len(pooled.table),
+            "prior": [float(v) for v in class_prior(val.prior, counts)],
+        })
+    return out
+
+
 def _csv_num(v: Any) -> str:
     """A CSV cell: an undefined value (None, NaN) is empty."""
     return "" if is_undefined(v) else f"{v:.6f}"
@@ -462,15 +562,24 @@ class CompareResult:
     picks: list[dict[str, Any]]  # one per (seed, method, metric)
     train_seconds: dict[str, float]  # method -> total training seconds over its runs and seeds
     devices: dict[str, list[str]]
-    prevalence: dict[str, Any]
+    prevalence: dict[str, Any]  # multi-class: the deployment class prior {source, values: [[q_1..q_C], ...]}
     settings: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    task: str = "binary"
+    metric_specs: tuple[MetricSpec, ...] = METRICS  # task_metrics(task, ...)
+    adjustments: tuple[float, ...] | None = None  # multi-class: the t grid searched
+
+    @property
+    def is_multiclass(self) -> bool:
+        return self.task == "multiclass"
 
     @property
     def protocol(self) -> str:
         return f"picked on: validation; scored on: test; seeds: {len(self.seeds)}"
 
     def to_dict(self) -> dict[str, Any]:
+        if self.is_multiclass:
+            return self._multiclass_dict()
         return {
             "format_version": COMPARE_FORMAT_VERSION,
             "protocol": {"picked_on": "val", "scored_on": "test", "seeds": self.seeds,
@@ -483,6 +592,28 @@ class CompareResult:
                          "runs": [n for n, _ in m.members]} for m in self.methods],
             "metrics": [{"key": s.key, "label": s.label, "higher_is_better": s.higher_is_better}
                         for s in METRICS],
+            "summary": self.summary,
+            "train_seconds": self.train_seconds,
+            "train_devices": self.devices,
+            "picks": self.picks,
+        }
+
+    def _multiclass_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": COMPARE_FORMAT_VERSION,
+            "task": "multiclass",
+            "protocol": {"picked_on": "val", "scored_on": "test", "seeds": self.seeds,
+                         "n_seeds": len(self.seeds), "std": "sample standard deviation over seeds (ddof=1)",
+                         "operating_point": "each method's (run, lambda, t) is chosen per metric on validation: "
+                                            "t the post-hoc logit adjustment (scores z_c - t log pi_c, pi the "
+                                            "training prior); the test split is scored once at that point"},
+            "prior": self.prevalence,
+            "adjustments": list(self.adjustments or ()),
+            "settings": self.settings,
+            "methods": [{"name": m.name, "kind": m.kind, "label": m.label, "spec": m.spec,
+                         "runs": [n for n, _ in m.members]} for m in self.methods],
+            "metrics": [{"key": s.key, "label": s.label, "higher_is_better": s.higher_is_better}
+                        for s in self.metric_specs],
             "summary": self.summary,
             "train_seconds": self.train_seconds,
             "train_devices": self.devices,
@@ -513,7 +644,7 @@ class CompareResult:
         w.writerow(["method", "metric", "higher_is_better", "mean", "std", "n_seeds", "val_mean",
                     "test_recall_mean", "per_seed_test"])
         for m in self.methods:
-            for s in METRICS:
+            for s in self.metric_specs:
                 st = self.summary[m.name][s.key]
                 w.writerow([m.name, s.key, s.higher_is_better, _csv_num(st["mean"]), _csv_num(st["std"]),
                             len(self.seeds), _csv_num(st["val_mean"]), _csv_num(st.get("test_recall_mean")),
@@ -523,6 +654,8 @@ class CompareResult:
         return buf.getvalue()
 
     def markdown(self) -> str:
+        if self.is_multiclass:
+            return self._multiclass_markdown()
         heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in METRICS]
         lines = [f"# lossdial compare: {self.settings.get('config', '')}", "",
                  f"**{self.protocol}** (mean ± sample std over seeds {self.seeds}). "
@@ -550,7 +683,39 @@ class CompareResult:
                   f"COMPLETE marker; a resumed run counts its last session only) on {self.device_text()}.", ""]
         return "\n".join(lines)
 
+    def _multiclass_markdown(self) -> str:
+        specs = self.metric_specs
+        heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in specs]
+        ts = ", ".join(f"{t:g}" for t in self.adjustments or ())
+        lines = [f"# lossdial compare: {self.settings.get('config', '')}", "",
+                 f"**{self.protocol}** (mean ± sample std over seeds {self.seeds}). Multi-class: each method's "
+                 f"(run, lambda, t) chosen per metric on validation, t the post-hoc logit adjustment searched over "
+                 f"({ts}). Acc@prior, NLL and ECE at the class prior {self.prevalence_text()}; the other metrics "
+                 f"are per-class recall averages (prior-free).", "",
+                 "| method | " + " | ".join(heads) + " | train s |",
+                 "|---|" + "---:|" * (len(heads) + 1)]
+        for m in self.methods:
+            cells = [self.cell(m.name, s.key) for s in specs]
+            lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {self.train_seconds[m.name]:.0f} |")
+        missing = [s.label for s in MULTICLASS_METRICS if s not in specs]
+        if missing:
+            lines += ["", f"Not reported: {', '.join(missing)} (the shot group has no class in the runs' training "
+                      f"counts, so the metric is undefined)."]
+        lines += ["", "## Points chosen on validation", "",
+                  "| seed | method | metric | run | lambda | t | val | test |", "|---|---|---|---|---|---:|---:|---:|"]
+        for p in self.picks:
+            lam = " ".join(f"{k}={v:.4g}" for k, v in (p["lambda"] or {}).items()) or "(fixed)"
+            lines.append(f"| {p['seed']} | {p['method']} | {p['metric']} | {p['member']} | {lam} | "
+                         f"{p['adjustment']:.4g} | {fmt_value(p['val'])} | {fmt_value(p['test'])} |")
+        lines += ["", "Training time: seconds of training (sum over the method's runs and seeds, from each run's "
+                  f"COMPLETE marker; a resumed run counts its last session only) on {self.device_text()}.", ""]
+        return "\n".join(lines)
+
     def prevalence_text(self) -> str:
+        if self.is_multiclass:
+            vals = self.prevalence["values"]
+            txt = "; ".join("(" + ", ".join(f"{v:.3g}" for v in q) + ")" for q in vals)
+            return f"{txt} ({self.prevalence['source']})"
         vals = sorted(set(round(v, 6) for v in self.prevalence["values"]))
         txt = ", ".join(f"{v:.4g}" for v in vals)
         return f"{txt} ({self.prevalence['source']})"
@@ -569,7 +734,8 @@ def compare(config: Config | str | Path, *, out: str | Path,
             overrides: Sequence[str] = (), jobs: int = 1, vary_data_seed: bool = False,
             device: str | None = None, eval_device: str = "auto", lct_lambdas: str | None = None,
             prevalence: float | None = None, callback: CompareCallback | None = None,
-            stacked: bool = False) -> CompareResult:
+            stacked: bool = False, prior: str | Sequence[float] | None = None,
+            adjustments: str | Sequence[float] | None = None) -> CompareResult:
     """Train the baseline grid and the LCT model(s) for every seed; choose on val, score on test, aggregate.
 
     Args:
@@ -585,7 +751,11 @@ def compare(config: Config | str | Path, *, out: str | Path,
         lct_lambdas: the lambda grid LCT models are swept over on validation (default: the config's
             ``evaluate.lambda`` or 33 points over the training support).
         prevalence: positive prevalence for precision-type metrics (default: the training prevalence,
-            as ``lossdial pick`` uses).
+            as ``lossdial pick`` uses). Binary runs only.
+        prior: multi-class runs only: the deployment class prior of ``accuracy``, ``nll`` and ``ece``
+            (``"train"``, the default, ``"uniform"`` or C probabilities in label order).
+        adjustments: multi-class runs only: the grid of post-hoc adjustment strengths t searched with every
+            lambda (:func:`~lossdial.evaluate.multiclass.parse_adjustments`; default ``DEFAULT_T_GRID``).
         callback: progress hooks (:class:`CompareCallback`).
         stacked: train the baseline grid (all seeds) as one stacked model and the LCT runs as another
             (:func:`lossdial.train.stacked.train_stacked`; see :func:`stack_groups`): the same runs, weight
@@ -593,7 +763,6 @@ def compare(config: Config | str | Path, *, out: str | Path,
             unfinished runs are retrained from the start (stacks do not resume).
     """
     from lossdial.conditioning import parse_lambda_grid
-    from lossdial.evaluate.run import require_binary
 
     t_start = time.perf_counter()
     if isinstance(config, Config):
@@ -602,7 +771,7 @@ def compare(config: Config | str | Path, *, out: str | Path,
     else:
         base = load_config(config, list(overrides))
         config_name = str(config)
-    require_binary(base.data.task, "compare")  # before anything is trained
+    multiclass = _check_task_options(base, prevalence=prevalence, prior=prior, adjustments=adjustments)
     if jobs < 1:
         raise CompareError(f"jobs must be >= 1, got {jobs}")
     if stacked and jobs > 1:
@@ -628,33 +797,48 @@ def compare(config: Config | str | Path, *, out: str | Path,
 
     task_cache = _TaskCache()
     picks: list[dict[str, Any]] = []
+    specs = task_metrics(base.data.task, [RunDir(r.path).read_json(RunDir(r.path).data)["counts"]["train"]
+                                          for r in runs] if multiclass else ())
     groups = [(s, m) for s in seed_list for m in methods]
     for g, (s, m) in enumerate(groups):
         members = [(r.member, r.path) for r in runs if r.seed == s and r.method == m.name]
-        for p in _evaluate_group(members, task_cache, lct_lambdas=lam_grid, prevalence=prevalence,
-                                 device=eval_device):
+        if multiclass:
+            group_picks = _evaluate_multiclass_group(members, task_cache, metrics=specs, lct_lambdas=lam_grid,
+                                                     prior=prior, adjustments=adjustments, device=eval_device)
+        else:
+            group_picks = _evaluate_group(members, task_cache, lct_lambdas=lam_grid, prevalence=prevalence,
+                                          device=eval_device)
+        for p in group_picks:
             picks.append({"seed": s, "method": m.name, **p})
         _call(callback, "on_evaluate", g + 1, len(groups))
 
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for m in methods:
         summary[m.name] = {}
-        for spec in METRICS:
+        for spec in specs:
             ps = [p for p in picks if p["method"] == m.name and p["metric"] == spec.key]
             st: dict[str, Any] = _stats([p["test"] for p in ps])
             st["values"] = [p["test"] for p in ps]
             st["val_mean"] = _stats([p["val"] for p in ps])["mean"]
-            st["test_recall_mean"] = float(np.mean([p["test_recall"] for p in ps])) \
-                if spec.objective == "precision" else None
+            if not multiclass:
+                st["test_recall_mean"] = float(np.mean([p["test_recall"] for p in ps])) \
+                    if spec.objective == "precision" else None
             summary[m.name][spec.key] = st
     train_seconds = {m.name: float(sum(_run_seconds(r.path) for r in runs if r.method == m.name)) for m in methods}
     devices = {m.name: sorted({d for r in runs if r.method == m.name for d in [_run_device(r.path)] if d})
                for m in methods}
-    prev_values = sorted({p["prevalence"] for p in picks})
+    if multiclass:
+        from lossdial.evaluate.multiclass import _prior_source, parse_adjustments
+
+        priors = sorted({tuple(p["prior"]) for p in picks})
+        point_of = {"source": _prior_source("train" if prior is None else prior), "values": [list(q) for q in priors]}
+    else:
+        prev_values = sorted({p["prevalence"] for p in picks})
+        point_of = {"source": "given" if prevalence is not None else "training prevalence", "values": prev_values}
     result = CompareResult(
         out=out, methods=methods, seeds=seed_list, summary=summary, picks=picks, train_seconds=train_seconds,
         devices=devices,
-        prevalence={"source": "given" if prevalence is not None else "training prevalence", "values": prev_values},
+        prevalence=point_of,
         settings={"config": config_name, "overrides": list(overrides), "baseline_grid": methods[0].spec
                   if methods[0].kind == "baseline" else None,
                   "lct": [m.spec for m in methods if m.kind == "lct"], "vary_data_seed": vary_data_seed,
@@ -662,8 +846,39 @@ def compare(config: Config | str | Path, *, out: str | Path,
                   "lct_lambdas": lct_lambdas, "runs": {r.label: r.action for r in runs},
                   "seconds": {"wall": time.perf_counter() - t_start, "train_phase": t_eval - t_train,
                               "evaluate_phase": time.perf_counter() - t_eval}})
+    if multiclass:
+        result.task, result.metric_specs = "multiclass", specs
+        result.adjustments = parse_adjustments(adjustments)
+        result.settings["prior"] = "train" if prior is None else prior
     result.write()
     return result
+
+
+def _check_task_options(base: Config, *, prevalence, prior, adjustments) -> bool:
+    """Refuse the other task type's options before anything is trained; True for a multi-class compare.
+
+    A multi-class prior given as C probabilities is checked against the task's training counts here (the data
+    is built once for that), so a wrong length or sum fails before training, not after.
+    """
+    from lossdial.evaluate.multiclass import _prior_source, class_prior, parse_adjustments
+    from lossdial.evaluate.tasktype import task_type
+
+    tt = task_type(base.data.task)
+    if tt.name == "binary":
+        tt.check_options(train_counts=(), prior=prior)
+        if adjustments is not None:
+            raise CompareError("--adjustment (the post-hoc logit adjustment t) applies to multi-class runs; a "
+                               "binary compare picks each method's threshold on validation already")
+        return False
+    if prevalence is not None:
+        raise CompareError("--prevalence applies to binary runs (a threshold on P(positive)); a multi-class "
+                           "compare takes --prior train|uniform|p1,...,pC (the deployment class prior)")
+    parse_adjustments(adjustments)
+    if prior is not None and _prior_source(prior) == "given":
+        from lossdial.data.task import build_task
+
+        class_prior(prior, build_task(base.data).class_counts)
+    return True
 
 
 def load_compare(out: str | Path) -> dict[str, Any]:
