@@ -201,13 +201,7 @@ def _render(main, others, sw, figures, points: dict[str, Any], prev: float, spli
         f'<figure><img alt="{e(n)}" src="data:image/png;base64,{b}"><figcaption>{e(c)} '
         f'<a href="{e(n)}">{e(n)}</a></figcaption></figure>' for n, b, c in figures)
     others_txt = ", ".join(e(str(r.path)) for r, _ in others) or "none"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>lossdial report: {e(str(main.path))}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:1em}}
-img{{max-width:100%}}</style></head>
-<body>
+    return page_head(str(main.path)) + f"""
 <h1>lossdial report</h1>
 <p>Run <code>{e(str(main.path))}</code> ({'LCT' if main.is_lct else 'baseline'}); overlaid: {others_txt}.
 Positive class <b>{e(d['class_names'][1])}</b>; counts (neg, pos) train {d['counts']['train']},
@@ -225,3 +219,14 @@ precision-type metrics at prevalence {prev:.4g}. Generated {e(time.strftime('%Y-
 </body>
 </html>
 """
+
+
+def page_head(run: str) -> str:
+    """The opening of a report page (doctype, title, the one inline stylesheet, <body>), for both task types."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>lossdial report: {html.escape(run)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:1em}}
+img{{max-width:100%}}</style></head>
+<body>"""

@@ -240,13 +240,9 @@ def _render(runs, panels, figures, data, class_names, split) -> str:
     prior = ", ".join(f"{v:.3g}" for v in p0["prior"])
     payload = dumps_json(data, indent=None).replace("</", "<\\/")
     others = ", ".join(e(str(r.path)) for r in runs[1:]) or "none"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>lossdial report: {e(str(main.path))}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:1em}}
-img{{max-width:100%}}</style></head>
-<body>
+    from lossdial.report.html import page_head
+
+    return page_head(str(main.path)) + f"""
 <h1>lossdial report (multi-class)</h1>
 <p>Run <code>{e(str(main.path))}</code> ({e(p0['kind'])}); also drawn: {others}. {len(class_names)} classes.
 Figures and tables use the <b>{e(split)}</b> split. <code>accuracy</code> is at the deployment class prior
