@@ -207,3 +207,25 @@ def test_picking_on_an_empty_shot_group_names_it():
     tied = MultiClassSweepResult(lambdas=[{"tau": 0.0}, {"tau": 1.0}], logits=np.stack([logits[0], logits[0]]),
                                  labels=y, train_counts=[60, 30, 10], adjustments=(0.0,))
     assert tied.pick(None, "balanced_accuracy").lam == {"tau": 0.0}
+
+
+def test_shot_thresholds_come_from_the_config_and_move_the_groups():
+    """evaluate.shot_thresholds is checked at load and decides the groups: with [30, 8] the demo's long tail
+    (104 ... 5 training images) has many = counts > 30, few = counts < 8, by hand from the counts."""
+    from lossdial.config import ConfigError, load_config, packaged_config_path
+    from lossdial.evaluate.tasktype import task_type
+
+    path = packaged_config_path("demo_digits_lt")
+    with pytest.raises(ConfigError, match="evaluate.shot_thresholds"):
+        load_config(path, ["evaluate.shot_thresholds=[20, 100]"])
+    cfg = load_config(path, ["evaluate.shot_thresholds=[30, 8]"])
+    counts = [104, 74, 53, 38, 27, 19, 14, 10, 7, 5]
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 4)
+    logits = rng.normal(size=(40, 10))
+    m = task_type("multiclass").metrics(y, logits, train_counts=counts, config=cfg)
+    pred = logits.argmax(1)
+    recall = np.array([(pred[y == c] == c).mean() for c in range(10)])
+    assert m["shot_groups"] == {"many": [0, 1, 2, 3], "medium": [4, 5, 6, 7], "few": [8, 9]}
+    assert m["many_shot_accuracy"] == pytest.approx(recall[:4].mean())
+    assert m["few_shot_accuracy"] == pytest.approx(recall[8:].mean())

@@ -335,8 +335,20 @@ class EvaluateConfig(_Section):
     )
     threshold: float = Field(0.5, gt=0, lt=1, description="Default decision threshold on the positive score.")
     batch_size: int = Field(1024, ge=1)
+    shot_thresholds: tuple[int, int] = Field(
+        (100, 20), description="Multi-class shot groups by training count (Liu et al. 2019): many-shot = more than "
+                               "the first, few-shot = fewer than the second, medium-shot = the rest; recorded in every "
+                               "output.")
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @field_validator("shot_thresholds")
+    @classmethod
+    def _shots_ordered(cls, v):
+        many, few = v
+        if not 1 <= few <= many:
+            raise ValueError(f"must be [many, few] with 1 <= few <= many (e.g. [100, 20]), got {list(v)}")
+        return v
 
     @field_validator("lambda_grid")
     @classmethod

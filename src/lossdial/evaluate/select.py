@@ -30,6 +30,7 @@ from lossdial.evaluate.multiclass import (
     parse_adjustments,
 )
 from lossdial.evaluate.run import LoadedRun
+from lossdial.evaluate.tasktype import shot_thresholds_of
 from lossdial.evaluate.scoring import score_lambdas
 from lossdial.evaluate.sweep import (
     MIN_TP,
@@ -155,7 +156,8 @@ def sweep_split(loaded: LoadedRun, split: str, lambdas: Sequence[Mapping[str, fl
         lams = [dict(lam) for lam in lambdas] if loaded.is_lct else [dict(baseline_lambda(loaded.config))]
         return MultiClassSweepResult(lambdas=lams, logits=logits, labels=data.y.numpy(),
                                      train_counts=loaded.train_counts, adjustments=ts,
-                                     prior="train" if prior is None else prior, split=split)
+                                     prior="train" if prior is None else prior, split=split,
+                                     shot_thresholds=shot_thresholds_of(loaded.config))
     return sweep(loaded.model, getattr(task, split), lambdas, loaded.space, transform=task.normalizer,
                  device=loaded.device, batch_size=loaded.config.evaluate.batch_size,
                  prevalence=run_prevalence(loaded, prevalence), costs=costs,
@@ -277,8 +279,10 @@ def measure_multiclass_on_test(loaded: LoadedRun, point: OperatingPoint, task, *
                       batch_size=loaded.config.evaluate.batch_size, transform=task.normalizer, output="logits")[0]
     probs = adjusted_probs(z, loaded.train_counts, point.adjustment)
     y = test.y.numpy()
-    m = multiclass_metrics(y, probs, train_counts=loaded.train_counts, prior=prior)
-    ci = bootstrap_multiclass(y, probs, train_counts=loaded.train_counts, prior=prior, n_boot=n_boot, seed=seed)
+    shots = shot_thresholds_of(loaded.config)
+    m = multiclass_metrics(y, probs, train_counts=loaded.train_counts, prior=prior, shot_thresholds=shots)
+    ci = bootstrap_multiclass(y, probs, train_counts=loaded.train_counts, prior=prior, n_boot=n_boot, seed=seed,
+                              shot_thresholds=shots)
     return {"metrics": m, "ci95": ci, "n_boot": n_boot,
             "counts": np.bincount(y, minlength=len(loaded.train_counts)).tolist()}
 

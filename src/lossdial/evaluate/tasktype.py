@@ -54,6 +54,13 @@ class BinaryTask:
                              "--prevalence (the positive prevalence) and --threshold")
 
 
+def shot_thresholds_of(config) -> tuple[int, int]:
+    """``evaluate.shot_thresholds`` of a run's config ((100, 20) without a config)."""
+    from lossdial.evaluate.multiclass import SHOT_THRESHOLDS
+
+    return tuple(config.evaluate.shot_thresholds) if config is not None else tuple(SHOT_THRESHOLDS)
+
+
 @dataclass(frozen=True)
 class MultiClassTask:
     name: str = "multiclass"
@@ -70,7 +77,8 @@ class MultiClassTask:
 
         self.check_options(train_counts=train_counts, threshold=threshold, prevalence=prevalence, prior=prior)
         return multiclass_metrics(np.asarray(y), softmax(scores), train_counts=list(train_counts),
-                                  prior=DEFAULT_PRIOR if prior is None else prior)
+                                  prior=DEFAULT_PRIOR if prior is None else prior,
+                                  shot_thresholds=shot_thresholds_of(config))
 
     def check_options(self, *, train_counts: Sequence[int], threshold: float | None = None,
                       prevalence: float | None = None, prior: Any = None) -> None:

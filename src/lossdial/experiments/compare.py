@@ -97,7 +97,8 @@ MULTICLASS_METRICS: tuple[MetricSpec, ...] = (
 )
 
 
-def task_metrics(task: str | None, train_counts: Sequence[Sequence[int]] = ()) -> tuple[MetricSpec, ...]:
+def task_metrics(task: str | None, train_counts: Sequence[Sequence[int]] = (),
+                 shot_thresholds: Sequence[int] | None = None) -> tuple[MetricSpec, ...]:
     """The metrics a compare of ``task`` (``data.task``) reports: binary :data:`METRICS`; multi-class
     :data:`MULTICLASS_METRICS` without the shot-group metrics whose group is empty in any of ``train_counts``
     (the training counts of every run compared)."""
@@ -107,7 +108,7 @@ def task_metrics(task: str | None, train_counts: Sequence[Sequence[int]] = ()) -
 
     if task_type(task).name == "binary":
         return METRICS
-    groups = [shot_groups(c) for c in train_counts]
+    groups = [shot_groups(c) if shot_thresholds is None else shot_groups(c, shot_thresholds) for c in train_counts]
     return tuple(s for s in MULTICLASS_METRICS
                  if s.key not in _SHOT_GROUP_OF or all(g[_SHOT_GROUP_OF[s.key]] for g in groups))
 
@@ -501,7 +502,8 @@ def _evaluate_multiclass_group(members: list[tuple[str, Path]], task_cache: _Tas
             logits.append(val.logits[k])
     pooled = MultiClassSweepResult(lambdas=[{"candidate": float(j)} for j in range(len(cands))],
                                    logits=np.stack(logits), labels=val.labels, train_counts=counts,
-                                   adjustments=val.adjustments, prior=val.prior, split="val")
+                                   adjustments=val.adjustments, prior=val.prior, split="val",
+                                   shot_thresholds=val.shot_thresholds)
     y_test = task.test.y.numpy()
     test_logits: dict[tuple[int, str], np.ndarray] = {}
     out = []
@@ -518,7 +520,7 @@ def _evaluate_multiclass_group(members: list[tuple[str, Path]], task_cache: _Tas
         # the test split at the one chosen (lambda, t): the same rule as a sweep row
         m_test = MultiClassSweepResult(lambdas=[lam], logits=test_logits[key][None], labels=y_test,
                                        train_counts=counts, adjustments=(point.adjustment,), prior=val.prior,
-                                       split="test").table[0]["metrics"]
+                                       split="test", shot_thresholds=val.shot_thresholds).table[0]["metrics"]
         out.append({
             "metric": spec.key,
             "member": members[i][0],
@@ -797,8 +799,8 @@ def compare(config: Config | str | Path, *, out: str | Path,
 
     task_cache = _TaskCache()
     picks: list[dict[str, Any]] = []
-    specs = task_metrics(base.data.task, [RunDir(r.path).read_json(RunDir(r.path).data)["counts"]["train"]
-                                          for r in runs] if multiclass else ())
+    train_counts = [RunDir(r.path).read_json(RunDir(r.path).data)["counts"]["train"] for r in runs] if multiclass else ()
+    specs = task_metrics(base.data.task, train_counts, shot_thresholds=tuple(base.evaluate.shot_thresholds))
     groups = [(s, m) for s in seed_list for m in methods]
     for g, (s, m) in enumerate(groups):
         members = [(r.member, r.path) for r in runs if r.seed == s and r.method == m.name]
