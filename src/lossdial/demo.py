@@ -11,13 +11,19 @@ from lossdial.rundir import is_undefined
 QUICK_OVERRIDES = ["train.epochs=8", "train.eval_every=0", "schedule.warmup_epochs=1"]
 
 
+def _baseline_and_lct(name: str, quick_overrides: list[str], quick: bool) -> tuple[Config, Config]:
+    """(baseline, LCT) configs from the packaged config ``name``: the baseline is the same config with LCT off,
+    trained at its fixed loss.params."""
+    path = packaged_config_path(name)
+    extra = quick_overrides if quick else []
+    lct = load_config(path, extra)
+    base = load_config(path, extra + ["lct.enabled=false", f"name={name}_baseline"])
+    return base, lct
+
+
 def demo_configs(quick: bool = False) -> tuple[Config, Config]:
     """(baseline, LCT) configs from the packaged ``demo_digits.yaml``; the baseline fixes tau = loss.params.tau."""
-    path = packaged_config_path("demo_digits")
-    extra = QUICK_OVERRIDES if quick else []
-    lct = load_config(path, extra)
-    base = load_config(path, extra + ["lct.enabled=false", "name=demo_digits_baseline"])
-    return base, lct
+    return _baseline_and_lct("demo_digits", QUICK_OVERRIDES, quick)
 
 
 def dial_summary(lct_rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -42,11 +48,7 @@ MULTICLASS_QUICK_OVERRIDES = ["train.epochs=24", "train.eval_every=0", "schedule
 
 def demo_multiclass_configs(quick: bool = False) -> tuple[Config, Config]:
     """(baseline, LCT) configs from the packaged ``demo_digits_lt.yaml``; the baseline fixes loss.params."""
-    path = packaged_config_path("demo_digits_lt")
-    extra = MULTICLASS_QUICK_OVERRIDES if quick else []
-    lct = load_config(path, extra)
-    base = load_config(path, extra + ["lct.enabled=false", "name=demo_digits_lt_baseline"])
-    return base, lct
+    return _baseline_and_lct("demo_digits_lt", MULTICLASS_QUICK_OVERRIDES, quick)
 
 
 def posthoc_dial(loaded, task, ts=DEMO_T_GRID, *, split: str = "val", prior="train") -> list[dict[str, Any]]:
