@@ -413,13 +413,25 @@ class _TaskCache:
         return task
 
 
+def _test_output(cache: dict, i: int, lr, lam, task, output: str) -> np.ndarray:
+    """The test split scored once per chosen (run i, lambda) (``output``: "positive" or "logits"), cached."""
+    import torch
+
+    from lossdial.evaluate.scoring import score_lambdas
+
+    key = (i, json.dumps(lam, sort_keys=True))
+    if key not in cache:
+        with torch.no_grad():
+            cache[key] = score_lambdas(lr.model, task.test.x, [lam] if lr.is_lct else None, lr.space,
+                                       device=lr.device, batch_size=lr.config.evaluate.batch_size,
+                                       transform=task.normalizer, output=output)[0]
+    return cache[key]
+
+
 def _evaluate_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *, lct_lambdas, prevalence,
                     device: str) -> list[dict[str, Any]]:
     """Pick every metric's point on the pooled validation sweep of `members`; score each once on test."""
-    import torch
-
     from lossdial.evaluate import load_run
-    from lossdial.evaluate.scoring import score_lambdas
     from lossdial.evaluate.select import run_prevalence, sweep_split
     from lossdial.evaluate.sweep import SweepResult
 
@@ -449,13 +461,8 @@ def _evaluate_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *, 
         point = pooled.pick(spec.constraint, spec.objective)  # validation only; test is not read here
         i, lam = cands[point.index]
         lr = loaded[i]
-        key = (i, json.dumps(lam, sort_keys=True))
-        if key not in test_scores:
-            with torch.no_grad():
-                test_scores[key] = score_lambdas(
-                    lr.model, task.test.x, [lam] if lr.is_lct else None, lr.space, device=lr.device,
-                    batch_size=lr.config.evaluate.batch_size, transform=task.normalizer)[0]
-        m_test = binary_metrics(y_test, test_scores[key], threshold=point.threshold, prevalence=prev)
+        m_test = binary_metrics(y_test, _test_output(test_scores, i, lr, lam, task, "positive"),
+                                threshold=point.threshold, prevalence=prev)
         out.append({
             "metric": spec.key,
             "member": members[i][0],
@@ -477,11 +484,8 @@ def _evaluate_multiclass_group(members: list[tuple[str, Path]], task_cache: _Tas
     """:func:`_evaluate_group` for multi-class runs: every metric's (member, lambda, t) is the best row of the
     pooled validation sweep over the members' lambdas x the adjustment grid t (a baseline member has one
     lambda, its fixed loss parameters, so only its t varies); the test split is then scored once there."""
-    import torch
-
     from lossdial.evaluate import load_run
     from lossdial.evaluate.multiclass import class_prior
-    from lossdial.evaluate.scoring import score_lambdas
     from lossdial.evaluate.select import sweep_split
     from lossdial.evaluate.sweep import MultiClassSweepResult
 
@@ -511,14 +515,9 @@ def _evaluate_multiclass_group(members: list[tuple[str, Path]], task_cache: _Tas
         point = pooled.pick(None, spec.objective)  # validation only; test is not read here
         i, lam = cands[point.index]
         lr = loaded[i]
-        key = (i, json.dumps(lam, sort_keys=True))
-        if key not in test_logits:
-            with torch.no_grad():
-                test_logits[key] = score_lambdas(
-                    lr.model, task.test.x, [lam] if lr.is_lct else None, lr.space, device=lr.device,
-                    batch_size=lr.config.evaluate.batch_size, transform=task.normalizer, output="logits")[0]
+        z_test = _test_output(test_logits, i, lr, lam, task, "logits")
         # the test split at the one chosen (lambda, t): the same rule as a sweep row
-        m_test = MultiClassSweepResult(lambdas=[lam], logits=test_logits[key][None], labels=y_test,
+        m_test = MultiClassSweepResult(lambdas=[lam], logits=z_test[None], labels=y_test,
                                        train_counts=counts, adjustments=(point.adjustment,), prior=val.prior,
                                        split="test", shot_thresholds=val.shot_thresholds).table[0]["metrics"]
         out.append({

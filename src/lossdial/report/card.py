@@ -16,7 +16,6 @@ stratified bootstrap), ``counts`` (samples per class on train / val / test) and 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
