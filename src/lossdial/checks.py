@@ -9,12 +9,13 @@ check synchronously.
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["require"]
+__all__ = ["finite_number", "require"]
 
 
 def require(ok: Tensor | bool, message: str, details: Callable[[], str] | None = None) -> None:
@@ -30,3 +31,21 @@ def require(ok: Tensor | bool, message: str, details: Callable[[], str] | None =
         ok = bool(ok.all())
     if not ok:
         raise ValueError(f"{message}, got {details()}" if details is not None else message)
+
+
+def finite_number(value: Any, what: str) -> float:
+    """``value`` as a float; bools, non-numbers, tensors of more than one element, NaN and infinities raise
+    ``ValueError`` naming ``what`` (e.g. "L: hb" or "--adjustment")."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{what} must be a single number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a finite number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{what} must be a finite number, got {out}")
+    return out

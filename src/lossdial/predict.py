@@ -20,7 +20,6 @@ run itself resized its training images (``data.image_size``), and then the retur
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -28,6 +27,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 import torch
 
+from lossdial.checks import finite_number
 from lossdial.data.task import dtype_kind
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -375,16 +375,6 @@ _THRESHOLD_ON_MULTICLASS = ("--threshold (a threshold on P(positive)) applies to
                             "--adjustment T instead (0: the model's own probabilities, 1: full logit adjustment)")
 
 
-def _finite(value: Any, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{what} must be a finite number, got {v}")
-    return v
-
-
 def operating_point(loaded, point: Mapping[str, Any] | None = None, *, name: str | None = None,
                     lam: Mapping[str, float] | None = None, threshold: float | None = None,
                     adjustment: float | None = None) -> OperatingPoint:
@@ -404,26 +394,26 @@ def operating_point(loaded, point: Mapping[str, Any] | None = None, *, name: str
                                  f"multi-class point; keys: {sorted(point)}): it was not written by a multi-class "
                                  f"`lossdial pick`. Pick the point again on this run, or give it explicitly: "
                                  f"--lambda ... --adjustment T")
-            adjustment, threshold = _finite(point["adjustment"], f"{where}: adjustment"), None
+            adjustment, threshold = finite_number(point["adjustment"], f"{where}: adjustment"), None
         else:
             if point.get("threshold") is None:
                 raise ValueError(f"{where} has no 'threshold' (keys: {sorted(point)}); a binary run's point is a "
                                  f"threshold on P(positive)")
-            threshold, adjustment = _finite(point["threshold"], f"{where}: threshold"), None
+            threshold, adjustment = finite_number(point["threshold"], f"{where}: threshold"), None
     elif multiclass:
         if threshold is not None:
             raise ValueError(_THRESHOLD_ON_MULTICLASS)
         if adjustment is None:
             raise ValueError("give --at NAME (a point from `lossdial pick`) or --adjustment T (and --lambda for an "
                              "LCT run)")
-        adjustment = _finite(adjustment, "--adjustment")
+        adjustment = finite_number(adjustment, "--adjustment")
     else:
         if adjustment is not None:
             raise ValueError(_ADJUSTMENT_ON_BINARY)
         if threshold is None:
             raise ValueError("give --at NAME (a point from `lossdial pick`) or --threshold (and --lambda for an "
                              "LCT run)")
-        threshold = _finite(threshold, "--threshold")
+        threshold = finite_number(threshold, "--threshold")
     if not loaded.is_lct:
         return OperatingPoint(None, threshold, adjustment)
     if not lam:
@@ -467,7 +457,7 @@ def class_probabilities(loaded, inputs: torch.Tensor, lam: Mapping[str, float] |
         raise ValueError("class_probabilities() takes a multi-class run; for a binary run use predict(loaded, "
                          "inputs, lam, threshold)")
     logits = _scores(loaded, inputs, lam, "logits", batch_size)
-    return softmax(adjust_logits(logits, loaded.train_counts, _finite(adjustment, "adjustment")))
+    return softmax(adjust_logits(logits, loaded.train_counts, finite_number(adjustment, "adjustment")))
 
 
 class TopK(NamedTuple):

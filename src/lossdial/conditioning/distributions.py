@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lossdial.checks import finite_number
+
 __all__ = ["Distribution", "Fixed", "Uniform", "LogUniform", "LinearDist", "Grid"]
 
 _CONT_REL_TOL = 1e-9  # relative tolerance for support checks on float64 / Python values
@@ -62,20 +64,7 @@ def _fmt(x: float) -> str:
 
 def _finite(cls: str, name: str, value: Any) -> float:
     """Convert a parameter to float, rejecting bools, non-numbers, NaN and infinities."""
-    if isinstance(value, bool):
-        raise ValueError(f"{cls}: {name} must be a finite number, got {value!r}")
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{cls}: {name} must be a single number, got a tensor of shape "
-                             f"{tuple(value.shape)}")
-        value = value.item()
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{cls}: {name} must be a finite number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{cls}: {name} must be a finite number, got {out}")
-    return out
+    return finite_number(value, f"{cls}: {name}")
 
 
 def _as_f64(x: Any) -> tuple[Tensor, torch.dtype]:
