@@ -654,18 +654,22 @@ class CompareResult:
                         "", "", ""])
         return buf.getvalue()
 
+    def _method_table(self, specs) -> list[str]:
+        """The markdown summary table: one row per method, a column per metric of ``specs``, training seconds."""
+        heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in specs]
+        lines = ["| method | " + " | ".join(heads) + " | train s |", "|---|" + "---:|" * (len(heads) + 1)]
+        for m in self.methods:
+            cells = [self.cell(m.name, s.key) for s in specs]
+            lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {self.train_seconds[m.name]:.0f} |")
+        return lines
+
     def markdown(self) -> str:
         if self.is_multiclass:
             return self._multiclass_markdown()
-        heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in METRICS]
         lines = [f"# lossdial compare: {self.settings.get('config', '')}", "",
                  f"**{self.protocol}** (mean ± sample std over seeds {self.seeds}). "
                  f"Precision-type metrics (AP, Brier, F1, P@R) at prevalence {self.prevalence_text()}.", "",
-                 "| method | " + " | ".join(heads) + " | train s |",
-                 "|---|" + "---:|" * (len(heads) + 1)]
-        for m in self.methods:
-            cells = [self.cell(m.name, s.key) for s in METRICS]
-            lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {self.train_seconds[m.name]:.0f} |")
+                 *self._method_table(METRICS)]
         lines += ["", "F1 and P@R are measured on test at the threshold chosen on validation; the recall that "
                   "threshold reaches on test (mean over seeds):", "",
                   "| method | " + " | ".join(s.label for s in METRICS if s.constraint) + " |",
@@ -686,18 +690,13 @@ class CompareResult:
 
     def _multiclass_markdown(self) -> str:
         specs = self.metric_specs
-        heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in specs]
         ts = ", ".join(f"{t:g}" for t in self.adjustments or ())
         lines = [f"# lossdial compare: {self.settings.get('config', '')}", "",
                  f"**{self.protocol}** (mean ± sample std over seeds {self.seeds}). Multi-class: each method's "
                  f"(run, lambda, t) chosen per metric on validation, t the post-hoc logit adjustment searched over "
                  f"({ts}). Acc@prior, NLL and ECE at the class prior {self.prevalence_text()}; the other metrics "
                  f"are per-class recall averages (prior-free).", "",
-                 "| method | " + " | ".join(heads) + " | train s |",
-                 "|---|" + "---:|" * (len(heads) + 1)]
-        for m in self.methods:
-            cells = [self.cell(m.name, s.key) for s in specs]
-            lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {self.train_seconds[m.name]:.0f} |")
+                 *self._method_table(specs)]
         missing = [s.label for s in MULTICLASS_METRICS if s not in specs]
         if missing:
             lines += ["", f"Not reported: {', '.join(missing)} (the shot group has no class in the runs' training "
