@@ -3,13 +3,15 @@ dial curve, in one self-contained HTML page with PNG copies beside it (same styl
 
 What is drawn (all on one split, validation by default):
 
-- the row-normalised confusion matrix of the first run at its point: the model card's first point if it has
+- the row-normalised confusion matrix of every run at its point: the model card's first point if it has
   one, else lambda = each distribution's mean (the reference lambda training logs at; a baseline's fixed
   lambda) and t = 0;
 - per-class recall against the training count (log x), one series per run, each at its own point;
-- the dial curve: many / medium / few-shot and balanced accuracy against t for a baseline run (post-hoc
-  adjustment z_c - t log pi_c) and against lambda at t = 0 for an LCT run; empty shot groups are skipped;
-- the table of those rows (lambda, t, accuracy at the prior, balanced, worst, many / medium / few).
+- the dial curve: balanced and many / medium / few-shot accuracy against the post-hoc adjustment t (scores
+  z_c - t log pi_c), one line per (run, lambda): a baseline has one line, an LCT run one per lambda, so the
+  figure shows the dial over lambda and t; empty shot groups are skipped;
+- the table of those rows (lambda, t, accuracy at the prior, balanced, worst, many / medium / few);
+- the live dial (:mod:`lossdial.report.dial`): sliders over lambda, t and the class prior, on validation.
 
 The numbers drawn are embedded in the page as strict JSON (``<script type="application/json"
 id="report-data">``; undefined values are ``null``) so they can be read back and checked.
@@ -101,8 +103,9 @@ def _sweep(loaded, split, lambdas, prior, adjustments):
 
 
 def run_panel(loaded, split: str, *, prior=None, adjustments=None, lambdas=None) -> dict[str, Any]:
-    """Everything drawn for one run: its point, the confusion matrix and per-class recall there, and the dial rows
-    (baseline: every t of ``adjustments``; LCT: every lambda of ``lambdas`` (default: the sweep's grid) at t = 0)."""
+    """Everything drawn for one run: its point, the confusion matrix and per-class recall there, and the dial rows:
+    every t of ``adjustments`` (default grid 0:2:9) at every lambda of ``lambdas`` (LCT; default: the sweep's
+    grid), lambda-major; a baseline has its fixed lambda only."""
     from lossdial.evaluate.multiclass import parse_adjustments
 
     lam, t, source = report_point(loaded)
@@ -111,14 +114,9 @@ def run_panel(loaded, split: str, *, prior=None, adjustments=None, lambdas=None)
     pred = adjusted_probs(at.logits[0], at.train_counts, t).argmax(1)
     counts = confusion_matrix(at.labels, pred, C)
     row = at.table[0]["metrics"]
-    if loaded.is_lct:
-        dial = _sweep(loaded, split, lambdas, prior, [0.0])
-        names = list(loaded.space.names)
-        x_name = names[0] if len(names) == 1 else "lambda index"
-        xs = [r["lambda"][names[0]] for r in dial.table] if len(names) == 1 else list(range(len(dial.table)))
-    else:
-        dial = _sweep(loaded, split, None, prior, parse_adjustments(adjustments))
-        x_name, xs = "adjustment t", [r["adjustment"] for r in dial.table]
+    ts = parse_adjustments(adjustments)
+    dial = _sweep(loaded, split, lambdas if loaded.is_lct else None, prior, ts)
+    x_name, xs = "adjustment t", list(dial.adjustments)
     rows = [{"lambda": r["lambda"], "fixed": not loaded.is_lct, "adjustment": r["adjustment"],
              **{k: r["metrics"][k] for k in DIAL_KEYS}} for r in dial.table]
     return {"run": str(loaded.path), "kind": "LCT" if loaded.is_lct else "baseline", "lambda": lam,
@@ -146,6 +144,7 @@ def check_same_task(runs: Sequence) -> str:
 def build_multiclass_report(runs: Sequence, out: str | Path, *, split: str = "val", lambdas=None, prior=None,
                             adjustments=None) -> Path:
     """Write OUT/report.html and OUT/*.png for multi-class ``runs`` (the first is the main run)."""
+    from lossdial.report.card import load_card
     from lossdial.report.html import _plt, _save
 
     plt = _plt()
@@ -158,14 +157,15 @@ def build_multiclass_report(runs: Sequence, out: str | Path, *, split: str = "va
     C = len(class_names)
     figures: list[tuple[str, str, str]] = []
 
-    # (1) normalised confusion matrix at the main run's point
-    fig = confusion_figure(plt, np.array(p0["confusion"], dtype=float), class_names,
-                           f"Confusion matrix (rows sum to 1), {split} split")
-    point = f"lambda {_lam_label(p0['lambda'])}, " if p0["lambda"] else ""
-    _save(fig, out, "confusion_normalised.png", figures,
-          f"Confusion matrix of {main.path} on the {split} split at {point}t = {p0['adjustment']:g} "
-          f"({p0['point_source']}); each row is a true class, divided by its {split} count."
-          + (" Values are printed up to 30 classes; all are in the page's embedded data." if C > 30 else ""))
+    # (1) normalised confusion matrix of every run at its point
+    for i, (r, p) in enumerate(zip(runs, panels)):
+        fig = confusion_figure(plt, np.array(p["confusion"], dtype=float), class_names,
+                               f"{Path(p['run']).name}: confusion matrix (rows sum to 1), {split} split")
+        point = f"lambda {_lam_label(p['lambda'])}, " if p["lambda"] else ""
+        _save(fig, out, "confusion_normalised.png" if i == 0 else f"confusion_normalised_{i}.png", figures,
+              f"Confusion matrix of {r.path} ({p['kind']}) on the {split} split at {point}t = {p['adjustment']:g} "
+              f"({p['point_source']}); each row is a true class, divided by its {split} count."
+              + (" Values are printed up to 30 classes; all are in the page's embedded data." if C > 30 else ""))
 
     # (2) per-class recall against training count
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
@@ -186,42 +186,77 @@ def build_multiclass_report(runs: Sequence, out: str | Path, *, split: str = "va
           f"Recall of every class on the {split} split against its training count; each run at its own point "
           f"(the model card's first point, else the reference lambda at t = 0).")
 
-    # (3) the dial curve, one panel per run
+    # (3) the dial over lambda and t: one panel per metric, one line per (run, lambda)
     groups = p0["shot_groups"]
     hi, lo = p0["shot_thresholds"]
     shown = [k for k, g in zip(SHOT_KEYS, ("many", "medium", "few")) if groups[g]]
     skipped = [g for g in ("many", "medium", "few") if not groups[g]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.4), squeeze=False)
-    styles = {"balanced_accuracy": ("k", "-", "balanced"), "many_shot_accuracy": ("tab:blue", "-", f"many (> {hi:g})"),
-              "medium_shot_accuracy": ("tab:orange", "-", f"medium ({lo:g}-{hi:g})"),
-              "few_shot_accuracy": ("tab:red", "-", f"few (< {lo:g})")}
-    for ax, p in zip(axes[0], panels):
-        for k in ("balanced_accuracy", *shown):
-            color, ls, lab = styles[k]
-            ax.plot(p["dial_xs"], [np.nan if is_undefined(r[k]) else r[k] for r in p["dial"]], marker="o", ms=3,
-                    color=color, ls=ls, lw=2 if k == "balanced_accuracy" else 1.5, label=lab)
-        how = "post-hoc adjustment" if p["kind"] == "baseline" else "LCT, t = 0"
-        ax.set(xlabel=p["dial_x"], ylabel=f"accuracy on {split}", ylim=(-0.03, 1.03),
-               title=f"{Path(p['run']).name} ({how})")
+    titles = {"balanced_accuracy": "balanced accuracy", "many_shot_accuracy": f"many-shot accuracy (> {hi:g})",
+              "medium_shot_accuracy": f"medium-shot accuracy ({lo:g}-{hi:g})",
+              "few_shot_accuracy": f"few-shot accuracy (< {lo:g})"}
+    keys = ("balanced_accuracy", *shown)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys) + 2.2, 3.9), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for i, p in enumerate(panels):
+        lams = []
+        for r in p["dial"]:
+            if r["lambda"] not in lams:
+                lams.append(r["lambda"])
+        for j, lam in enumerate(lams):
+            rows = [r for r in p["dial"] if r["lambda"] == lam]
+            lab = f"{p['kind']} {Path(p['run']).name}" + (f" {_lam_label(lam)}" if p["kind"] == "LCT" else "")
+            style = dict(color=cmap(j / max(1, len(lams) - 1)), ls="-") if i == 0 and p["kind"] == "LCT" else \
+                dict(color=f"C{(i + 1) % 10}" if i else "k", ls="-" if i == 0 else "--")
+            for ax, k in zip(axes[0], keys):
+                ax.plot([r["adjustment"] for r in rows], [np.nan if is_undefined(r[k]) else r[k] for r in rows],
+                        marker="o", ms=3, label=lab, **style)
+    for ax, k in zip(axes[0], keys):
+        ax.set(xlabel="adjustment t", ylabel=f"{titles[k].split(' (')[0]} on {split}", ylim=(-0.03, 1.03),
+               title=titles[k])
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _legend_outside_fig(fig, axes[0][-1])
+    fig.tight_layout()
     note = f" No class has {' or '.join(skipped)}-shot training counts, so {'that group is' if len(skipped) == 1 else 'those groups are'} not drawn." \
         if skipped else ""
     _save(fig, out, "dial_curve.png", figures,
-          f"The dial on the {split} split: mean recall of the many / medium / few-shot classes and balanced "
-          f"accuracy, against the post-hoc adjustment t (scores z_c - t log pi_c) for a baseline run and against "
-          f"lambda at t = 0 for an LCT run.{note}")
+          f"The dial over lambda and t on the {split} split: balanced accuracy and the mean recall of the many / "
+          f"medium / few-shot classes against the post-hoc adjustment t (scores z_c - t log pi_c); one line per "
+          f"lambda of an LCT run, one per baseline run (dashed).{note}")
+
+    from lossdial.report.html import learning_curve_figure
+
+    _save(learning_curve_figure(plt, runs), out, "learning_curves.png", figures,
+          "Training loss, learning rate and the periodic validation metrics per epoch (metrics.jsonl).")
+
+    # the live dial: every run's validation sweep over its dial grid and the t grid
+    from lossdial.evaluate.multiclass import DEFAULT_T_GRID, class_prior, parse_adjustments
+    from lossdial.report.dial import card_lambdas, dial_grid, dial_section, multiclass_dial_data
+
+    ts = parse_adjustments(adjustments) if adjustments is not None else tuple(np.round(np.linspace(
+        min(DEFAULT_T_GRID), max(DEFAULT_T_GRID), 21), 6))
+    card_ts = [float(p["adjustment"]) for r in runs for p in ((load_card(r.path) or {}).get("points") or {}).values()
+               if p.get("adjustment") is not None]
+    ts = tuple(sorted(set(ts) | set(card_ts)))
+    dial_sweeps = [_sweep(r, "val", dial_grid(r, lambdas if i == 0 else None, card_lambdas(r)) if r.is_lct else None,
+                          prior, ts) for i, r in enumerate(runs)]
+    live = multiclass_dial_data(list(zip(runs, dial_sweeps)), class_names=class_names,
+                                prior_source=p0["prior_source"],
+                                prior=class_prior(prior if prior is not None else "train", main.train_counts).tolist())
+    dial = dial_section(live)
 
     data = {"task": "multiclass", "split": split, "class_names": class_names, "runs": panels}
     page = out / "report.html"
-    page.write_text(_render(runs, panels, figures, data, class_names, split))
+    page.write_text(_render(runs, panels, figures, data, class_names, split, dial))
     return page
 
 
-def _render(runs, panels, figures, data, class_names, split) -> str:
+def _legend_outside_fig(fig, ax) -> None:
+    """One legend for the whole figure, right of the last panel (never over a curve)."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.03, 1.0), frameon=False)
+
+
+def _render(runs, panels, figures, data, class_names, split, dial: str = "") -> str:
     e = html.escape
     main, p0 = runs[0], panels[0]
     rows = []
@@ -230,9 +265,9 @@ def _render(runs, panels, figures, data, class_names, split) -> str:
             rows.append(f"<tr><td>{e(Path(p['run']).name)}</td><td>{e(_lam_label(r['lambda']) + (' (fixed)' if r['fixed'] else ''))}</td>"
                         f"<td>{r['adjustment']:g}</td>"
                         + "".join(f"<td>{fmt_value(r[k], '.4f')}</td>" for k in DIAL_KEYS) + "</tr>")
-    figs = "\n".join(
-        f'<figure><img alt="{e(n)}" src="data:image/png;base64,{b}"><figcaption>{e(c)} '
-        f'<a href="{e(n)}">{e(n)}</a></figcaption></figure>' for n, b, c in figures)
+    from lossdial.report.html import figures_html
+
+    figs = figures_html(figures)
     counts = main.data["counts"]
     count_rows = "".join(f"<tr><td style='text-align:left'>{e(c)}</td><td>{counts['train'][i]}</td>"
                          f"<td>{counts['val'][i]}</td><td>{counts['test'][i]}</td></tr>"
@@ -248,13 +283,14 @@ def _render(runs, panels, figures, data, class_names, split) -> str:
 Figures and tables use the <b>{e(split)}</b> split. <code>accuracy</code> is at the deployment class prior
 ({e(p0['prior_source'])}: {e(prior)}); the other columns are mean per-class recalls and do not depend on it.
 Generated {e(time.strftime('%Y-%m-%d %H:%M'))}.</p>
+{dial}
 <h2>Class counts</h2>
 <table><tr><th>class</th><th>train</th><th>val</th><th>test</th></tr>{count_rows}</table>
 <h2>Figures</h2>
 {figs}
 <h2>Dial rows ({e(split)})</h2>
-<p>Baseline runs: every post-hoc adjustment t; LCT runs: every lambda at t = 0. '-': undefined (no class in
-that shot group).</p>
+<p>Every post-hoc adjustment t, at every lambda of an LCT run (a baseline has its fixed lambda). '-': undefined
+(no class in that shot group).</p>
 <table><tr><th>run</th><th>lambda</th><th>t</th><th>accuracy</th><th>balanced</th><th>worst class</th>
 <th>many-shot</th><th>medium-shot</th><th>few-shot</th></tr>
 {''.join(rows)}</table>
