@@ -120,7 +120,7 @@ def test_report_numbers_equal_a_hand_computation(runs, tmp_path):
     assert p_base["per_class_recall"] == pytest.approx(_dial_by_hand(zb, yb, counts, 0.0)["recall"].tolist(),
                                                        abs=1e-12)
 
-    # (3) the dial: the baseline against t (two values), the LCT run against tau at t = 0, by hand
+    # (3) the dial over lambda and t: the baseline against t (two values), the LCT run at every (tau, t), by hand
     keys = ("accuracy", "balanced_accuracy", "worst_class_accuracy", "many_shot_accuracy", "medium_shot_accuracy",
             "few_shot_accuracy")
     assert p_base["dial_xs"] == [0.0, 1.5] and [r["adjustment"] for r in p_base["dial"]] == [0.0, 1.5]
@@ -129,17 +129,21 @@ def test_report_numbers_equal_a_hand_computation(runs, tmp_path):
         for k in keys:
             assert row[k] == pytest.approx(truth[k], abs=1e-12), (t, k)
     assert p_base["dial"][0]["few_shot_accuracy"] != p_base["dial"][1]["few_shot_accuracy"]  # t moved it
-    assert p_lct["dial_xs"] == [0.0, 2.0]
-    for row, tau in zip(p_lct["dial"], (0.0, 2.0)):
-        zt, yt, _ = _logits_by_hand(cfg_l, lct, "val", tau=tau)
-        truth = _dial_by_hand(zt, yt, counts, 0.0)
-        assert row["adjustment"] == 0.0 and row["lambda"] == {"tau": tau}
+    assert p_lct["dial_xs"] == [0.0, 1.5]
+    assert [(r["lambda"], r["adjustment"]) for r in p_lct["dial"]] == [({"tau": tau}, t) for tau in (0.0, 2.0)
+                                                                       for t in (0.0, 1.5)]
+    for row in p_lct["dial"]:
+        zt, yt, _ = _logits_by_hand(cfg_l, lct, "val", tau=row["lambda"]["tau"])
+        truth = _dial_by_hand(zt, yt, counts, row["adjustment"])
         for k in keys:
-            assert row[k] == pytest.approx(truth[k], abs=1e-12), (tau, k)
+            assert row[k] == pytest.approx(truth[k], abs=1e-12), (row["lambda"], row["adjustment"], k)
     # the table shows the same rows; the PNGs are written beside the page
     assert f"{p_base['dial'][1]['balanced_accuracy']:.4f}" in page
-    assert {f.name for f in (tmp_path / "rep").iterdir()} >= {"confusion_normalised.png", "per_class_recall.png",
-                                                              "dial_curve.png"}
+    # the confusion matrix of every run given (the baseline's too), the dial and the learning curves
+    assert {f.name for f in (tmp_path / "rep").iterdir()} >= {"confusion_normalised.png", "confusion_normalised_1.png",
+                                                              "per_class_recall.png", "dial_curve.png",
+                                                              "learning_curves.png"}
+    assert f"Confusion matrix of {base} (baseline)" in page
 
 
 def test_report_test_split_without_card_uses_the_reference_lambda(runs, tmp_path):
