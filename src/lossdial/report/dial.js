@@ -114,6 +114,14 @@
       txt(svg, x + 18, yy, it.label, { "font-size": 9 });
     });
   }
+  /* a model card metric: the validation value, then the test value with its 95% bootstrap interval */
+  function cardCell(cp) {
+    return function (k) {
+      var ci = (cp.test_ci95 || {})[k];
+      return "<td>" + fmt((cp.val || {})[k]) + "<br>" + fmt((cp.test || {})[k]) +
+        (ci ? " [" + fmt(ci[0]) + ", " + fmt(ci[1]) + "]" : "") + "</td>";
+    };
+  }
   var COLORS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
 
   if (D.task === "binary") { binary(); } else { multiclass(); }
@@ -315,17 +323,13 @@
         { color: "#bbb", dash: "2 2", label: "perfect calibration" }, { shape: "circle", color: COLORS[0], label: "area: weight share" }]);
     }
     function cardTable() {
-      var keys = ["precision", "recall", "f1_at_threshold"];
-      var rows = "<tr><th>point</th><th>lambda</th><th>threshold</th><th>prevalence</th>" + keys.map(function (k) {
-        return "<th>" + k + " validation</th><th>" + k + " test [95% CI]</th>";
+      var keys = ["precision", "recall", "f1_at_threshold", "cost"];
+      var rows = "<tr><th>point</th><th>lambda</th><th>threshold</th><th>picked at prevalence</th>" + keys.map(function (k) {
+        return "<th>" + k + "<br><span class=\"note\">validation / test [95% CI]</span></th>";
       }).join("") + "<th></th></tr>";
       MAIN.card.forEach(function (cp, i) {
         rows += "<tr id=\"card-" + esc(cp.name) + "\"><td>" + esc(cp.name) + "</td><td>" + esc(lamText(cp.lambda)) + "</td><td>" +
-          fmt(cp.threshold, 4) + "</td><td>" + fmt(cp.prevalence, 4) + "</td>" + keys.map(function (k) {
-            var ci = (cp.test_ci95 || {})[k];
-            return "<td>" + fmt((cp.val || {})[k]) + "</td><td>" + fmt((cp.test || {})[k]) +
-              (ci ? " [" + fmt(ci[0]) + ", " + fmt(ci[1]) + "]" : "") + "</td>";
-          }).join("") + "<td><button type=\"button\" data-card=\"" + i + "\">show</button></td></tr>";
+          fmt(cp.threshold, 4) + "</td><td>" + fmt(cp.prevalence, 4) + "</td>" + keys.map(cardCell(cp)).join("") + "<td><button type=\"button\" data-card=\"" + i + "\">show</button></td></tr>";
       });
       $("card").innerHTML = MAIN.card.length ? rows : "<tr><td>no points yet: run lossdial pick</td></tr>";
       Array.prototype.forEach.call(document.querySelectorAll("#card button"), function (b) {
@@ -483,6 +487,30 @@
       });
       if (MAIN.card.length) { items.push({ shape: "triangle", color: "#ffbf00", label: "card point (val)" }); }
       legend(svg, box.l + box.w + 10, box.t + 10, items);
+      drawDialLambda(series);
+    }
+    /* the dial against lambda at the current t (one name: its values; several: the grid index) */
+    function drawDialLambda(series) {
+      var svg = $("dial-lam-svg");
+      if (!NAMES.length) { svg.style.display = "none"; return; }
+      var one = NAMES.length === 1, K = MAIN.lambdas.length;
+      var xs = MAIN.lambdas.map(function (l, k) { return one ? l[NAMES[0]] : k; });
+      var order = xs.map(function (x, k) { return k; }).sort(function (a, b) { return xs[a] - xs[b]; });
+      var lo = Math.min.apply(null, xs), hi = Math.max.apply(null, xs);
+      var box = { l: 40, t: 18, w: 360, h: 190 };
+      var A = axes(svg, box, [lo, hi > lo ? hi : lo + 1], [0, 1], one ? "lambda " + NAMES[0] : "lambda (grid index)",
+        "validation accuracy", "The dial at t = " + fmt(MAIN.adjustments[st.ti], 2));
+      var items = [];
+      series.forEach(function (s) {
+        polyline(svg, order.map(function (k) { return [A.X(xs[k]), A.Y(measures(row(MAIN, k, st.ti))[s[0]])]; }),
+          { stroke: s[1], "stroke-width": s[0] === "balanced" ? 2 : 1.4 });
+        items.push({ color: s[1], label: s[0] === "balanced" ? "balanced accuracy" : s[0] + "-shot accuracy" });
+      });
+      var x = xs[st.k];
+      el("line", { x1: A.X(x), x2: A.X(x), y1: box.t, y2: box.t + box.h, stroke: COLORS[0], "stroke-dasharray": "3 2" }, svg);
+      items.push({ color: COLORS[0], dash: "3 2", label: "this lambda" });
+      legend(svg, box.l + box.w + 10, box.t + 10, items);
+      if (K < 2) { txt(svg, box.l + 10, box.t + 20, "one lambda only", {}); }
     }
     function confusionTable(r, m) {
       var t = $("cm");
@@ -504,17 +532,13 @@
       t.innerHTML = h;
     }
     function cardTable() {
-      var keys = ["balanced_accuracy", "accuracy", "few_shot_accuracy", "many_shot_accuracy"];
+      var keys = ["balanced_accuracy", "accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"];
       var rows = "<tr><th>point</th><th>lambda</th><th>t</th>" + keys.map(function (k) {
-        return "<th>" + k + " validation</th><th>" + k + " test [95% CI]</th>";
+        return "<th>" + k + "<br><span class=\"note\">validation / test [95% CI]</span></th>";
       }).join("") + "<th></th></tr>";
       MAIN.card.forEach(function (cp, i) {
         rows += "<tr id=\"card-" + esc(cp.name) + "\"><td>" + esc(cp.name) + "</td><td>" + esc(lamText(cp.lambda)) + "</td><td>" +
-          fmt(cp.adjustment, 2) + "</td>" + keys.map(function (k) {
-            var ci = (cp.test_ci95 || {})[k];
-            return "<td>" + fmt((cp.val || {})[k]) + "</td><td>" + fmt((cp.test || {})[k]) +
-              (ci ? " [" + fmt(ci[0]) + ", " + fmt(ci[1]) + "]" : "") + "</td>";
-          }).join("") + "<td><button type=\"button\" data-card=\"" + i + "\">show</button></td></tr>";
+          fmt(cp.adjustment, 2) + "</td>" + keys.map(cardCell(cp)).join("") + "<td><button type=\"button\" data-card=\"" + i + "\">show</button></td></tr>";
       });
       $("card").innerHTML = MAIN.card.length ? rows : "<tr><td>no points yet: run lossdial pick</td></tr>";
       Array.prototype.forEach.call(document.querySelectorAll("#card button"), function (b) {

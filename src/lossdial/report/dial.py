@@ -270,10 +270,10 @@ _BINARY_BODY = """<div class="grid">
 <tr><th>validation counts (tp, fp, fn, tn)</th><td id="val-counts"></td></tr>
 <tr><th>calibration at this lambda: Brier, ECE</th><td id="val-calibration"></td></tr>
 <tr><th>ranking at this lambda: AUC, AP</th><td id="val-ranking"></td></tr></table></div>
-<div><svg id="pr-svg" class="plot" viewBox="0 0 380 300" role="img" aria-label="precision-recall curve"></svg>
+</div>
+<div class="plots"><svg id="pr-svg" class="plot" viewBox="0 0 380 300" role="img" aria-label="precision-recall curve"></svg>
 <svg id="roc-svg" class="plot" viewBox="0 0 380 300" role="img" aria-label="ROC curve"></svg>
 <svg id="cal-svg" class="plot" viewBox="0 0 380 300" role="img" aria-label="reliability diagram"></svg></div>
-</div>
 <h3>Other runs at the same target</h3>
 <p class="note" id="cmp-note"></p>
 <table id="cmp"></table>
@@ -294,7 +294,8 @@ _MULTICLASS_BODY = """<div class="grid">
 <tr><th>calibration: NLL, ECE, Brier (at the report's prior)</th><td id="val-calibration"></td></tr></table>
 <p class="note" id="prior-desc"></p></div>
 <div><svg id="recall-svg" class="plot wide" viewBox="0 0 560 280" role="img" aria-label="per-class recall"></svg>
-<svg id="dial-svg" class="plot wide" viewBox="0 0 560 280" role="img" aria-label="the dial against t"></svg></div>
+<svg id="dial-svg" class="plot wide" viewBox="0 0 560 280" role="img" aria-label="the dial against t"></svg>
+<svg id="dial-lam-svg" class="plot wide" viewBox="0 0 560 280" role="img" aria-label="the dial against lambda"></svg></div>
 </div>
 <table class="cm" id="cm"></table>
 <h3>Other runs at the same t</h3>

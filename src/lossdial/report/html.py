@@ -310,7 +310,7 @@ figure{{display:inline-block;margin:1em;max-width:100%}}img{{max-width:100%}}
 .note{{color:#555;font-size:.9em}}#controls{{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));
 gap:.4em 1.5em;padding:.6em;background:#f7f9fc;border:1px solid #dde}}.ctl label{{display:block;font-size:.9em}}
 .ctl input[type=range]{{width:70%;vertical-align:middle}}.ctl output{{margin-left:.5em;font-weight:bold}}
-.grid{{display:flex;flex-wrap:wrap;gap:1em}}.grid>div{{flex:1 1 420px}}svg.plot{{width:380px;max-width:100%;
+.grid{{display:flex;flex-wrap:wrap;gap:1em}}.grid>div{{flex:1 1 420px}}.plots{{display:flex;flex-wrap:wrap}}svg.plot{{width:380px;max-width:100%;
 height:auto;border:1px solid #eee;margin:2px}}svg.plot.wide{{width:560px}}
 table.cm td{{padding:2px 6px}}table.cm td.dark{{background:#08519c;color:#fff}}table.cm td.light{{background:#deebf7;color:#000}}
 @media print{{body{{max-width:none;margin:0}}#controls{{break-inside:avoid}}figure,svg,table{{break-inside:avoid}}
