@@ -983,9 +983,11 @@ def report(
                                              "(default 0:2:9)."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """A self-contained HTML report. Binary runs: PR/ROC curves, metrics vs lambda, reliability and confusion
-    matrices. Multi-class runs: the normalised confusion matrix, per-class recall against training count and the
-    dial curve (many/medium/few-shot accuracy as t and lambda move)."""
+    """A self-contained, offline HTML report (OUT/report.html, PNGs beside it) with a live dial: sliders over
+    lambda, the threshold (binary) or adjustment t (multi-class), the deployment prevalence or class prior and
+    the costs, computed in the page from the validation sweep. Static figures: binary PR/ROC curves, metrics vs
+    lambda, reliability, confusion matrices, learning curves; multi-class confusion matrices of every run,
+    per-class recall against training count and the dial over lambda and t."""
     from lossdial.conditioning import parse_lambda_grid
     from lossdial.report.html import build_report
 

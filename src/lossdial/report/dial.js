@@ -300,7 +300,11 @@
         cardPoints(MAIN).forEach(function (c) {
           if (!c.m) { return; }
           var xy = map(spec[4](c.m));
-          marker(svg, "triangle", xy[0], xy[1], "#ffbf00", "model card point " + c.cp.name);
+          marker(svg, "triangle", xy[0], xy[1], "#ffbf00", "model card point " + c.cp.name + " (lambda " +
+            lamText(c.cp.lambda) + ", threshold " + fmt(c.cp.threshold, 4) + "); test: " + ["precision", "recall"].map(function (k) {
+              var ci = (c.cp.test_ci95 || {})[k];
+              return k + " " + fmt((c.cp.test || {})[k]) + (ci ? " [" + fmt(ci[0]) + ", " + fmt(ci[1]) + "]" : "");
+            }).join(", "));
           txt(svg, xy[0] + 6, xy[1] - 6, c.cp.name, { "font-size": 8 });
         });
         var cur = map(spec[4](m));
