@@ -34,7 +34,7 @@ from lossdial.train import train
 pytestmark = pytest.mark.browser
 runner = CliRunner()
 CHROMEDRIVER = "/usr/bin/chromedriver"
-BIN = ["train.epochs=3", "train.eval_every=1", "schedule.warmup_epochs=0", "model.backbone_kwargs.width=8"]
+BIN = ["train.epochs=3", "train.eval_every=0", "schedule.warmup_epochs=0", "model.backbone_kwargs.width=8"]
 MC = ["train.epochs=4", "train.eval_every=2", "schedule.warmup_epochs=0", "model.backbone_kwargs.width=8",
       "train.batch_size=32", "train.ema_decay=0.5"]
 
@@ -346,3 +346,28 @@ def test_multiclass_dial_matches_the_sweep(browser, mc_report, tmp_path):
     browser.find_element("css selector", "#card-p button").click()
     assert page.text("lam-tau-value") == "1" and page.text("ctl-adjustment-value") == "0.50"
     assert page.num("val-balanced") == pytest.approx(card["val"]["balanced_accuracy"], abs=6e-4)
+
+
+def test_learning_curve_figure_plots_the_training_log(mc_report):
+    """Loss, learning rate and the periodic validation metrics per epoch, read back from metrics.jsonl here."""
+    from lossdial.evaluate import load_run
+    from lossdial.report.html import _plt, learning_curve_figure
+
+    runs = [load_run(mc_report / "lct", device="cpu"), load_run(mc_report / "base", device="cpu")]
+    fig = learning_curve_figure(_plt(), runs)
+    loss_ax, lr_ax, val_ax = fig.axes[:3]
+    for i, name in enumerate(("lct", "base")):
+        log = [json.loads(line) for line in (mc_report / name / "metrics.jsonl").read_text().splitlines()]
+        epochs = [r for r in log if r.get("event") == "epoch"]
+        assert list(loss_ax.lines[i].get_xdata()) == [r["epoch"] for r in epochs] == [1, 2, 3, 4]
+        assert list(loss_ax.lines[i].get_ydata()) == pytest.approx([r["train_loss"] for r in epochs])
+        assert list(lr_ax.lines[i].get_ydata()) == pytest.approx([r["lr"] for r in epochs])
+        with_val = [r for r in epochs if "val" in r]
+        assert [r["epoch"] for r in with_val] == [2]  # eval_every=2, and the last epoch has the final record
+        lines = {ln.get_label(): ln for ln in val_ax.lines}
+        for key, value in with_val[0]["val"].items():
+            ln = lines[f"{name} {key}"]
+            assert list(ln.get_xdata()) == [2] and list(ln.get_ydata()) == pytest.approx([value])
+    assert loss_ax.get_ylabel() and lr_ax.get_ylabel() and val_ax.get_ylabel()
+    legend = loss_ax.get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().y0 < loss_ax.get_window_extent().y0  # below the axes
