@@ -371,3 +371,43 @@ def test_learning_curve_figure_plots_the_training_log(mc_report):
     assert loss_ax.get_ylabel() and lr_ax.get_ylabel() and val_ax.get_ylabel()
     legend = loss_ax.get_legend()
     assert legend is not None and legend.get_bbox_to_anchor().y0 < loss_ax.get_window_extent().y0  # below the axes
+
+
+def test_many_classes_page_without_confusion_matrices(browser, tmp_path):
+    """Above 30 classes the page embeds per-class correct counts only; the numbers still follow the sliders.
+    A synthetic sweep (no training): the truth is argmax(z - t log pi) counted here."""
+    from types import SimpleNamespace
+
+    from lossdial.evaluate.sweep import MultiClassSweepResult
+    from lossdial.report.dial import dial_section, multiclass_dial_data
+    from lossdial.report.html import page_head
+
+    rng = np.random.default_rng(1)
+    C, N = 35, 700
+    counts = np.round(200 * 0.9 ** np.arange(C)).astype(int) + 1
+    y = rng.integers(0, C, N)
+    logits = rng.normal(0, 1, (2, N, C))
+    logits[:, np.arange(N), y] += 1.5
+    sweep = MultiClassSweepResult(lambdas=[{"tau": 0.0}, {"tau": 1.0}], logits=logits, labels=y,
+                                  train_counts=counts.tolist(), adjustments=(0.0, 1.0))
+    run = SimpleNamespace(path=tmp_path / "run", is_lct=True, space=SimpleNamespace(names=["tau"]))
+    data = multiclass_dial_data([(run, sweep)], class_names=[f"c{i}" for i in range(C)], prior_source="train",
+                                prior=(counts / counts.sum()).tolist())
+    assert data["confusion"] is False and "confusion" not in data["runs"][0]["rows"][0]
+    page = tmp_path / "report.html"
+    page.write_text(page_head("synthetic") + dial_section(data) + "</body></html>")
+    p = Page(browser, page)
+    p.set("lam-tau", 1)
+    p.set("ctl-adjustment", 1)
+    p.set("ctl-prior", 0.5)
+    pred = (logits[1] - 1.0 * np.log(counts / counts.sum())).argmax(1)
+    n_c = np.bincount(y, minlength=C)
+    recall = np.array([np.mean(pred[y == c] == c) if n_c[c] else np.nan for c in range(C)])
+    q = np.where(n_c > 0, counts ** 0.5, 0.0)
+    q /= q.sum()
+    assert p.num("val-balanced") == pytest.approx(np.nanmean(recall), abs=6e-4)
+    assert p.num("val-worst") == pytest.approx(np.nanmin(recall), abs=6e-4)
+    assert p.num("val-accuracy") == pytest.approx(float(np.nansum(q * recall)), abs=6e-4)
+    few = [c for c in range(C) if counts[c] < 20]
+    assert p.num("val-few") == pytest.approx(np.nanmean(recall[few]), abs=6e-4)
+    assert "per-class recall only" in p.text("cm")

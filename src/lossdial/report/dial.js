@@ -417,7 +417,9 @@
         return D.class_names[i] + " " + fmt(v); }).join(", ") + ". The report's own prior (" + D.prior_source +
         ") is that of the calibration numbers and the static figures.");
       var others = D.runs.slice(1).map(function (run) {
-        var k = run.lambda_names.length ? nearestLambda(run, MAIN.lambdas[st.k]) : 0, ti = closestT(run, t);
+        /* another LCT run: the lambda nearest this one (the middle of its grid when this run is a baseline) */
+        var k = !run.lambda_names.length ? 0 : NAMES.length ? nearestLambda(run, MAIN.lambdas[st.k]) : run.lambdas.length >> 1;
+        var ti = closestT(run, t);
         return { run: run, k: k, ti: ti, m: measures(row(run, k, ti)) };
       });
       drawRecall(m, others);

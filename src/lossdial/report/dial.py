@@ -216,7 +216,7 @@ def dial_section(data: dict[str, Any]) -> str:
         pi = data["prevalence"]
         controls = (lam_sliders
                     + _slider("ctl-threshold", "threshold (predict positive when score >= it)", 0, 1, "any", 0.5)
-                    + _slider("ctl-prevalence", "deployment prevalence (log scale)", -4, f"{np.log10(0.5):.6f}",
+                    + _slider("ctl-prevalence", "deployment prevalence (log scale)", -4, f"{np.log10(0.99):.6f}",
                               "any", f"{np.log10(pi):.6f}")
                     + _slider("ctl-cost-fp", "cost of a false positive", 0, 10, "any", data["costs"][0])
                     + _slider("ctl-cost-fn", "cost of a false negative", 0, 100, "any", data["costs"][1])
