@@ -65,7 +65,8 @@ def browser(tmp_path_factory):
 
     opts = webdriver.ChromeOptions()
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1300,2200",
+              "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+              "--window-size=1300,2200",
               f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         opts.add_argument(a)
     binary = shutil.which("chromium") or "/usr/bin/chromium"
