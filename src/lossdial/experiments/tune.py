@@ -563,7 +563,8 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
     sp = parse_search_space(space, base, loss_only=loss_only)
     out = Path(out)
     identity = worker_identity()
-    seed = sampler_seed if sampler_seed is not None else derive_seed(base.seed, 0x7E5E, int(identity["worker"], 16))
+    seed = sampler_seed if sampler_seed is not None else \
+        derive_seed(base.seed, 0x7E5E, int(identity["worker"], 16)) % 2 ** 32  # numpy-based samplers take 32 bits
     st, storage_text = open_storage(storage, out, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                     identity=identity)
     name = study or default_study_name(base, sp)
@@ -574,7 +575,7 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
     except Exception as exc:
         raise TuneError(f"cannot open study {name!r} in {storage_text}: {type(exc).__name__}: {exc}") from None
     _check_study(st_study, _study_attrs(base, sp, key, direction), name, storage_text)
-    st_study.set_system_attr(f"lossdial:worker:{identity['worker']}",
+    st_study._storage.set_study_system_attr(st_study._study_id, f"lossdial:worker:{identity['worker']}",
                              {**identity, "sampler": sampler, "sampler_seed": seed, "out": str(out.resolve())})
     run_root = _run_root(out, name)
     raw = base.to_dict()
