@@ -582,8 +582,10 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
     TS = optuna.trial.TrialState
     counted = (TS.COMPLETE, TS.PRUNED, TS.RUNNING, TS.WAITING)
     failures = 0
+    current: dict[str, Any] = {}
 
     def objective(trial) -> float:
+        current["trial"] = trial
         values = {p.name: p.suggest(trial) for p in sp.params}
         lower = sum(1 for t in st_study.get_trials(deepcopy=False, states=counted) if t.number < trial.number)
         if lower >= trials:
@@ -642,8 +644,16 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
             if failures > trials:
                 raise TuneError(f"{failures} trials failed (e.g. the loss diverged: lower the learning rate, narrow "
                                 f"--space or set train.grad_clip); see {storage_text}")
-            st_study.optimize(objective, n_trials=1, catch=(_NoSlot, FloatingPointError), callbacks=[after],
-                              gc_after_trial=False)
+            current.clear()
+            try:
+                st_study.optimize(objective, n_trials=1, catch=(_NoSlot, FloatingPointError), callbacks=[after],
+                                  gc_after_trial=False)
+            except KeyboardInterrupt:  # Optuna has failed the trial: queue it again, as the heartbeat would
+                t = current.get("trial")
+                frozen = st_study._storage.get_trial(t._trial_id) if t is not None else None
+                if frozen is not None and frozen.state == TS.FAIL and not frozen.user_attrs.get("no_slot"):
+                    _retry_callback(optuna)(st_study, frozen)
+                raise
     result = _result(st_study, optuna, out=out, name=name, storage_text=storage_text, space=sp, metric=key,
                      direction=direction, sampler=sampler, pruner=pruner, trials=trials, identity=identity,
                      seed=seed, config_text=config_text)
