@@ -398,7 +398,7 @@ def open_storage(storage: str | Path | None, out: Path, *, heartbeat_interval: i
         st = _journal_storage(path, heartbeat_interval, grace_period, identity)
         st.get_all_studies()  # reads the file: a file that is not a journal fails here
     except Exception as exc:
-        raise TuneError(f"--storage {str(path)!r} cannot be opened as an Optuna journal: "
+        raise TuneError(f"--storage journal {path} cannot be opened as an Optuna storage: "
                         f"{type(exc).__name__}: {exc}") from None
     return st, f"journal {path}"
 
@@ -573,7 +573,8 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
         st_study = optuna.create_study(study_name=name, storage=st, direction=direction, load_if_exists=True,
                                        sampler=_make_sampler(optuna, sampler, seed, sp, trials), pruner=the_pruner)
     except Exception as exc:
-        raise TuneError(f"cannot open study {name!r} in {storage_text}: {type(exc).__name__}: {exc}") from None
+        raise TuneError(f"--storage {storage_text} cannot be opened as an Optuna storage (study {name!r}): "
+                        f"{type(exc).__name__}: {exc}") from None
     _check_study(st_study, _study_attrs(base, sp, key, direction), name, storage_text)
     st_study._storage.set_study_system_attr(st_study._study_id, f"lossdial:worker:{identity['worker']}",
                              {**identity, "sampler": sampler, "sampler_seed": seed, "out": str(out.resolve())})

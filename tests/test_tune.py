@@ -1,0 +1,250 @@
+"""lossdial tune: the search space, the study's checks, resume, and two worker processes on one journal file."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from lossdial.config import load_config, packaged_config_path  # noqa: E402
+from lossdial.experiments.tune import (  # noqa: E402
+    TuneError,
+    baseline_config,
+    parse_search_space,
+    param_importances,
+    tune,
+    tune_metric,
+)
+
+CONFIG = packaged_config_path("demo_digits")
+TINY = ["train.epochs=2", "train.eval_every=0", "schedule.warmup_epochs=0", "model.backbone_kwargs.width=8",
+        "train.batch_size=128"]
+SPACE = "gamma~U(0,0.3) tau~U(0,3)"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _base(extra=()):
+    return baseline_config(load_config(CONFIG, TINY + list(extra)))
+
+
+def _storage(journal):
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+
+
+def _name(journal):
+    return _storage(journal).get_all_studies()[0].study_name
+
+
+def _journal_trials(path, name=None):
+    return optuna.load_study(study_name=name or _name(path), storage=_storage(path)).get_trials(deepcopy=False)
+
+
+def _starts(run_dir):
+    return sum(json.loads(line).get("event") == "start" for line in (Path(run_dir) / "metrics.jsonl").open())
+
+
+# ------------------------------------------------------------------------------------------------ the space
+def test_space_names_paths_types_and_grid():
+    sp = parse_search_space("gamma~U(0,0.3) optim.lr~LogU(1e-3,1e-1) train.epochs~U(1,3) omega~{0.25,0.75}",
+                            _base())
+    assert [(p.name, p.path, p.integer) for p in sp.params] == [
+        ("gamma", ("loss", "params", "gamma"), False), ("optim.lr", ("optim", "lr"), False),
+        ("train.epochs", ("train", "epochs"), True), ("omega", ("loss", "params", "omega"), False)]
+    raw = sp.apply(_base().to_dict(), {"gamma": 0.1, "optim.lr": 0.02, "train.epochs": 3, "omega": 0.25})
+    assert (raw["loss"]["params"]["gamma"], raw["optim"]["lr"], raw["train"]["epochs"],
+            raw["loss"]["params"]["omega"]) == (0.1, 0.02, 3, 0.25)
+    # grid sampler: 3 ranges and 8 trials -> ceil(8 ** (1/3)) = 2 points per range, 3 for 27 trials
+    g = sp.grid(27)
+    assert g["optim.lr"] == pytest.approx([1e-3, 1e-2, 1e-1])  # log spaced by hand
+    assert g["gamma"] == pytest.approx([0.0, 0.15, 0.3]) and g["train.epochs"] == [1, 2, 3]
+    assert g["omega"] == [0.25, 0.75]
+    assert sp.grid(8)["gamma"] == [0.0, 0.3]
+    assert sp.canonical() == "gamma~U(0,0.3) optim.lr~LogU(0.001,0.1) train.epochs~U(1,3) omega~{0.25,0.75}"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("foo~U(0,1)", ["'foo'", "its parameters", "omega", "gamma", "tau"]),
+    ("optim.lrr~LogU(1e-3,1e-1)", ["no key 'optim.lrr'", "keys of optim", "lr"]),
+    ("gamma~U(0.3,0.3)", ["a must be < b"]),  # an empty range
+    ("gamma~U(0.3,0.1)", ["a must be < b"]),
+    ("tau~L(0,3,0.33)", ["LCT training law", "U(a,b)"]),
+    ("tau~1.5", ["single value", "--set tau=V"]),
+    ("tau~{0:0.2,1:0.8}", ["equal chance"]),
+    ("train.epochs~U(1.5,3)", ["integer key"]),
+    ("lct.per_sample~U(0,1)", ["baseline"]),
+    ("model.backbone~U(0,1)", ["not a number"]),
+    ("optim.lr~U(-0.1,0.1)", ["invalid at optim.lr=-0.1", "optim.lr"]),  # the config's own check, at a range end
+    ("gamma~U(0,0.3) loss.params.gamma~U(0,0.2)", ["named twice"]),
+    ("gamma=0.1", ["NAME~DIST"]),
+])
+def test_bad_space_is_refused_with_the_reason(text, words):
+    with pytest.raises(TuneError) as e:
+        parse_search_space(text, _base())
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_loss_only_space_refuses_config_keys():
+    with pytest.raises(TuneError, match="loss parameters only"):
+        parse_search_space("tau~U(0,3) optim.lr~LogU(1e-3,1e-1)", _base(), loss_only=True)
+    assert parse_search_space("loss.params.tau~U(0,3)", _base(), loss_only=True).params[0].path == \
+        ("loss", "params", "tau")
+
+
+def test_metric_defaults_and_pruning_needs_a_periodic_metric():
+    assert tune_metric(_base(), None) == ("ap", True)
+    assert tune_metric(_base(), "brier") == ("brier", False)
+    with pytest.raises(TuneError, match="f1"):
+        tune_metric(_base(), "f1")  # threshold-dependent: not offered
+    mc = baseline_config(load_config(packaged_config_path("demo_digits_lt"), TINY))
+    assert tune_metric(mc, None) == ("balanced_accuracy", True)
+    assert tune_metric(mc, "nll", pruning=True) == ("nll", False)
+    with pytest.raises(TuneError, match="every validation epoch"):
+        tune_metric(mc, "macro_f1", pruning=True)
+
+
+def test_importances_follow_the_parameter_that_moves_the_value():
+    # value = x exactly, y is noise-free but irrelevant: fANOVA gives x (nearly) all the importance
+    pts = [{"x": i / 9, "y": ((7 * i) % 10) / 9} for i in range(10)]
+    imp = param_importances(pts, [p["x"] for p in pts], ["x", "y"])
+    assert imp["x"] > 0.9 and imp["y"] < 0.1
+    assert param_importances(pts[:2], [0.0, 1.0], ["x", "y"]) is None  # too few points
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("storage, words", [
+    ("{tmp}/missing/dir/t.journal", ["cannot be opened", "does not exist"]),
+    ("sqlite:////{tmp_rel}missing/dir/t.db", ["cannot be opened"]),
+    ("postgresql://nobody@127.0.0.1:9/none", ["cannot be opened"]),
+    ("{tmp}/notjournal.txt", ["notjournal.txt cannot be opened as an Optuna storage"]),
+])
+def test_storage_that_cannot_be_opened_starts_no_trial(tmp_path, storage, words):
+    (tmp_path / "notjournal.txt").write_text("this is not a journal\n")
+    spec = storage.format(tmp=tmp_path, tmp_rel=str(tmp_path).lstrip("/") + "/")
+    out = tmp_path / "out"
+    with pytest.raises(TuneError) as e:
+        tune(CONFIG, out=out, space=SPACE, trials=1, overrides=TINY, storage=spec)
+    for w in words:
+        assert w in str(e.value)
+    assert not list(out.glob("study-*"))  # nothing trained
+
+
+def test_study_created_with_another_space_or_metric_is_refused(tmp_path):
+    journal = tmp_path / "t.journal"
+    tune(CONFIG, out=tmp_path / "a", space="tau~U(0,3)", trials=1, overrides=TINY, storage=journal, study="s")
+    for kw, words in [({"space": "tau~U(0,2)"}, ["created with --space 'tau~U(0,3)'", "new --study"]),
+                      ({"space": "tau~U(0,3)", "metric": "auc"}, ["optimises --metric 'ap'"]),
+                      ({"space": "tau~U(0,3)", "overrides": TINY + ["optim.lr=0.01"]}, ["another config", "optim.lr"])]:
+        kw = {"overrides": TINY, **kw}
+        with pytest.raises(TuneError) as e:
+            tune(CONFIG, out=tmp_path / "b", storage=journal, study="s", trials=2, **kw)
+        for w in words:
+            assert w in str(e.value)
+    assert len(_journal_trials(journal, "s")) == 1  # no trial was started by the refused commands
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").glob("study-*"))
+
+
+# ------------------------------------------------------------------------------------------------ resume
+class _KillSecondTrial:
+    """Progress hooks that interrupt (KeyboardInterrupt, as Ctrl-C) the second trial in its second epoch."""
+
+    def train_callback(self, number):
+        return _Steps() if number == 1 else None
+
+
+class _Steps:
+    def on_start(self, total, start):
+        self.total = total
+
+    def on_step(self, step):
+        if step == self.total // 2 + 1:  # in epoch 2: epoch 1's checkpoint is on disk
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, epoch, record):
+        pass
+
+
+def test_interrupted_study_resumes_and_continues(tmp_path):
+    kw = dict(out=tmp_path / "o", space=SPACE, overrides=TINY, sampler="random", sampler_seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        tune(CONFIG, trials=2, callback=_KillSecondTrial(), **kw)
+    trials = _journal_trials(tmp_path / "o" / "tune.journal")
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "WAITING"]  # the interrupted trial is queued
+    assert trials[2].params == trials[1].params
+    run1 = Path(trials[1].user_attrs["run_dir"])
+    assert (run1 / "checkpoint.pt").is_file() and not (run1 / "COMPLETE").exists()
+
+    res = tune(CONFIG, trials=2, **kw)  # the same command again: finishes the queued trial, from its checkpoint
+    states = [(t["number"], t["state"], t["retry_of"]) for t in res.trials]
+    assert states == [(0, "complete", None), (1, "fail", None), (2, "complete", 1)]
+    assert res.trials[2]["run_dir"] == str(run1) and _starts(run1) == 1  # resumed, not restarted
+    assert res.best["number"] in (0, 2) and res.test["trial"] == res.best["number"]
+
+    res3 = tune(CONFIG, trials=3, **kw)  # a larger budget continues the study: one new trial, none retrained
+    assert [t["state"] for t in res3.trials] == ["complete", "fail", "complete", "complete"]
+    assert all(_starts(t["run_dir"]) == 1 for t in res3.trials if t["state"] == "complete")
+    data = json.loads((tmp_path / "o" / "tune.json").read_text())
+    assert data["finished"] == 3 and data["trials_target"] == 3
+
+
+# ------------------------------------------------------------------------------------------------ two workers
+def _worker(tmp_path, name, journal, trials):
+    cmd = [sys.executable, "-m", "lossdial", "tune", str(CONFIG), "--space", SPACE, "--trials", str(trials),
+           "--storage", str(journal), "--out", str(tmp_path / name), "--sampler", "random", "-q",
+           *[a for o in TINY for a in ("--set", o)]]
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _training_dirs(out):
+    return [p for p in Path(out).glob("study-*/trial_*") if (p / "metrics.jsonl").is_file()]
+
+
+def test_two_workers_one_journal_n_trials_none_twice_none_lost_after_kill(tmp_path):
+    """Two worker processes share a journal file; one is killed (SIGKILL) mid-trial: the study still ends with
+    exactly N finished trials, the killed trial retried once by the other worker, no parameters trained twice."""
+    n = 5
+    journal = tmp_path / "shared.journal"
+    t0 = time.time()
+    a = _worker(tmp_path, "a", journal, n)
+    b = _worker(tmp_path, "b", journal, n)
+    deadline = time.time() + 60
+    while not (_training_dirs(tmp_path / "a") and _training_dirs(tmp_path / "b")):
+        assert time.time() < deadline and a.poll() is None, "workers did not start training"
+        time.sleep(0.05)
+    t_kill = time.time()
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    out_b, _ = b.communicate(timeout=120)
+    print("kill", t_kill - t0, "b done", time.time() - t0)
+    print(out_b)
+    assert b.returncode == 0, out_b
+    trials = _journal_trials(journal)
+    by_state = {}
+    for t in trials:
+        by_state.setdefault(t.state.name, []).append(t)
+    assert len(by_state.get("COMPLETE", [])) == n  # N in total, across both workers
+    killed = [t for t in by_state.get("FAIL", []) if "run_dir" in t.user_attrs and not t.user_attrs.get("no_slot")]
+    assert len(killed) == 1 and killed[0].user_attrs["run_dir"].startswith(str(tmp_path / "a"))
+    retries = [t for t in by_state["COMPLETE"] if t.system_attrs.get("failed_trial") is not None]
+    assert [r.system_attrs["failed_trial"] for r in retries] == [killed[0].number]  # retried once, nothing lost
+    assert retries[0].params == killed[0].params
+    assert not by_state.get("RUNNING") and not by_state.get("WAITING")
+    params = [tuple(sorted(t.params.items())) for t in by_state["COMPLETE"]]
+    assert len(set(params)) == n  # no parameters trained twice (two samplers with their own seeds)
+    dirs = [t.user_attrs["run_dir"] for t in by_state["COMPLETE"]]
+    assert len(set(dirs)) == n and all(_starts(d) == 1 and (Path(d) / "COMPLETE").is_file() for d in dirs)
+    assert not (Path(killed[0].user_attrs["run_dir"]) / "COMPLETE").exists()  # the killed run never finished
+    res = json.loads((tmp_path / "b" / "tune.json").read_text())
+    assert res["finished"] == n and res["best"]["number"] in [t.number for t in by_state["COMPLETE"]]
+    st = _storage(journal)
+    attrs = st.get_study_system_attrs(st.get_study_id_from_name(_name(journal)))
+    seeds = [w["sampler_seed"] for k, w in attrs.items() if k.startswith("lossdial:worker:")]
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+
