@@ -197,7 +197,7 @@ def test_interrupted_study_resumes_and_continues(tmp_path):
 def _worker(tmp_path, name, journal, trials):
     cmd = [sys.executable, "-m", "lossdial", "tune", str(CONFIG), "--space", SPACE, "--trials", str(trials),
            "--storage", str(journal), "--out", str(tmp_path / name), "--sampler", "random", "-q",
-           *[a for o in TINY for a in ("--set", o)]]
+           *[a for o in TINY + ["train.epochs=1"] for a in ("--set", o)]]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -211,19 +211,15 @@ def test_two_workers_one_journal_n_trials_none_twice_none_lost_after_kill(tmp_pa
     exactly N finished trials, the killed trial retried once by the other worker, no parameters trained twice."""
     n = 5
     journal = tmp_path / "shared.journal"
-    t0 = time.time()
     a = _worker(tmp_path, "a", journal, n)
     b = _worker(tmp_path, "b", journal, n)
     deadline = time.time() + 60
     while not (_training_dirs(tmp_path / "a") and _training_dirs(tmp_path / "b")):
         assert time.time() < deadline and a.poll() is None, "workers did not start training"
         time.sleep(0.05)
-    t_kill = time.time()
     a.send_signal(signal.SIGKILL)
     a.wait()
     out_b, _ = b.communicate(timeout=120)
-    print("kill", t_kill - t0, "b done", time.time() - t0)
-    print(out_b)
     assert b.returncode == 0, out_b
     trials = _journal_trials(journal)
     by_state = {}

@@ -1098,6 +1098,28 @@ class _CompareProgress:
         if cb is not None and cb.task is not None:
             self.progress.remove_task(cb.task)
 
+    def tune_callback(self, seed: int):
+        """Progress of the --tuned search of ``seed`` (a bar per trial, like a run)."""
+        outer = self
+
+        class _Trials:
+            def on_study(self, name, storage, finished, total):
+                task = next(t for t in outer.progress.tasks if t.id == outer.overall)
+                outer.progress.update(outer.overall, total=(task.total or 0) + total - finished)
+
+            def train_callback(self, number):
+                cb = _ProgressCallback(outer.progress, f"  tuned/seed{seed} trial {number}")
+                outer.running[f"tuned{seed}"] = cb
+                return cb
+
+            def on_trial_end(self, number, state, value, seconds):
+                outer.progress.advance(outer.overall)
+                cb = outer.running.pop(f"tuned{seed}", None)
+                if cb is not None and cb.task is not None:
+                    outer.progress.remove_task(cb.task)
+
+        return _Trials()
+
     def on_evaluate(self, done: int, total: int) -> None:
         if self.eval_task is None:
             self.eval_task = self.progress.add_task("pick on val, score on test", total=total, info="")
@@ -1168,6 +1190,12 @@ def compare(
     stacked: bool = typer.Option(False, "--stacked", help="Train the baseline grid (all seeds) as one stacked model "
                                  "and the LCT runs as another (torch.func.vmap; fast on a GPU; in-memory data "
                                  "only; unfinished runs restart instead of resuming)."),
+    tuned: Optional[str] = typer.Option(None, "--tuned", help='Add a tuned baseline: per seed an Optuna (TPE) search '
+                                        'of the baseline over these loss parameters, e.g. "gamma~U(0,0.3) tau~U(0,3)" '
+                                        '(needs --budget; pip install lossdial[tune]).'),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Trials per seed of the --tuned search."),
+    tune_metric: Optional[str] = typer.Option(None, "--tune-metric", help="Validation metric of the --tuned search "
+                                              "(default ap; balanced_accuracy for multi-class)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Baseline grid vs LCT over seeds: train all, pick each method's best point per metric on validation,
@@ -1177,8 +1205,15 @@ def compare(
     from lossdial.experiments import CompareError, compare as compare_fn
     from lossdial.rundir import RunError
 
-    if not baseline_grid and not lct:
+    if not baseline_grid and not lct and not tuned:
         _fail('give --baseline-grid and/or --lct, e.g. --baseline-grid "tau=0,1,2" --lct "tau~L(0,3,0.33)"')
+    if tuned or budget is not None:
+        try:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+        except ImportError:
+            _fail("compare --tuned needs Optuna: pip install lossdial[tune]")
     overrides = (list(QUICK_OVERRIDES) if quick else []) + list(set_)
     cfg = _load_config_or_fail(config, overrides)
     out = out or Path("runs") / cfg.name / "compare"
@@ -1189,7 +1224,7 @@ def compare(
                                 overrides=overrides, jobs=jobs, vary_data_seed=vary_data_seed, device=device,
                                 lct_lambdas=lambda_, prevalence=prevalence,
                                 callback=_CompareProgress(progress, jobs), stacked=stacked, prior=prior,
-                                adjustments=adjustment)
+                                adjustments=adjustment, tuned=tuned, budget=budget, tune_metric=tune_metric)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; run the same command again (same --out {out}) to continue: finished "
                           f"runs are reused and unfinished ones " + ("restart (stacks do not checkpoint)" if stacked
