@@ -997,6 +997,9 @@ def report(
             warnings.simplefilter("always")
             page = build_report(loaded, out, split=split, lambdas=lambdas, prevalence=prevalence, prior=prior,
                                 adjustments=adjustment)
+            from lossdial.report.sensitivity import add_to_report
+
+            add_to_report(page, loaded)  # the sensitivity panel: table, figure, sensitivity.json
     except (ValueError, KeyError) as exc:
         _fail(_exc_text(exc))
     console.print(f"report: {page}")
