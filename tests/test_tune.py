@@ -244,3 +244,90 @@ def test_two_workers_one_journal_n_trials_none_twice_none_lost_after_kill(tmp_pa
     seeds = [w["sampler_seed"] for k, w in attrs.items() if k.startswith("lossdial:worker:")]
     assert len(seeds) == 2 and seeds[0] != seeds[1]
 
+
+
+# ------------------------------------------------------------------------------------------------ sensitivity
+def test_sensitivity_ranges_importances_and_seed_spread_by_hand():
+    from lossdial.experiments.sensitivity import method_panel, seed_spread
+
+    def row(ap, auc, tau):
+        return {"lambda": {"tau": tau}, "metrics": {"ap": ap, "auc": auc}}
+
+    seed0 = [row(0.2, 0.7, 0.0), row(0.5, 0.9, 1.0), row(0.3, float("nan"), 2.0)]
+    seed1 = [row(0.4, 0.8, 0.0), row(0.6, 0.8, 1.0)]
+    p = method_panel("lct", [seed0, seed1], ["ap", "auc"])
+    assert p["range"]["ap"]["per_seed"] == [[0.2, 0.5], [0.4, 0.6]]
+    assert p["range"]["ap"]["width_mean"] == pytest.approx((0.3 + 0.2) / 2)
+    assert (p["range"]["ap"]["min"], p["range"]["ap"]["max"]) == pytest.approx((0.3, 0.55))
+    assert p["range"]["auc"]["per_seed"] == [[0.7, 0.9], [0.8, 0.8]]  # NaN skipped
+    assert p["importances"] is None and p["points"] == 2.5  # an LCT run has no parameter chosen before training
+    s = seed_spread([0.61, 0.65, None, 0.7])
+    assert s["std"] == pytest.approx(((0.61 - 0.6533333) ** 2 + (0.65 - 0.6533333) ** 2 + (0.7 - 0.6533333) ** 2) ** 0.5
+                                     / 2 ** 0.5, abs=1e-6)
+    assert s["range"] == pytest.approx(0.09) and s["n"] == 3
+
+
+def test_report_sensitivity_matches_a_fresh_evaluation(tmp_path):
+    """The report panel's LCT range is the min/max over the lambda grid of the validation metrics, checked against
+    scoring the saved model again (evaluate_run) on that grid."""
+    from lossdial.evaluate import evaluate_run, load_run
+    from lossdial.experiments.sensitivity import final_rows
+    from lossdial.report.sensitivity import add_to_report
+    from lossdial.train import train
+
+    cfg = load_config(CONFIG, TINY + ["train.epochs=1"])
+    train(cfg, tmp_path / "lct")
+    loaded = load_run(tmp_path / "lct")
+    grid = [r["lambda"] for r in final_rows(tmp_path / "lct")]
+    fresh = evaluate_run(loaded, grid, split="val")
+    page = tmp_path / "report.html"
+    page.write_text("<html><body><p>x</p></body></html>")
+    add_to_report(page, [loaded])
+    panel = json.loads((tmp_path / "sensitivity.json").read_text())
+    got = panel["methods"][str(tmp_path / "lct")]["range"]
+    for k in ("auc", "ap", "brier"):
+        vals = [r["metrics"][k] for r in fresh]
+        assert (got[k]["min"], got[k]["max"]) == pytest.approx((min(vals), max(vals)), abs=1e-6)
+    assert page.read_text().index("Sensitivity") < page.read_text().index("</body>")
+
+
+# ------------------------------------------------------------------------------------------------ compare --tuned
+def test_compare_tuned_refuses_a_space_beyond_the_loss_before_training(tmp_path):
+    from lossdial.experiments import CompareError, compare
+
+    for kw, words in [({"tuned": "tau~U(0,3) optim.lr~LogU(1e-3,1e-1)", "budget": 2}, ["loss parameters only"]),
+                      ({"tuned": "tau~U(0,3)"}, ["--budget"]),
+                      ({"tuned": "tau~U(0,3)", "budget": 0}, [">= 1"]),
+                      ({"tuned": "tau~U(0,3)", "budget": 2, "tune_metric": "f1"}, ["--tune-metric 'f1'"])]:
+        with pytest.raises(CompareError) as e:
+            compare(CONFIG, out=tmp_path / "c", lct="tau~L(0,3,0.33)", seeds=1, overrides=TINY, **kw)
+        for w in words:
+            assert w in str(e.value)
+    assert not (tmp_path / "c").exists()
+
+
+def test_compare_tuned_picks_the_best_trial_and_counts_every_trials_time(tmp_path):
+    from lossdial.experiments import compare
+
+    res = compare(CONFIG, out=tmp_path / "c", lct="tau~L(0,3,0.33)", seeds=2, overrides=TINY + ["train.epochs=1"],
+                  tuned="gamma~U(0,0.3) tau~U(0,3)", budget=2)
+    total = 0.0
+    for s in res.seeds:
+        journal = tmp_path / "c" / "tuned" / f"seed{s}" / "tune.journal"
+        trials = _journal_trials(journal)
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]  # the budget, per seed
+        best = max(trials, key=lambda t: t.value)  # AP: higher is better
+        picks = [p for p in res.picks if p["method"] == "tuned" and p["seed"] == s]
+        assert {p["run"] for p in picks} == {best.user_attrs["run_dir"]}
+        # the study's value is the validation AP the trial's run wrote
+        assert best.value == pytest.approx(
+            [json.loads(line) for line in (Path(best.user_attrs["run_dir"]) / "metrics.jsonl").open()][-1]
+            ["rows"][0]["metrics"]["ap"])
+        total += sum(json.loads((Path(t.user_attrs["run_dir"]) / "COMPLETE").read_text())["seconds"] for t in trials)
+        rng = res.sensitivity["methods"]["tuned"]["range"]["ap"]["per_seed"][res.seeds.index(s)]
+        assert rng == pytest.approx([min(t.value for t in trials), max(t.value for t in trials)])
+    assert res.train_seconds["tuned"] == pytest.approx(total)
+    ap = res.summary["tuned"]["ap"]["values"]
+    assert res.sensitivity["methods"]["tuned"]["seed_spread"]["ap"]["std"] == pytest.approx(abs(ap[0] - ap[1]) / 2 ** 0.5)
+    data = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert data["settings"]["tuned"]["budget"] == 2 and data["sensitivity"]["methods"]["lct"]["kind"] == "lct"
