@@ -213,9 +213,16 @@ def test_two_workers_one_journal_n_trials_none_twice_none_lost_after_kill(tmp_pa
     journal = tmp_path / "shared.journal"
     a = _worker(tmp_path, "a", journal, n)
     b = _worker(tmp_path, "b", journal, n)
-    deadline = time.time() + 60
-    while not (_training_dirs(tmp_path / "a") and _training_dirs(tmp_path / "b")):
-        assert time.time() < deadline and a.poll() is None, "workers did not start training"
+    deadline = time.time() + 180
+    while True:  # stop A (SIGSTOP) while one of its trials trains and B trains too; then SIGKILL it there
+        assert time.time() < deadline and a.poll() is None and b.poll() is None, "workers did not start training"
+        if _training_dirs(tmp_path / "b") and any(not (d / "COMPLETE").exists() for d in _training_dirs(tmp_path / "a")):
+            a.send_signal(signal.SIGSTOP)
+            running = [t for t in _journal_trials(journal) if t.state.name == "RUNNING"
+                       and t.user_attrs.get("run_dir", "").startswith(str(tmp_path / "a"))]
+            if running and not (Path(running[0].user_attrs["run_dir"]) / "COMPLETE").exists():
+                break
+            a.send_signal(signal.SIGCONT)
         time.sleep(0.05)
     a.send_signal(signal.SIGKILL)
     a.wait()
