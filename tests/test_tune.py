@@ -338,3 +338,25 @@ def test_compare_tuned_picks_the_best_trial_and_counts_every_trials_time(tmp_pat
     assert res.sensitivity["methods"]["tuned"]["seed_spread"]["ap"]["std"] == pytest.approx(abs(ap[0] - ap[1]) / 2 ** 0.5)
     data = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert data["settings"]["tuned"]["budget"] == 2 and data["sensitivity"]["methods"]["lct"]["kind"] == "lct"
+
+
+def test_without_optuna_the_package_imports_and_the_commands_name_the_extra(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import lossdial.cli as cli
+
+    code = ("import sys; sys.modules['optuna'] = None; import lossdial.cli, lossdial.experiments.tune, "
+            "lossdial.experiments.sensitivity, lossdial.report.sensitivity, lossdial.experiments.compare")
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC}).returncode == 0
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now raises ImportError
+    with pytest.raises(TuneError, match=r"pip install lossdial\[tune\]"):
+        tune(CONFIG, out=tmp_path / "o", space=SPACE, trials=1, overrides=TINY)
+    r = CliRunner().invoke(cli.app, ["tune", str(CONFIG), "--space", SPACE, "--trials", "1", "--out",
+                                     str(tmp_path / "o")])
+    assert r.exit_code == 2 and "pip install lossdial[tune]" in r.output
+    from lossdial.experiments import CompareError, compare
+
+    with pytest.raises(CompareError, match=r"pip install lossdial\[tune\]"):
+        compare(CONFIG, out=tmp_path / "c", lct="tau~L(0,3,0.33)", seeds=1, overrides=TINY, tuned="tau~U(0,3)",
+                budget=2)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
