@@ -260,7 +260,7 @@ def test_sensitivity_ranges_importances_and_seed_spread_by_hand():
     def row(ap, auc, tau):
         return {"lambda": {"tau": tau}, "metrics": {"ap": ap, "auc": auc}}
 
-    seed0 = [row(0.2, 0.7, 0.0), row(0.5, 0.9, 1.0), row(0.3, float("nan"), 2.0)]
+    seed0 = [row(0.3, float("nan"), 2.0), row(0.2, 0.7, 0.0), row(0.5, 0.9, 1.0)]  # NaN first: min() would keep it
     seed1 = [row(0.4, 0.8, 0.0), row(0.6, 0.8, 1.0)]
     p = method_panel("lct", [seed0, seed1], ["ap", "auc"])
     assert p["range"]["ap"]["per_seed"] == [[0.2, 0.5], [0.4, 0.6]]
