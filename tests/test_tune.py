@@ -59,12 +59,13 @@ def test_space_names_paths_types_and_grid():
     raw = sp.apply(_base().to_dict(), {"gamma": 0.1, "optim.lr": 0.02, "train.epochs": 3, "omega": 0.25})
     assert (raw["loss"]["params"]["gamma"], raw["optim"]["lr"], raw["train"]["epochs"],
             raw["loss"]["params"]["omega"]) == (0.1, 0.02, 3, 0.25)
-    # grid sampler: 3 ranges and 8 trials -> ceil(8 ** (1/3)) = 2 points per range, 3 for 27 trials
+    # grid sampler: 3 ranges and a set of 2: 27 trials -> ceil((27/2) ** (1/3)) = 3 points per range, 8 -> 2
     g = sp.grid(27)
     assert g["optim.lr"] == pytest.approx([1e-3, 1e-2, 1e-1])  # log spaced by hand
     assert g["gamma"] == pytest.approx([0.0, 0.15, 0.3]) and g["train.epochs"] == [1, 2, 3]
     assert g["omega"] == [0.25, 0.75]
     assert sp.grid(8)["gamma"] == [0.0, 0.3]
+    assert parse_search_space("tau~U(0,3) gamma~{0,0.2}", _base()).grid(4) == {"tau": [0.0, 3.0], "gamma": [0.0, 0.2]}
     assert sp.canonical() == "gamma~U(0,0.3) optim.lr~LogU(0.001,0.1) train.epochs~U(1,3) omega~{0.25,0.75}"
 
 

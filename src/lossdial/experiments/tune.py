@@ -152,9 +152,11 @@ class SearchSpace:
         return out
 
     def grid(self, trials: int) -> dict[str, list[float | int]]:
-        """The ``--sampler grid`` search space: about ``trials ** (1/d)`` points per range."""
+        """The ``--sampler grid`` search space: every choice of a set, and ``k`` points per range, ``k`` the
+        smallest integer >= 2 with ``k ** d * (product of the set sizes) >= trials`` (d ranges)."""
         d = sum(1 for p in self.params if p.choices() is None)
-        k = max(2, math.ceil(trials ** (1 / d) - 1e-9)) if d else 2
+        sets = math.prod(len(p.choices()) for p in self.params if p.choices() is not None)
+        k = max(2, math.ceil((trials / sets) ** (1 / d) - 1e-9)) if d else 2
         return {p.name: p.grid_values(k) for p in self.params}
 
 
