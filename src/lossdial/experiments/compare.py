@@ -642,7 +642,7 @@ class CompareResult:
             png = figure(self.sensitivity, self.out / "sensitivity.png")
             if png is not None:
                 paths["sensitivity"] = png
-        atomic_write_text(paths["md"], self.markdown() + self._sensitivity_markdown())
+        atomic_write_text(paths["md"], self.markdown() + self._tuned_markdown() + self._sensitivity_markdown())
         self.files = paths
         return paths
 
@@ -720,6 +720,24 @@ class CompareResult:
         lines += ["", "Training time: seconds of training (sum over the method's runs and seeds, from each run's "
                   f"COMPLETE marker; a resumed run counts its last session only) on {self.device_text()}.", ""]
         return "\n".join(lines)
+
+    def _tuned_markdown(self) -> str:
+        tuned = self.settings.get("tuned")
+        if not tuned:
+            return ""
+        lines = ["", "## Tuned baseline", "",
+                 f"Per seed, an Optuna search of the baseline ({tuned['sampler'].upper()}, Optuna's defaults: its first "
+                 f"10 trials are random) over {tuned['space']}, {tuned['budget']} trials chosen on validation "
+                 f"{tuned['metric']}; the best trial is the method's one run, picked on and scored like a baseline on "
+                 f"every metric (so metrics other than {tuned['metric']} show what tuning for {tuned['metric']} "
+                 f"gives them). Its train s counts every trial.", "",
+                 "| seed | best trial | parameters | val " + tuned["metric"] + " | finished trials | train s |",
+                 "|---:|---:|---|---:|---:|---:|"]
+        for s, st in tuned["studies"].items():
+            params = " ".join(f"{k}={v:.4g}" for k, v in st["best_params"].items())
+            lines.append(f"| {s} | {st['best_trial']} | {params} | {fmt_value(st['best_val'])} | {st['finished']} | "
+                         f"{st['train_seconds']:.0f} |")
+        return "\n".join(lines) + "\n"
 
     def _sensitivity_markdown(self) -> str:
         if not self.sensitivity or not self.sensitivity["methods"]:
