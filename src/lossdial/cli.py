@@ -1209,7 +1209,8 @@ def compare(
     from lossdial.rundir import RunError
 
     if not baseline_grid and not lct and not tuned:
-        _fail('give --baseline-grid and/or --lct, e.g. --baseline-grid "tau=0,1,2" --lct "tau~L(0,3,0.33)"')
+        _fail('give --baseline-grid, --lct and/or --tuned, e.g. --baseline-grid "tau=0,1,2" --lct "tau~L(0,3,0.33)" '
+              '--tuned "tau~U(0,3)" --budget 8')
     if tuned or budget is not None:
         try:
             import optuna

@@ -825,7 +825,7 @@ def compare(config: Config | str | Path, *, out: str | Path,
         raise CompareError("--stacked trains each stack in this process on one device; drop --jobs (or use "
                            "--jobs without --stacked)")
     out = Path(out)
-    methods = build_methods(baseline_grid, lct)
+    methods = build_methods(baseline_grid, lct) if baseline_grid or lct or tuned is None else []
     if tuned is not None or budget is not None:
         methods.append(_tuned_method(base, tuned, budget, tune_metric))
     seed_list = _seed_list(base, seeds)
