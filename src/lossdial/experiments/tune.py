@@ -831,14 +831,19 @@ def param_importances(params: Sequence[Mapping[str, float]], values: Sequence[fl
         return None
     dists = {n: optuna.distributions.FloatDistribution(min(float(p[n]) for p, _ in pts),
                                                        max(float(p[n]) for p, _ in pts)) for n in varying}
-    study = optuna.create_study(direction="maximize")
-    for p, v in pts:
-        study.add_trial(optuna.trial.create_trial(params={n: float(p[n]) for n in varying}, distributions=dists,
-                                                  value=v))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        imp = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created in memory" line; restored below
+    try:
+        study = optuna.create_study(direction="maximize")
+        for p, v in pts:
+            study.add_trial(optuna.trial.create_trial(params={n: float(p[n]) for n in varying}, distributions=dists,
+                                                      value=v))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imp = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return {n: float(imp.get(n, 0.0)) for n in names}
 
 
