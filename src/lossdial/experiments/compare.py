@@ -744,12 +744,14 @@ class CompareResult:
             return ""
         from lossdial.report.sensitivity import markdown
 
+        imp_metric = next((p["importance_metric"] for p in self.sensitivity["methods"].values()
+                           if p.get("importance_metric")), "")
         return "\n".join(["", "## Sensitivity", "",
                           "Range (mean over seeds of max - min, then mean min–max) of each metric on validation across "
                           "what a method varies: an LCT run's lambda grid (dialled after training), a grid's runs or a "
                           "search's complete trials (chosen before training); seed std: the test score's sample std "
                           "across seeds at the point picked on validation; importances: fANOVA of the loss parameters "
-                          f"for val {next((p.get('importance_metric') for p in self.sensitivity['methods'].values() if p.get('importance_metric')), '')} "
+                          f"for val {imp_metric} "
                           "(mean over seeds).", "", markdown(self.sensitivity), "", "![sensitivity](sensitivity.png)",
                           ""])
 

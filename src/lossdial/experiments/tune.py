@@ -594,7 +594,8 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
         if lower >= trials:
             trial.set_user_attr("no_slot", True)
             raise _NoSlot()
-        origin = st_study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial", trial.number)  # a retry keeps its first number's directory
+        # a retried trial keeps the directory of the trial first given its parameters (and resumes it)
+        origin = st_study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial", trial.number)
         path = run_root / f"trial_{origin:04d}"
         trial.set_user_attr("run_dir", str(path.resolve()))
         cfg_raw = sp.apply(raw, values)
@@ -757,9 +758,9 @@ class TuneResult:
             if t.get("no_slot"):
                 continue
             cells = [fmt_value(t["params"].get(n), ".4g") if n in t["params"] else "" for n in names]
-            lines.append(f"| {t['number']} | {t['state']}{' (retry of ' + str(t['retry_of']) + ')' if t['retry_of'] is not None else ''}"
-                         f" | " + " | ".join(cells) + f" | {fmt_value(t['value'], '.4f')} | "
-                         f"{fmt_value(t['seconds'], '.1f')} |")
+            retry = f" (retry of {t['retry_of']})" if t["retry_of"] is not None else ""
+            lines.append(f"| {t['number']} | {t['state']}{retry} | " + " | ".join(cells) +
+                         f" | {fmt_value(t['value'], '.4f')} | {fmt_value(t['seconds'], '.1f')} |")
         if self.importances:
             lines += ["", "Parameter importances (fANOVA over the complete trials): " +
                       ", ".join(f"{k} {v:.2f}" for k, v in self.importances.items()), ""]
