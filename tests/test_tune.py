@@ -363,3 +363,21 @@ def test_without_optuna_the_package_imports_and_the_commands_name_the_extra(tmp_
         compare(CONFIG, out=tmp_path / "c", lct="tau~L(0,3,0.33)", seeds=1, overrides=TINY, tuned="tau~U(0,3)",
                 budget=2)
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_trial_is_stale_when_its_process_is_gone_or_its_heartbeat_is_old():
+    from lossdial.experiments.tune import _is_stale, _proc_start, worker_identity
+
+    now = time.time()
+    me = {**worker_identity(), "time": now}
+    assert not _is_stale(me, None, now, grace=60)  # this process is alive, its heartbeat fresh
+    child = subprocess.Popen(["sleep", "30"])
+    beat = {**me, "pid": child.pid, "start": _proc_start(child.pid)}
+    assert not _is_stale(beat, None, now, grace=60)
+    child.kill()
+    child.wait()
+    assert _is_stale(beat, None, now, grace=60)  # gone: stale at once, no need to wait for the grace period
+    assert not _is_stale({**beat, "pidns": "pid:[other]"}, None, now, grace=60)  # another pid namespace: its
+    assert not _is_stale({**beat, "host": "elsewhere"}, None, now, grace=60)  # pids mean nothing here
+    assert _is_stale({**beat, "host": "elsewhere", "time": now - 61}, None, now, grace=60)  # silent too long
+    assert _is_stale(None, now - 61, now, grace=60) and not _is_stale(None, now - 5, now, grace=60)  # no beat yet

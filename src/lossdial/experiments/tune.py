@@ -310,16 +310,28 @@ _HOST = socket.gethostname()
 _HAS_PROC = Path("/proc/self/stat").is_file()
 
 
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+_PIDNS = _pid_namespace()
+
+
 def worker_identity() -> dict[str, Any]:
-    """This process as a worker: host, pid, process start time, and a fresh uuid."""
-    return {"host": _HOST, "pid": os.getpid(), "start": _proc_start(os.getpid()) if _HAS_PROC else None,
-            "worker": uuid.uuid4().hex}
+    """This process as a worker: host, pid namespace, pid, process start time, and a fresh uuid."""
+    return {"host": _HOST, "pidns": _PIDNS, "pid": os.getpid(),
+            "start": _proc_start(os.getpid()) if _HAS_PROC else None, "worker": uuid.uuid4().hex}
 
 
 def _is_stale(beat: Mapping[str, Any] | None, started: float | None, now: float, grace: float) -> bool:
-    """A running trial is stale when its worker process (same host) is gone, or its last heartbeat (its start
-    without one) is older than ``grace`` seconds."""
-    if beat is not None and beat.get("host") == _HOST and _HAS_PROC and beat.get("start") is not None:
+    """A running trial is stale when its worker process is gone (checked only where its pid means the same
+    process: same host and pid namespace), or its last heartbeat (its start without one) is older than
+    ``grace`` seconds."""
+    if beat is not None and beat.get("host") == _HOST and beat.get("pidns") == _PIDNS and _PIDNS is not None \
+            and beat.get("start") is not None:
         if _proc_start(int(beat["pid"])) != beat["start"]:
             return True
     last = beat.get("time") if beat is not None else started
