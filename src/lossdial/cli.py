@@ -1359,6 +1359,8 @@ def tune(
         test = f"test {result.metric} {_fmt(tm.get(result.metric))}" if tm else (result.test or {}).get("note", "")
         console.print(f"best: trial {b['number']} ({params}): val {result.metric} {_fmt(b['value'])}; {test} "
                       f"(run {b['run_dir']})", highlight=False)
+    console.print(f"this worker: {result.sampler} sampler seed {result.worker['sampler_seed']} (worker "
+                  f"{result.worker['worker'][:8]} on {result.worker['host']})", highlight=False)
     console.print(f"wrote {result.files['json']}, {result.files['md']}, {result.files['csv']} and figures "
                   f"({', '.join(p.name for k, p in result.files.items() if k not in ('json', 'md', 'csv'))})",
                   highlight=False)
