@@ -999,6 +999,9 @@ def report(
             warnings.simplefilter("always")
             page = build_report(loaded, out, split=split, lambdas=lambdas, prevalence=prevalence, prior=prior,
                                 adjustments=adjustment)
+            from lossdial.report.sensitivity import add_to_report
+
+            add_to_report(page, loaded)  # the sensitivity panel: table, figure, sensitivity.json
     except (ValueError, KeyError) as exc:
         _fail(_exc_text(exc))
     console.print(f"report: {page}")
@@ -1100,6 +1103,28 @@ class _CompareProgress:
         if cb is not None and cb.task is not None:
             self.progress.remove_task(cb.task)
 
+    def tune_callback(self, seed: int):
+        """Progress of the --tuned search of ``seed`` (a bar per trial, like a run)."""
+        outer = self
+
+        class _Trials:
+            def on_study(self, name, storage, finished, total):
+                task = next(t for t in outer.progress.tasks if t.id == outer.overall)
+                outer.progress.update(outer.overall, total=(task.total or 0) + total - finished)
+
+            def train_callback(self, number):
+                cb = _ProgressCallback(outer.progress, f"  tuned/seed{seed} trial {number}")
+                outer.running[f"tuned{seed}"] = cb
+                return cb
+
+            def on_trial_end(self, number, state, value, seconds):
+                outer.progress.advance(outer.overall)
+                cb = outer.running.pop(f"tuned{seed}", None)
+                if cb is not None and cb.task is not None:
+                    outer.progress.remove_task(cb.task)
+
+        return _Trials()
+
     def on_evaluate(self, done: int, total: int) -> None:
         if self.eval_task is None:
             self.eval_task = self.progress.add_task("pick on val, score on test", total=total, info="")
@@ -1170,6 +1195,12 @@ def compare(
     stacked: bool = typer.Option(False, "--stacked", help="Train the baseline grid (all seeds) as one stacked model "
                                  "and the LCT runs as another (torch.func.vmap; fast on a GPU; in-memory data "
                                  "only; unfinished runs restart instead of resuming)."),
+    tuned: Optional[str] = typer.Option(None, "--tuned", help='Add a tuned baseline: per seed an Optuna (TPE) search '
+                                        'of the baseline over these loss parameters, e.g. "gamma~U(0,0.3) tau~U(0,3)" '
+                                        '(needs --budget; pip install lossdial[tune]).'),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Trials per seed of the --tuned search."),
+    tune_metric: Optional[str] = typer.Option(None, "--tune-metric", help="Validation metric of the --tuned search "
+                                              "(default ap; balanced_accuracy for multi-class)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Baseline grid vs LCT over seeds: train all, pick each method's best point per metric on validation,
@@ -1179,8 +1210,16 @@ def compare(
     from lossdial.experiments import CompareError, compare as compare_fn
     from lossdial.rundir import RunError
 
-    if not baseline_grid and not lct:
-        _fail('give --baseline-grid and/or --lct, e.g. --baseline-grid "tau=0,1,2" --lct "tau~L(0,3,0.33)"')
+    if not baseline_grid and not lct and not tuned:
+        _fail('give --baseline-grid, --lct and/or --tuned, e.g. --baseline-grid "tau=0,1,2" --lct "tau~L(0,3,0.33)" '
+              '--tuned "tau~U(0,3)" --budget 8')
+    if tuned or budget is not None:
+        try:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+        except ImportError:
+            _fail("compare --tuned needs Optuna: pip install lossdial[tune]")
     overrides = (list(QUICK_OVERRIDES) if quick else []) + list(set_)
     cfg = _load_config_or_fail(config, overrides)
     out = out or Path("runs") / cfg.name / "compare"
@@ -1191,7 +1230,7 @@ def compare(
                                 overrides=overrides, jobs=jobs, vary_data_seed=vary_data_seed, device=device,
                                 lct_lambdas=lambda_, prevalence=prevalence,
                                 callback=_CompareProgress(progress, jobs), stacked=stacked, prior=prior,
-                                adjustments=adjustment)
+                                adjustments=adjustment, tuned=tuned, budget=budget, tune_metric=tune_metric)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; run the same command again (same --out {out}) to continue: finished "
                           f"runs are reused and unfinished ones " + ("restart (stacks do not checkpoint)" if stacked
@@ -1204,6 +1243,129 @@ def compare(
     console.print(_compare_table(result, transpose=transpose))
     console.print(f"compare finished in {time.perf_counter() - t0:.1f} s; wrote {result.files['json']}, "
                   f"{result.files['csv']} and {result.files['md']}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hyperparameter search of the baseline (Optuna)
+
+class _TuneProgress:
+    """One line per finished trial; a step bar while a trial trains."""
+
+    def __init__(self, progress: Progress, metric: str):
+        self.progress, self.metric, self.bar, self.waiting = progress, metric, None, False
+
+    def on_study(self, name: str, storage: str, finished: int, total: int) -> None:
+        self.progress.console.print(f"study [bold]{escape(name)}[/] ({escape(storage)}): {finished} of {total} "
+                                    f"trials finished before this worker", highlight=False)
+
+    def on_trial_start(self, number: int, params: dict[str, Any], run_dir: Path) -> None:
+        self.waiting = False
+
+    def train_callback(self, number: int):
+        self.bar = _ProgressCallback(self.progress, f"trial {number}")
+        return self.bar
+
+    def on_trial_end(self, number: int, state: str, value: float | None, seconds: float) -> None:
+        if self.bar is not None and self.bar.task is not None:
+            self.progress.remove_task(self.bar.task)
+        self.bar = None
+        val = "" if value is None else f" val {self.metric} {value:.4f}"
+        self.progress.console.print(f"trial {number}: {state}{val} ({seconds:.1f} s)", highlight=False)
+
+    def on_wait(self, running: int) -> None:
+        if not self.waiting:
+            self.progress.console.print(f"waiting for {running} trial(s) running in other workers (a killed "
+                                        f"worker's trial is retried here)", highlight=False)
+        self.waiting = True
+
+
+@app.command()
+def tune(
+    config: Path = typer.Argument(..., help="YAML config; every trial trains its baseline (lct.enabled: false)."),
+    space: str = typer.Option(..., "--space", help='Search space in lambda syntax: a bare name is a loss parameter, '
+                              'a dotted one a config key, e.g. "gamma~U(0,0.3) tau~U(0,3) optim.lr~LogU(1e-3,1e-1)" '
+                              '(U, LogU ranges; {v1,v2,...} choices).'),
+    trials: int = typer.Option(..., "--trials", help="Finished (complete or pruned) trials of the study in total, "
+                               "over all its workers."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Validation metric to optimise: ap (binary default), "
+                                         "auc, brier; balanced_accuracy (multi-class default), ..."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for this worker's trial runs and tune.json/.md/.csv "
+                                       "and figures (default runs/NAME/tune)."),
+    set_: list[str] = typer.Option([], "--set", help="Dotted override, as in train (repeatable)."),
+    quick: bool = typer.Option(False, "--quick", help="The demo's quick preset (fewer epochs, no periodic "
+                               "validation) before --set."),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe, random or grid."),
+    pruner: str = typer.Option("none", "--pruner", help="none, hyperband or median (fed each validation epoch's "
+                               "metric; needs train.eval_every >= 1)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage shared by the workers: a journal "
+                                          "file path (default OUT/tune.journal), sqlite:///FILE or an RDB URL "
+                                          "(postgresql://..., mysql://...)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: from the config's name and "
+                                        "the space, never from --out)."),
+    device: Optional[str] = typer.Option(None, help="Training device (default: train.device of the config)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Optuna search of the baseline's hyperparameters, chosen on validation; the best trial scored once on test.
+    Start the same command on several processes or machines (one --storage) to share the study; re-run it to
+    continue a killed one."""
+    from lossdial.config import ConfigError
+    from lossdial.demo import QUICK_OVERRIDES
+    from lossdial.experiments.tune import TuneError, tune as tune_fn
+    from lossdial.rundir import RunError, fmt_value
+
+    overrides = (list(QUICK_OVERRIDES) if quick else []) + list(set_)
+    cfg = _load_config_or_fail(config, overrides)
+    out = out or Path("runs") / cfg.name / "tune"
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:
+        _fail("lossdial tune needs Optuna: pip install lossdial[tune]")
+    if cfg.lct.enabled:
+        console.print("trials train the baseline: lct.enabled is set to false (loss.params at each trial's values)",
+                      highlight=False)
+    try:
+        from lossdial.experiments.tune import baseline_config, tune_metric
+
+        key = tune_metric(baseline_config(cfg), metric)[0]
+        with _WarningLines(), _progress(quiet) as progress:
+            result = tune_fn(config, out=out, space=space, trials=trials, metric=metric, overrides=overrides,
+                             sampler=sampler, pruner=pruner, storage=storage, study=study, device=device,
+                             callback=_TuneProgress(progress, key))
+    except KeyboardInterrupt:
+        err_console.print("interrupted; run the same command again to continue the study (this worker's running "
+                          "trial is retried)")
+        raise typer.Exit(130)
+    except (TuneError, ConfigError, RunError, ValueError, KeyError) as exc:
+        _fail(_exc_text(exc))
+    t = Table(title=f"lossdial tune: {result.study_name}", title_justify="left",
+              caption=f"baseline (LCT off) trials, chosen on validation {result.metric}; "
+                      f"{len(result.finished)} of {result.target_trials} finished; "
+                      f"{result.train_seconds:.0f} s of training", caption_justify="left")
+    names = [p.split("~")[0] for p in result.space.split()]
+    for h in ["trial", "state", *names, f"val {result.metric}", "s"]:
+        t.add_column(h, justify="left" if h == "state" else "right", no_wrap=True)
+    for r in result.trials:
+        if r["no_slot"]:
+            continue
+        t.add_row(str(r["number"]), r["state"] + (f" (retry of {r['retry_of']})" if r["retry_of"] is not None else ""),
+                  *[fmt_value(r["params"].get(n), ".4g") for n in names], _fmt(r["value"]), _fmt(r["seconds"]))
+    console.print(t)
+    if result.best is None:
+        console.print("no trial completed: nothing to score on test", highlight=False)
+    else:
+        b = result.best
+        params = " ".join(f"{k}={v:.4g}" for k, v in b["params"].items())
+        tm = (result.test or {}).get("metrics")
+        test = f"test {result.metric} {_fmt(tm.get(result.metric))}" if tm else (result.test or {}).get("note", "")
+        console.print(f"best: trial {b['number']} ({params}): val {result.metric} {_fmt(b['value'])}; {test} "
+                      f"(run {b['run_dir']})", highlight=False)
+    console.print(f"this worker: {result.sampler} sampler seed {result.worker['sampler_seed']} (worker "
+                  f"{result.worker['worker'][:8]} on {result.worker['host']})", highlight=False)
+    console.print(f"wrote {result.files['json']}, {result.files['md']}, {result.files['csv']} and figures "
+                  f"({', '.join(p.name for k, p in result.files.items() if k not in ('json', 'md', 'csv'))})",
+                  highlight=False)
 
 
 def main() -> None:

@@ -98,10 +98,12 @@ def _number(token: str, *, what: str, text: str, hint: str) -> float:
     return value
 
 
-def _check_name(name: Any, *, what: str, text: Any, hint: str) -> str:
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"could not parse {what} {text!r}: name {name!r} is not a valid identifier "
-                         f"(letters, digits and _, not starting with a digit). Example: {hint}")
+def _check_name(name: Any, *, what: str, text: Any, hint: str, dotted: bool = False) -> str:
+    parts = name.split(".") if dotted and isinstance(name, str) else [name]
+    if not isinstance(name, str) or not all(isinstance(p, str) and p.isidentifier() for p in parts):
+        kind = "a valid name (identifiers joined by dots; " if dotted else "a valid identifier ("
+        raise ValueError(f"could not parse {what} {text!r}: name {name!r} is not {kind}"
+                         f"letters, digits and _, not starting with a digit). Example: {hint}")
     return name
 
 
@@ -194,13 +196,16 @@ def parse_distribution(text: str | float | Distribution) -> Distribution:
 
 
 # ------------------------------------------------------------------------------------- parse_lct
-def parse_lct(text_or_mapping: str | Mapping[str, Any]) -> dict[str, Distribution]:
+def parse_lct(text_or_mapping: str | Mapping[str, Any], *, dotted: bool = False,
+              what: str = "LCT specification", example: str = LCT_EXAMPLE) -> dict[str, Distribution]:
     """Parse the LCT training law: one distribution per conditioned hyperparameter.
 
     Text: ``"NAME~DIST"`` entries separated by whitespace, ``;`` or top-level ``,``, e.g.
     ``"tau~L(0,3,0.33) gamma~U(0,0.3)"``. Mapping (e.g. from YAML): ``{name: "L(0,3,0.33)"}``,
     ``{name: 0.5}`` or ``{name: Distribution}``. Order is preserved; names must be identifiers and
-    unique; an empty specification is an error.
+    unique; an empty specification is an error. ``dotted=True`` also takes dotted names such as
+    ``optim.lr`` (a hyperparameter search space, :mod:`lossdial.experiments.tune`); ``what`` and
+    ``example`` name the input in error messages.
 
     >>> parse_lct("tau~L(0,3,0.33); gamma ~ U(0, 0.3)")
     {'tau': LinearDist(a=0, b=3, hb=0.33), 'gamma': Uniform(a=0, b=0.3)}
@@ -208,12 +213,11 @@ def parse_lct(text_or_mapping: str | Mapping[str, Any]) -> dict[str, Distributio
     {'tau': LinearDist(a=1, b=4, hb=0), 'omega': Fixed(0.5)}
     """
     out: dict[str, Distribution] = {}
-    what = "LCT specification"
     if isinstance(text_or_mapping, Mapping):
         if not text_or_mapping:
-            raise ValueError(f"empty {what}: give at least one entry, e.g. {LCT_EXAMPLE}")
+            raise ValueError(f"empty {what}: give at least one entry, e.g. {example}")
         for name, value in text_or_mapping.items():
-            _check_name(name, what=what, text=dict(text_or_mapping), hint=LCT_EXAMPLE)
+            _check_name(name, what=what, text=dict(text_or_mapping), hint=example, dotted=dotted)
             if isinstance(value, bool) or not isinstance(value, (str, numbers.Real, Distribution)):
                 raise ValueError(f"could not parse {what}: value for {name!r} must be a "
                                  f"distribution string or a number, got {value!r}. "
@@ -222,17 +226,17 @@ def parse_lct(text_or_mapping: str | Mapping[str, Any]) -> dict[str, Distributio
         return out
     if not isinstance(text_or_mapping, str):
         raise ValueError(f"could not parse {what} {text_or_mapping!r}: expected a string or a "
-                         f"mapping, e.g. {LCT_EXAMPLE}")
+                         f"mapping, e.g. {example}")
     text = text_or_mapping
     entries = _entries(text, ";,", "~", "~({", what=what)
     if not entries:
-        raise ValueError(f"empty {what}: give at least one entry, e.g. {LCT_EXAMPLE}")
+        raise ValueError(f"empty {what}: give at least one entry, e.g. {example}")
     for entry in entries:
         if "~" not in entry:
             raise ValueError(f"could not parse {what} {text!r}: entry {entry!r} must be NAME~DIST, "
-                             f"e.g. {LCT_EXAMPLE}")
+                             f"e.g. {example}")
         name, dist = entry.split("~", 1)
-        _check_name(name, what=what, text=text, hint=LCT_EXAMPLE)
+        _check_name(name, what=what, text=text, hint=example, dotted=dotted)
         if name in out:
             raise ValueError(f"could not parse {what} {text!r}: duplicate name {name!r}")
         out[name] = parse_distribution(dist)

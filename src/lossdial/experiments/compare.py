@@ -133,6 +133,7 @@ class Method:
     label: str  # shown in tables
     spec: str  # the grid or the LCT law as given
     members: list[tuple[str, dict[str, Any]]]  # (run directory name, loss.params or lct.lambda)
+    options: dict[str, Any] = field(default_factory=dict)  # kind "tuned": budget, metric (its runs come from a search)
 
 
 @dataclass
@@ -569,6 +570,7 @@ class CompareResult:
     task: str = "binary"
     metric_specs: tuple[MetricSpec, ...] = METRICS  # task_metrics(task, ...)
     adjustments: tuple[float, ...] | None = None  # multi-class: the t grid searched
+    sensitivity: dict[str, Any] | None = None  # lossdial.experiments.sensitivity.compare_sensitivity
 
     @property
     def is_multiclass(self) -> bool:
@@ -597,6 +599,7 @@ class CompareResult:
             "train_seconds": self.train_seconds,
             "train_devices": self.devices,
             "picks": self.picks,
+            "sensitivity": self.sensitivity,
         }
 
     def _multiclass_dict(self) -> dict[str, Any]:
@@ -619,6 +622,7 @@ class CompareResult:
             "train_seconds": self.train_seconds,
             "train_devices": self.devices,
             "picks": self.picks,
+            "sensitivity": self.sensitivity,
         }
 
     def cell(self, method: str, metric: str) -> str:
@@ -632,7 +636,13 @@ class CompareResult:
         paths = {"json": self.out / "compare.json", "csv": self.out / "compare.csv", "md": self.out / "compare.md"}
         write_json(paths["json"], self.to_dict())
         atomic_write_text(paths["csv"], self._csv())
-        atomic_write_text(paths["md"], self.markdown())
+        if self.sensitivity is not None:
+            from lossdial.report.sensitivity import figure
+
+            png = figure(self.sensitivity, self.out / "sensitivity.png")
+            if png is not None:
+                paths["sensitivity"] = png
+        atomic_write_text(paths["md"], self.markdown() + self._tuned_markdown() + self._sensitivity_markdown())
         self.files = paths
         return paths
 
@@ -711,6 +721,40 @@ class CompareResult:
                   f"COMPLETE marker; a resumed run counts its last session only) on {self.device_text()}.", ""]
         return "\n".join(lines)
 
+    def _tuned_markdown(self) -> str:
+        tuned = self.settings.get("tuned")
+        if not tuned:
+            return ""
+        lines = ["", "## Tuned baseline", "",
+                 f"Per seed, an Optuna search of the baseline ({tuned['sampler'].upper()}, Optuna's defaults: its first "
+                 f"10 trials are random) over {tuned['space']}, {tuned['budget']} trials chosen on validation "
+                 f"{tuned['metric']}; the best trial is the method's one run, picked on and scored like a baseline on "
+                 f"every metric (so metrics other than {tuned['metric']} show what tuning for {tuned['metric']} "
+                 f"gives them). Its train s counts every trial.", "",
+                 "| seed | best trial | parameters | val " + tuned["metric"] + " | finished trials | train s |",
+                 "|---:|---:|---|---:|---:|---:|"]
+        for s, st in tuned["studies"].items():
+            params = " ".join(f"{k}={v:.4g}" for k, v in st["best_params"].items())
+            lines.append(f"| {s} | {st['best_trial']} | {params} | {fmt_value(st['best_val'])} | {st['finished']} | "
+                         f"{st['train_seconds']:.0f} |")
+        return "\n".join(lines) + "\n"
+
+    def _sensitivity_markdown(self) -> str:
+        if not self.sensitivity or not self.sensitivity["methods"]:
+            return ""
+        from lossdial.report.sensitivity import markdown
+
+        imp_metric = next((p["importance_metric"] for p in self.sensitivity["methods"].values()
+                           if p.get("importance_metric")), "")
+        return "\n".join(["", "## Sensitivity", "",
+                          "Range (mean over seeds of max - min, then mean min–max) of each metric on validation across "
+                          "what a method varies: an LCT run's lambda grid (dialled after training), a grid's runs or a "
+                          "search's complete trials (chosen before training); seed std: the test score's sample std "
+                          "across seeds at the point picked on validation; importances: fANOVA of the loss parameters "
+                          f"for val {imp_metric} "
+                          "(mean over seeds).", "", markdown(self.sensitivity), "", "![sensitivity](sensitivity.png)",
+                          ""])
+
     def prevalence_text(self) -> str:
         if self.is_multiclass:
             vals = self.prevalence["values"]
@@ -735,7 +779,8 @@ def compare(config: Config | str | Path, *, out: str | Path,
             device: str | None = None, eval_device: str = "auto", lct_lambdas: str | None = None,
             prevalence: float | None = None, callback: CompareCallback | None = None,
             stacked: bool = False, prior: str | Sequence[float] | None = None,
-            adjustments: str | Sequence[float] | None = None) -> CompareResult:
+            adjustments: str | Sequence[float] | None = None, tuned: str | None = None,
+            budget: int | None = None, tune_metric: str | None = None) -> CompareResult:
     """Train the baseline grid and the LCT model(s) for every seed; choose on val, score on test, aggregate.
 
     Args:
@@ -757,6 +802,10 @@ def compare(config: Config | str | Path, *, out: str | Path,
         adjustments: multi-class runs only: the grid of post-hoc adjustment strengths t searched with every
             lambda (:func:`~lossdial.evaluate.multiclass.parse_adjustments`; default ``DEFAULT_T_GRID``).
         callback: progress hooks (:class:`CompareCallback`).
+        tuned: a search space over loss parameters (``"gamma~U(0,0.3) tau~U(0,3)"``): adds the method "tuned",
+            per seed a ``budget``-trial Optuna search (TPE) of the baseline on the validation metric
+            ``tune_metric`` (:func:`lossdial.experiments.tune.tune`, studies under ``OUT/tuned/seedS``); its best
+            trial is then picked on and scored like a one-run baseline, its training time is every trial's.
         stacked: train the baseline grid (all seeds) as one stacked model and the LCT runs as another
             (:func:`lossdial.train.stacked.train_stacked`; see :func:`stack_groups`): the same runs, weight
             for weight up to rounding, much faster on a GPU. Needs ``jobs=1`` and the in-memory data path;
@@ -778,7 +827,9 @@ def compare(config: Config | str | Path, *, out: str | Path,
         raise CompareError("--stacked trains each stack in this process on one device; drop --jobs (or use "
                            "--jobs without --stacked)")
     out = Path(out)
-    methods = build_methods(baseline_grid, lct)
+    methods = build_methods(baseline_grid, lct) if baseline_grid or lct or tuned is None else []
+    if tuned is not None or budget is not None:
+        methods.append(_tuned_method(base, tuned, budget, tune_metric))
     seed_list = _seed_list(base, seeds)
     lam_grid = parse_lambda_grid(lct_lambdas) if lct_lambdas else None
     runs = plan_runs(base, methods, seed_list, out, vary_data_seed=vary_data_seed)
@@ -793,15 +844,24 @@ def compare(config: Config | str | Path, *, out: str | Path,
             raise CompareError(f"--stacked: {exc}") from exc
     else:
         _train_runs(runs, jobs=jobs, device=device, callback=callback)
+    studies = {}
+    for i, s in enumerate(seed_list):
+        for m in methods:
+            if m.kind == "tuned":
+                studies[s] = _run_tuned(base, m, s, base.data.seed + (i if vary_data_seed else 0), out, device,
+                                        callback)
     t_eval = time.perf_counter()
 
     task_cache = _TaskCache()
     picks: list[dict[str, Any]] = []
-    train_counts = [RunDir(r.path).read_json(RunDir(r.path).data)["counts"]["train"] for r in runs] if multiclass else ()
+    paths = [r.path for r in runs] + [Path(t.best["run_dir"]) for t in studies.values()]
+    train_counts = [RunDir(p).read_json(RunDir(p).data)["counts"]["train"] for p in paths] if multiclass else ()
     specs = task_metrics(base.data.task, train_counts, shot_thresholds=tuple(base.evaluate.shot_thresholds))
     groups = [(s, m) for s in seed_list for m in methods]
     for g, (s, m) in enumerate(groups):
         members = [(r.member, r.path) for r in runs if r.seed == s and r.method == m.name]
+        if m.kind == "tuned":
+            members = [(f"tuned/seed{s}/trial_{studies[s].best['number']}", Path(studies[s].best["run_dir"]))]
         if multiclass:
             group_picks = _evaluate_multiclass_group(members, task_cache, metrics=specs, lct_lambdas=lam_grid,
                                                      prior=prior, adjustments=adjustments, device=eval_device)
@@ -827,6 +887,11 @@ def compare(config: Config | str | Path, *, out: str | Path,
     train_seconds = {m.name: float(sum(_run_seconds(r.path) for r in runs if r.method == m.name)) for m in methods}
     devices = {m.name: sorted({d for r in runs if r.method == m.name for d in [_run_device(r.path)] if d})
                for m in methods}
+    for m in methods:
+        if m.kind == "tuned":  # every trial's training time (pruned ones up to their pruning)
+            train_seconds[m.name] = float(sum(t.train_seconds for t in studies.values()))
+            devices[m.name] = sorted({d for t in studies.values() for d in [_run_device(Path(t.best["run_dir"]))]
+                                      if d})
     if multiclass:
         from lossdial.evaluate.multiclass import _prior_source, parse_adjustments
 
@@ -844,14 +909,85 @@ def compare(config: Config | str | Path, *, out: str | Path,
                   "lct": [m.spec for m in methods if m.kind == "lct"], "vary_data_seed": vary_data_seed,
                   "data_seeds": sorted({r.data_seed for r in runs}), "jobs": jobs, "stacked": stacked,
                   "lct_lambdas": lct_lambdas, "runs": {r.label: r.action for r in runs},
+                  "tuned": _tuned_settings(methods, studies),
                   "seconds": {"wall": time.perf_counter() - t_start, "train_phase": t_eval - t_train,
                               "evaluate_phase": time.perf_counter() - t_eval}})
     if multiclass:
         result.task, result.metric_specs = "multiclass", specs
         result.adjustments = parse_adjustments(adjustments)
         result.settings["prior"] = "train" if prior is None else prior
+    result.sensitivity = _sensitivity(result, runs, studies)
     result.write()
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# the tuned baseline (an Optuna search per seed) and the sensitivity panel
+# --------------------------------------------------------------------------------------------------
+def _tuned_method(base: Config, space: str | None, budget: int | None, metric: str | None) -> Method:
+    """The "tuned" method, its space, budget and metric checked before anything trains."""
+    from lossdial.experiments.tune import TuneError, _optuna, baseline_config, parse_search_space, tune_metric
+
+    if not space or budget is None:
+        raise CompareError("--tuned SPACE and --budget N go together, e.g. --tuned \"gamma~U(0,0.3) tau~U(0,3)\" "
+                           "--budget 16")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise CompareError(f"--budget must be an integer >= 1 (trials per seed), got {budget!r}")
+    try:
+        _optuna()
+        bl = baseline_config(base)
+        sp = parse_search_space(space, bl, loss_only=True, flag="--tuned")
+        key, _ = tune_metric(bl, metric)
+    except TuneError as exc:
+        raise CompareError(str(exc).replace("--metric", "--tune-metric")) from None
+    label = f"tuned baseline (TPE, {budget} trials over {sp.canonical()}; val {key})"
+    return Method("tuned", "tuned", label, sp.canonical(), [], {"budget": budget, "metric": key})
+
+
+def _run_tuned(base: Config, method: Method, seed: int, data_seed: int, out: Path, device: str | None,
+               callback: Any):
+    """One seed's search (resumed if its study exists): OUT/tuned/seedS/{tune.journal, study-*/trial_*}."""
+    from lossdial.data.loader import derive_seed
+    from lossdial.experiments.tune import tune
+
+    raw = copy.deepcopy(base.to_dict())
+    raw["seed"], raw["data"]["seed"], raw["name"] = int(seed), int(data_seed), f"{base.name}-tuned"
+    cfg = config_from_dict(raw, source=f"compare tuned/seed{seed}")
+    opts = method.options
+    res = tune(cfg, out=out / "tuned" / f"seed{seed}", space=method.spec, trials=opts["budget"], metric=opts["metric"],
+               sampler="tpe", pruner="none", sampler_seed=derive_seed(seed, 0x7E5E) % 2 ** 32, loss_only=True,
+               device=device, callback=_call(callback, "tune_callback", seed), score_test=False)
+    if res.best is None:
+        raise CompareError(f"the tuned search of seed {seed} finished no trial; see {res.files.get('md')}")
+    return res
+
+
+def _tuned_settings(methods: list[Method], studies: dict) -> dict[str, Any] | None:
+    m = next((m for m in methods if m.kind == "tuned"), None)
+    if m is None:
+        return None
+    return {"space": m.spec, **m.options, "sampler": "tpe",
+            "studies": {str(s): {"study": t.study_name, "storage": t.storage, "best_trial": t.best["number"],
+                                 "best_params": t.best["params"], "best_val": t.best["value"],
+                                 "finished": len(t.finished), "train_seconds": t.train_seconds}
+                        for s, t in studies.items()}}
+
+
+def _sensitivity(result: "CompareResult", runs: list[PlannedRun], studies: dict) -> dict[str, Any] | None:
+    """The sensitivity panel (:mod:`lossdial.experiments.sensitivity`) of a compare."""
+    from lossdial.experiments.sensitivity import compare_sensitivity
+
+    paths: dict[str, list[list[Path]]] = {}
+    names: dict[str, list[str]] = {}
+    for m in result.methods:
+        if m.kind == "tuned":
+            paths[m.name] = [[Path(t["run_dir"]) for t in st.trials if t["state"] == "complete"]
+                             for _, st in sorted(studies.items())]
+            names[m.name] = [e.split("~")[0] for e in m.spec.split()]
+        else:
+            paths[m.name] = [[r.path for r in runs if r.method == m.name and r.seed == s] for s in result.seeds]
+            names[m.name] = sorted({k for _, p in m.members for k in p}) if m.kind == "baseline" else []
+    return compare_sensitivity(result, paths, names)
 
 
 def _check_task_options(base: Config, *, prevalence, prior, adjustments) -> bool:
