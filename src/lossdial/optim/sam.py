@@ -97,7 +97,8 @@ def perturbation(params: Sequence[Tensor], grads: Sequence[Tensor | None], rho: 
         return [None] * len(params)
     scales = [p.abs().add_(eta) if adaptive else None for p, _ in live]
     scaled = [g if t is None else t * g for t, (_, g) in zip(scales, live)]  # T g
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s.float()) for s in scaled]))
+    norm = torch.linalg.vector_norm(torch.stack([  # at least float32 (bf16/fp16 gradients), float64 kept
+        torch.linalg.vector_norm(s, dtype=torch.promote_types(s.dtype, torch.float32)) for s in scaled]))
     factor = rho / (norm + _EPS)
     steps = iter([(s if t is None else t * s) * factor.to(s.dtype) for s, t in zip(scaled, scales)])  # T^2 g
     return [next(steps) if g is not None else None for g in grads]
