@@ -172,6 +172,34 @@ def test_training_with_vanishing_rho_matches_plain_training(tmp_path, tiny_overr
         assert torch.equal(a[k], b[k]), k  # one BatchNorm update per step, not two
 
 
+def test_both_sam_passes_of_an_lct_step_use_the_same_lambda(tmp_path, tiny_overrides, monkeypatch):
+    from lossdial.losses import VSLoss
+    from lossdial.models import ConditionedClassifier
+
+    seen = []
+    orig_loss, orig_net = VSLoss.forward, ConditionedClassifier.forward
+
+    def spy_loss(self, logits, targets, lam=None):
+        seen.append(("loss", lam["tau"].clone()))
+        return orig_loss(self, logits, targets, lam)
+
+    def spy_net(self, x, z=None):
+        if self.training:
+            seen.append(("net", z.clone()))
+        return orig_net(self, x, z)
+
+    monkeypatch.setattr(VSLoss, "forward", spy_loss)
+    monkeypatch.setattr(ConditionedClassifier, "forward", spy_net)
+    train(_cfg(tiny_overrides + ["train.epochs=1", "train.eval_every=0", "optim.sam.rho=0.05"]), tmp_path / "r",
+          device="cpu")
+    kinds = [k for k, _ in seen]
+    assert kinds == ["net", "loss", "net", "loss"] * (len(seen) // 4) and len(seen) >= 16  # two passes per step
+    steps = [seen[i:i + 4] for i in range(0, len(seen), 4)]
+    for (_, z1), (_, t1), (_, z2), (_, t2) in steps:
+        assert torch.equal(z1, z2) and torch.equal(t1, t2)
+    assert len({float(s[1][1].reshape(-1)[0]) for s in steps}) > 1  # a new draw each step
+
+
 def test_killed_and_resumed_sam_ssl_run_equals_uninterrupted(tmp_path, tiny_overrides, kill_at):
     ov = tiny_overrides + ["train.batch_size=64", "train.checkpoint_every=5", "optim.sam.rho=0.05",
                            "optim.sam.mode=asymmetric", "ssl.weight=0.5", "ssl.projector_hidden=32",
@@ -353,3 +381,26 @@ def test_stacked_trainer_refuses_sam_and_ssl():
         check_stackable([_cfg(["optim.sam.rho=0.05"])])
     with pytest.raises(StackedConfigError, match="ssl"):
         check_stackable([_cfg(["ssl.weight=1"])])
+
+
+def test_run_time_refusals():
+    from lossdial.train.simplifying import check_run
+
+    with pytest.raises(ValueError, match="optim.sam is not supported under torchrun"):
+        check_run(_cfg(["optim.sam.rho=0.05"]), "device", True, [500, 10])
+    with pytest.raises(ValueError, match="train.loader: stream"):
+        check_run(_cfg(["ssl.weight=1"]), "stream", False, [500, 10])
+    with pytest.raises(ValueError, match="minority group .* is empty"):
+        check_run(_cfg(["optim.sam.rho=0.05", "optim.sam.mode=groups"]), "device", False, [50, 50])
+    with pytest.raises(ValueError, match="is every class"):
+        check_run(_cfg(["optim.sam.rho=0.05", "optim.sam.mode=groups", "optim.sam.minority_below=1000"]),
+                  "device", False, [500, 10])
+    check_run(_cfg(["optim.sam.rho=0.05", "optim.sam.mode=groups"]), "device", False, [500, 10])
+
+
+def test_group_rule_is_below_the_geometric_mean_of_the_extreme_counts():
+    from lossdial.optim.sam import minority_classes
+
+    # sqrt(1000 * 10) = 100: 100 itself is not below it
+    assert minority_classes([1000, 300, 100, 99, 10]).tolist() == [False, False, False, True, True]
+    assert minority_classes([1000, 300, 100, 99, 10], below=301).tolist() == [False, True, True, True, True]
