@@ -404,3 +404,32 @@ def test_group_rule_is_below_the_geometric_mean_of_the_extreme_counts():
     # sqrt(1000 * 10) = 100: 100 itself is not below it
     assert minority_classes([1000, 300, 100, 99, 10]).tolist() == [False, False, False, True, True]
     assert minority_classes([1000, 300, 100, 99, 10], below=301).tolist() == [False, True, True, True, True]
+
+
+def _nt_xent_by_hand(a, b, t):
+    views = a + b
+    n = len(a)
+    unit = [[x / math.sqrt(sum(v * v for v in vec)) for x in vec] for vec in views]
+    total = 0.0
+    for i in range(2 * n):
+        sims = {j: sum(p * q for p, q in zip(unit[i], unit[j])) / t for j in range(2 * n) if j != i}
+        total += -sims[(i + n) % (2 * n)] + math.log(sum(math.exp(s) for s in sims.values()))
+    return total / (2 * n)
+
+
+def test_joint_ssl_objective_is_supervised_loss_on_view_one_plus_mu_nt_xent_of_pre_film_features():
+    from lossdial.models import ConditionedClassifier
+    from lossdial.train.simplifying import StepObjective
+
+    torch.manual_seed(0)
+    model = ConditionedClassifier(nn.Flatten(), feature_dim=3, num_classes=2, lambda_dim=1).double()
+    cfg = _cfg(["ssl.weight=0.7", "ssl.temperature=0.3"])
+    loss_fn = build_loss("vs", [50, 5], omega=0.5, gamma=0.0, tau=1.0).double()
+    v1 = [[1.0, 0.2, -0.3], [0.1, 1.0, 0.4], [-0.5, 0.3, 1.0]]
+    v2 = [[0.9, 0.1, -0.2], [0.3, 0.8, 0.1], [-0.4, 0.5, 0.7]]
+    x1, x2 = torch.tensor(v1, dtype=torch.float64), torch.tensor(v2, dtype=torch.float64)
+    y, z = torch.tensor([0, 1, 0]), torch.tensor([[0.5]] * 3, dtype=torch.float64)
+    objective = StepObjective(cfg, model, model, loss_fn, nn.Identity(), [50, 5], torch.device("cpu"), False)
+    got = objective(x1, x2, y, {"tau": 1.0}, z).loss
+    sup = loss_fn(model(x1, z), y, lam={"tau": 1.0})
+    assert (got - sup).item() == pytest.approx(0.7 * _nt_xent_by_hand(v1, v2, 0.3), rel=1e-10)

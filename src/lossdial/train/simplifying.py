@@ -71,6 +71,11 @@ def build_sam(cfg: Config, params, module: nn.Module) -> SharpnessAware | None:
                           rho_min=s.rho_min, rho_maj=s.rho_maj)
 
 
+def _at_least_f32(t: Tensor) -> Tensor:
+    """bf16/fp16 autocast outputs as float32 for the losses; float32 and float64 unchanged."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def _twice(lam: Mapping[str, Any] | None, n: int) -> Mapping[str, Any] | None:
     if lam is None:
         return None
@@ -114,10 +119,10 @@ class StepObjective:
                 else:
                     logits = self.model.head(f, None if z is None else torch.cat([z, z]))
                     y, lam = torch.cat([y, y]), _twice(lam, n)
-                h = self.projector(f).float()
+                h = _at_least_f32(self.projector(f))
         if self.projector is not None:
             extra = self.ssl.weight * nt_xent(h[:n], h[n:], self.ssl.temperature)
-        logits = logits.float()
+        logits = _at_least_f32(logits)
         if self.mode == "sam":
             sup = (self.loss_fn(logits, y, lam=lam) if self.dctx is None
                    else self.dctx.loss(self.loss_fn, logits, y, lam))
