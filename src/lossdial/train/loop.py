@@ -199,8 +199,8 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     trainable = model if projector is None else nn.ModuleList([model, projector.to(dev)])
     params = [p for p in trainable.parameters() if p.requires_grad]  # listed once, not on every step
     loss_fn = build_loss_fn(cfg, task.class_counts).to(dev)
-    objective = simplifying.StepObjective(cfg, net, model, loss_fn, projector, task.class_counts, dev,
-                                          tc.amp and dev.type == "cuda", dctx)
+    amp = tc.amp and dev.type == "cuda"
+    objective = simplifying.StepObjective(cfg, net, model, loss_fn, projector, task.class_counts, dev, amp, dctx)
     sam = simplifying.build_sam(cfg, params, trainable)
     loader = build_train_loader(cfg, task, dev)
     steps_per_epoch = len(loader)
@@ -251,7 +251,6 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
                  "num_workers": getattr(loader, "num_workers", 0),
                  "torch": torch.__version__, "python": platform.python_version()})
 
-    amp = tc.amp and dev.type == "cuda"
     model.train()
     loss_acc = torch.zeros((), device=dev)
     while state["epoch"] < tc.epochs:
