@@ -203,7 +203,9 @@ def test_both_sam_passes_of_an_lct_step_use_the_same_lambda(tmp_path, tiny_overr
 def test_killed_and_resumed_sam_ssl_run_equals_uninterrupted(tmp_path, tiny_overrides, kill_at):
     ov = tiny_overrides + ["train.batch_size=64", "train.checkpoint_every=5", "optim.sam.rho=0.05",
                            "optim.sam.mode=asymmetric", "ssl.weight=0.5", "ssl.projector_hidden=32",
-                           "ssl.projector_dim=8", "loss.smoothing={a_max: 0.2}"]
+                           "ssl.projector_dim=8", "loss.smoothing={a_max: 0.2}",
+                           "lct.lambda={tau: 'L(0,3,0.33)', a_max: 'U(0,0.3)'}",  # LCT dials the smoothing too
+                           "evaluate.lambda=tau=0:3:3 a_max=0:0.3:2"]
     cfg = _cfg(ov)
     train(cfg, tmp_path / "full", device="cpu")
     with pytest.raises(KeyboardInterrupt):
