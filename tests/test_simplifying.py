@@ -345,6 +345,7 @@ def test_linear_lr_scaling():
     (["optim.sam.rho=-0.05"], "optim.sam.rho"),
     (["optim.sam.rho=0.05", "optim.sam.rho_maj=0.1"], "optim.sam.rho_maj"),  # groups-only key in mode sam
     (["optim.sam.rho=0.05", "optim.sam.mode=groups", "optim.sam.rho_min=-1"], "optim.sam.rho_min"),
+    (["optim.sam.rho=0.05", "optim.sam.mode=groups", "optim.sam.rho_min=0"], "optim.sam.rho_min"),  # both 0
     (["ssl.weight=1", "train.augment=none"], "train.augment"),
     (["ssl.weight=0"], "ssl.weight"),
     (["loss.smoothing={a_max: 1.0}"], "loss.smoothing.a_max"),

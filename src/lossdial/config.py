@@ -334,6 +334,9 @@ class SAMConfig(_Section):
         if self.rho is None and changed:
             raise _PathError("rho", f"optim.sam sets {', '.join(sorted(changed))} but rho is null, so SAM is off; "
                                     f"set optim.sam.rho (e.g. 0.05) to turn it on")
+        if self.mode == "groups" and self.rho_min == 0 and self.rho_maj == 0:
+            raise _PathError("rho_min", "and rho_maj are both 0: no group is perturbed (plain steps at extra cost); "
+                                        "give the minority group a radius > 0 (ImbSAM: rho_min > 0, rho_maj 0)")
         return self
 
     @property
