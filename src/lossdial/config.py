@@ -223,12 +223,46 @@ class ModelConfig(_Section):
                                 "reachable; Wang et al., NormFace, 2017).")
 
 
+class SmoothingConfig(_Section):
+    """Class-conditional label smoothing on top of a cross-entropy-type family (see docs/SIMPLIFYING.md)."""
+
+    a_max: float = Field(..., description="Smoothing of the rarest class, in [0, 1).")
+    a_min: float = Field(0.0, description="Smoothing of the most frequent class, in [0, a_max].")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SmoothingConfig":
+        if not 0 <= self.a_max < 1:
+            raise _PathError("a_max", f"must be in [0, 1) (a_max = 1 would replace the rarest class's label by "
+                                      f"the uniform distribution), got {self.a_max}")
+        if not 0 <= self.a_min <= self.a_max:
+            raise _PathError("a_min", f"must be in [0, a_max] = [0, {self.a_max}] (rarer classes get more "
+                                      f"smoothing), got {self.a_min}")
+        return self
+
+
+#: Loss families that take ``loss.smoothing`` (cross-entropy on adjusted logits, and focal).
+SMOOTHABLE_FAMILIES = ("vs", "focal", "ldam", "logit_adjust", "weighted_ce")
+
+
 class LossConfig(_Section):
     family: Literal["vs", "focal", "ldam", "logit_adjust", "weighted_ce", "smoothing"] = "vs"
     params: dict[str, Any] = Field(
         default_factory=lambda: {"omega": 0.5, "gamma": 0.2, "tau": 1.0},
         description="Fixed hyperparameters of the loss family; LCT-conditioned names override these.",
     )
+    smoothing: SmoothingConfig | None = Field(
+        None, description="Class-conditional label smoothing {a_max, a_min}: the one-hot target of the family's "
+                          "cross-entropy becomes (1 - a_y) onehot(y) + a_y / K, a_c interpolated in log-count from "
+                          "a_max (rarest class) to a_min (most frequent); null: off. LCT may condition on a_max "
+                          "(and a_min).")
+
+    @model_validator(mode="after")
+    def _smoothable(self) -> "LossConfig":
+        if self.smoothing is not None and self.family not in SMOOTHABLE_FAMILIES:
+            raise _PathError("smoothing", f"loss.family {self.family!r} already is class-conditional smoothing (its "
+                                          f"loss.params a_max / a_min); remove loss.smoothing, or use it with one of "
+                                          f"{', '.join(SMOOTHABLE_FAMILIES)}")
+        return self
 
 
 class LCTConfig(_Section):
@@ -257,9 +291,69 @@ class LCTConfig(_Section):
         return self
 
 
+def _changed(section: BaseModel, skip: tuple[str, ...] = ("rho", "weight", "mode", "adaptive")) -> set[str]:
+    """The keys of ``section`` (other than ``skip``) whose value is not the default."""
+    fields = type(section).model_fields
+    return {k for k, f in fields.items() if k not in skip and getattr(section, k) != f.default}
+
+
+class SAMConfig(_Section):
+    """Sharpness-aware minimisation (``optim.sam``; see :mod:`lossdial.optim.sam` and docs/SIMPLIFYING.md)."""
+
+    rho: float | None = Field(
+        None, description="Radius of the ascent step; > 0 turns SAM on (two forward/backward passes per step); "
+                          "null: plain steps.")
+    mode: Literal["sam", "asymmetric", "groups"] = Field(
+        "sam", description="sam: Foret et al.; asymmetric: SAM-A (ascent from the class-weighted loss, weights "
+                           "(n_max / n_c)^k; descent from the plain loss at w + e); groups: minority and majority "
+                           "terms perturbed with their own radii rho_min, rho_maj (rho_maj = 0: ImbSAM).")
+    adaptive: bool = Field(False, description="ASAM (Kwon et al. 2021): e = rho T^2 g / ||T g||, T = |w| + eta.")
+    eta: float = Field(0.01, gt=0, description="ASAM's eta (only with adaptive: true).")
+    k: float = Field(1.0, ge=0, description="mode asymmetric: exponent of the ascent weights (n_max / n_c)^k.")
+    rho_min: float | None = Field(None, ge=0, description="mode groups: the minority group's radius (null: rho).")
+    rho_maj: float = Field(0.0, ge=0, description="mode groups: the majority group's radius (0: unperturbed, "
+                                                  "ImbSAM).")
+    minority_below: float | None = Field(
+        None, gt=0, description="mode groups: classes with a training count below this form the minority group; "
+                                "null: below the geometric mean sqrt(n_max * n_min) of the largest and smallest "
+                                "counts.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SAMConfig":
+        if self.rho is not None and not self.rho > 0:
+            raise _PathError("rho", f"must be > 0 to turn SAM on (null: plain steps), got {self.rho}")
+        changed = _changed(self)  # by value: a saved config.yaml writes every key
+        own = {"asymmetric": {"k"}, "groups": {"rho_min", "rho_maj", "minority_below"}}
+        for mode, keys in own.items():
+            stray = sorted(keys & changed) if self.mode != mode else []
+            if stray:
+                raise _PathError(stray[0], f"applies only to optim.sam.mode: {mode} (mode is {self.mode}); remove it "
+                                           f"or set optim.sam.mode: {mode}")
+        if "eta" in changed and not self.adaptive:
+            raise _PathError("eta", "applies only to optim.sam.adaptive: true (ASAM); remove it or set adaptive")
+        if self.rho is None and changed:
+            raise _PathError("rho", f"optim.sam sets {', '.join(sorted(changed))} but rho is null, so SAM is off; "
+                                    f"set optim.sam.rho (e.g. 0.05) to turn it on")
+        if self.mode == "groups" and self.rho_min == 0 and self.rho_maj == 0:
+            raise _PathError("rho_min", "and rho_maj are both 0: no group is perturbed (plain steps at extra cost); "
+                                        "give the minority group a radius > 0 (ImbSAM: rho_min > 0, rho_maj 0)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.rho is not None
+
+
 class OptimConfig(_Section):
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0)
+    lr_scaling: Literal["none", "linear"] = Field(
+        "none", description="linear: the learning rate used is lr * train.batch_size / reference_batch_size (Goyal "
+                            "et al. 2017), so batch sizes can be compared at one lr setting; none: lr as given.")
+    reference_batch_size: int = Field(
+        128, ge=1, description="lr_scaling linear: the batch size at which lr is the rate used.")
+    sam: SAMConfig = Field(default_factory=SAMConfig, description="Sharpness-aware minimisation; off unless rho is "
+                                                                  "set.")
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(2e-4, ge=0)
@@ -270,6 +364,19 @@ class OptimConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.999)
     fused: bool | None = Field(
         None, description="Fused optimizer step (one kernel for all parameters); null: on CUDA only, else foreach.")
+
+    @field_validator("sam", mode="before")
+    @classmethod
+    def _sam_null(cls, v):
+        return {} if v is None else v  # optim.sam: null is plain steps
+
+    @model_validator(mode="after")
+    def _reference_only_when_scaling(self) -> "OptimConfig":
+        if self.reference_batch_size != type(self).model_fields["reference_batch_size"].default \
+                and self.lr_scaling == "none":
+            raise _PathError("reference_batch_size", "applies only to optim.lr_scaling: linear; remove it or set "
+                                                     "lr_scaling: linear")
+        return self
 
 
 class ScheduleConfig(_Section):
@@ -327,6 +434,36 @@ class TrainConfig(_Section):
         True, description="Multi-GPU (torchrun) on CUDA: BatchNorm -> SyncBatchNorm. No effect otherwise.")
 
 
+class SSLConfig(_Section):
+    """Joint-SSL: an NT-Xent loss on two augmented views, trained with the supervised loss (docs/SIMPLIFYING.md)."""
+
+    weight: float | None = Field(
+        None, description="mu in L = L_sup + mu * NT-Xent; > 0 turns Joint-SSL on; null: off.")
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (the authors' SSL code: 0.5).")
+    projector_hidden: int = Field(2048, ge=1, description="Projector MLP: feature -> hidden -> out.")
+    projector_dim: int = Field(128, ge=1, description="Projector output size.")
+    supervised: Literal["first", "both"] = Field(
+        "first", description="The supervised loss on the first view (default) or on both views.")
+
+    @model_validator(mode="after")
+    def _positive(self) -> "SSLConfig":
+        if self.weight is not None and not self.weight > 0:
+            raise _PathError("weight", f"must be > 0 to turn Joint-SSL on (null: off), got {self.weight}")
+        changed = _changed(self)
+        if self.weight is None and changed:
+            raise _PathError("weight", f"ssl sets {', '.join(sorted(changed))} but weight is null, so Joint-SSL is "
+                                       f"off; set ssl.weight (e.g. 1.0) to turn it on")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight is not None
+
+
+#: Task types whose training split has class counts (SAM's asymmetric and groups modes need them).
+TASKS_WITH_CLASS_COUNTS = ("binary", "multiclass")
+
+
 class EvaluateConfig(_Section):
     lambda_grid: str | dict[str, Any] | None = Field(
         None,
@@ -369,7 +506,30 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    ssl: SSLConfig = Field(default_factory=SSLConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @field_validator("ssl", mode="before")
+    @classmethod
+    def _ssl_null(cls, v):
+        return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _simplifying(self) -> "Config":
+        """Cross-section checks of SAM and Joint-SSL (docs/SIMPLIFYING.md)."""
+        sam = self.optim.sam
+        if sam.enabled and sam.mode != "sam" and self.data.task not in TASKS_WITH_CLASS_COUNTS:
+            raise _PathError("optim.sam.mode", f"{sam.mode} needs the training class counts, which a "
+                                               f"{self.data.task} task does not have; use optim.sam.mode: sam")
+        if self.ssl.enabled:
+            if self.train.augment == "none":
+                raise _PathError("train.augment", "is none, but Joint-SSL (ssl.weight) contrasts two augmented "
+                                                  "views of each batch, which would be identical; set "
+                                                  "train.augment (e.g. crop_flip) or remove ssl.weight")
+            if self.train.compile != "off":
+                raise _PathError("train.compile", "Joint-SSL runs the backbone and the head as separate calls, "
+                                                  "which train.compile does not cover; set train.compile: off")
+        return self
 
     @model_validator(mode="after")
     def _loss_and_lambda(self) -> "Config":
@@ -510,14 +670,43 @@ def check_loss_settings(cfg: "Config") -> None:
                 raise _PathError(f"loss.params.{name}", f"{value!r} is not allowed: {who} takes {name} in "
                                                         f"{describe_range(hparam_range(cls, name))}")
     laws = parse_laws(cfg.lct.lambdas) if cfg.lct.enabled else {}
-    _check_laws(cfg, cls, who, params, laws)
+    if cfg.loss.smoothing is not None:  # loss.smoothing adds a_max / a_min to the family's hyperparameters
+        _check_laws(cfg, _SmoothedView(cls), who, {**params, **cfg.loss.smoothing.model_dump()}, laws)
+        top = laws.get("a_max")
+        if top is not None and top.support[1] >= 1:
+            raise _PathError("lct.lambda.a_max", f"{top.spec()} reaches {top.support[1]:g}; smoothing a_max must "
+                                                 f"stay below 1 (loss.smoothing)")
+    else:
+        _check_laws(cfg, cls, who, params, laws)
     if cfg.data.task == "binary":
         # the family's own checks (e.g. drw_beta, weighting) on a 2-class stand-in; a conditioned name takes
         # a value of its law (its fixed value is never used)
         try:
-            cls([2, 1], **{**params, **{n: d.support[0] for n, d in laws.items()}})
+            drawn = {n: d.support[0] for n, d in laws.items() if n not in params_of_smoothing(cfg)}
+            cls([2, 1], **{**params, **drawn})
         except (TypeError, ValueError) as exc:
             raise _PathError("loss.params", str(exc)) from None
+
+
+class _SmoothedView:
+    """A loss class as ``loss.smoothing`` extends it (for the checks of :func:`_check_laws`): its hyperparameter
+    names, ranges and order plus smoothing's a_max / a_min (the rule of ``ImbalanceLoss.enable_smoothing``)."""
+
+    def __init__(self, cls: type):
+        from lossdial.losses.base import SMOOTHING_NAMES, SMOOTHING_ORDER, SMOOTHING_RANGES
+
+        self.cls = cls
+        self.__name__ = cls.__name__
+        self.hparam_names = tuple(cls.hparam_names) + SMOOTHING_NAMES
+        self.hparam_ranges = {**cls.hparam_ranges, **SMOOTHING_RANGES}
+        self.hparam_order = tuple(cls.hparam_order) + SMOOTHING_ORDER
+
+
+def params_of_smoothing(cfg: "Config") -> tuple[str, ...]:
+    """The hyperparameter names ``loss.smoothing`` adds (none when it is off)."""
+    from lossdial.losses.base import SMOOTHING_NAMES
+
+    return SMOOTHING_NAMES if cfg.loss.smoothing is not None else ()
 
 
 def _check_laws(cfg: "Config", cls: type, who: str, params: dict[str, Any], laws: dict[str, Any]) -> None:
@@ -541,7 +730,7 @@ def _check_laws(cfg: "Config", cls: type, who: str, params: dict[str, Any], laws
             raise _PathError(f"lct.lambda.{name}", f"{what}, but {who} takes {name} in "
                                                    f"{describe_range(hparam_range(cls, name))}")
         span[name] = d.support
-    defaults = _loss_param_defaults(cls)
+    defaults = _loss_param_defaults(getattr(cls, "cls", cls))
     for a, b in cls.hparam_order:
         lo_hi = []
         for n in (a, b):
@@ -622,6 +811,8 @@ def loss_kwargs(cfg: Config) -> dict[str, Any]:
     """Keyword arguments of ``build_loss(cfg.loss.family, counts, **...)``: loss.params, plus the head's scale for
     LDAM on a cosine head (the loss takes its margin off the cosines, see LDAMLoss)."""
     kw = dict(cfg.loss.params)
+    if cfg.loss.smoothing is not None:
+        kw["smoothing"] = cfg.loss.smoothing.model_dump()
     if cfg.loss.family == "ldam" and cfg.model.head == "cosine":
         kw["logit_scale"] = cosine_head_scale(cfg)
     return kw

@@ -14,7 +14,7 @@ per sample, for loss-conditional training (LCT). See :mod:`lossdial.losses.base`
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lossdial.losses.base import (
@@ -51,8 +51,10 @@ def loss_keywords(cls: type[ImbalanceLoss]) -> list[str]:
     ]
 
 
-def build_loss(family: str, class_counts: Sequence[int], **hparams: Any) -> ImbalanceLoss:
-    """Construct a loss by family name (a key of :data:`LOSSES`).
+def build_loss(family: str, class_counts: Sequence[int], *, smoothing: Mapping[str, float] | None = None,
+               **hparams: Any) -> ImbalanceLoss:
+    """Construct a loss by family name (a key of :data:`LOSSES`); ``smoothing={"a_max": .., "a_min": ..}`` turns on
+    class-conditional label smoothing (:meth:`ImbalanceLoss.enable_smoothing`, config ``loss.smoothing``).
 
     Raises ``ValueError`` naming the valid families for an unknown ``family`` and ``TypeError`` naming the
     valid keywords for an unknown hyperparameter.
@@ -68,7 +70,10 @@ def build_loss(family: str, class_counts: Sequence[int], **hparams: Any) -> Imba
     unknown = sorted(k for k in hparams if k not in valid)
     if unknown:
         raise TypeError(f"loss family {family!r} ({cls.__name__}) does not take {unknown}; valid keywords: {valid}")
-    return cls(class_counts, **hparams)
+    loss = cls(class_counts, **hparams)
+    if smoothing is not None:
+        loss.enable_smoothing(**smoothing)
+    return loss
 
 
 __all__ = [

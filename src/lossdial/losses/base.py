@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lossdial.checks import require
@@ -194,6 +195,36 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
 
 
 # --------------------------------------------------------------------------------------------------------
+# class-conditional label smoothing (Shwartz-Ziv et al. 2023), shared by the smoothing family and loss.smoothing
+# --------------------------------------------------------------------------------------------------------
+#: The hyperparameters class-conditional smoothing adds to a family (``loss.smoothing``), their ranges and order.
+SMOOTHING_NAMES: tuple[str, ...] = ("a_max", "a_min")
+SMOOTHING_RANGES: dict[str, tuple[float, float, bool]] = {"a_max": (0.0, 1.0, True), "a_min": (0.0, 1.0, True)}
+SMOOTHING_ORDER: tuple[tuple[str, str], ...] = (("a_min", "a_max"),)
+
+
+def log_count_rarity(class_counts) -> Tensor:
+    """``r_c = (log n_max - log n_c) / (log n_max - log n_min)``: 0 at the most frequent class, 1 at the rarest
+    (float64 ``[C]``; all ones if every count is equal). Smoothing is ``a_c = a_min + (a_max - a_min) r_c``.
+
+    >>> [round(r, 4) for r in log_count_rarity([1000, 100, 10]).tolist()]
+    [0.0, 0.5, 1.0]
+    """
+    n = torch.tensor(check_class_counts(class_counts), dtype=torch.float64)
+    log_n = torch.log(n)
+    span = float(log_n.max() - log_n.min())
+    return (log_n.max() - log_n) / span if span > 0 else torch.ones_like(n)
+
+
+def smoothed_cross_entropy(logits: Tensor, targets: Tensor, a_y: HparamValue) -> Tensor:
+    """Per-sample cross-entropy against ``q = (1 - a_y) onehot(y) + a_y / K``:
+    ``(1 - a_y) (-log p_y) + a_y mean_k(-log p_k)`` (``a_y``: a float or one value per sample)."""
+    logp = torch.log_softmax(logits, dim=1)
+    nll = -logp.gather(1, targets.unsqueeze(1)).squeeze(1)
+    return (1.0 - a_y) * nll + a_y * (-logp.mean(dim=1))
+
+
+# --------------------------------------------------------------------------------------------------------
 # hyperparameter ranges (declared once per family in ``hparam_ranges``; used by the losses and by config load)
 # --------------------------------------------------------------------------------------------------------
 Range = tuple[float, float, bool]
@@ -352,7 +383,7 @@ class ImbalanceLoss(nn.Module):
 
     def _check_range(self, name: str, value: HparamValue) -> None:
         """Range-check a float or a tensor of values against ``hparam_ranges`` (on any device, no host sync)."""
-        rng = hparam_range(type(self), name)
+        rng = hparam_range(self, name)  # the instance: loss.smoothing adds a_max / a_min to a family
         message = f"{type(self).__name__}: {name} must be finite and in {describe_range(rng)}"
         if isinstance(value, Tensor):
             v = value.detach()
@@ -430,6 +461,54 @@ class ImbalanceLoss(nn.Module):
             if isinstance(value, Tensor):
                 values[name] = value.to(device=device, dtype=dtype)
         return values
+
+    # ---- class-conditional label smoothing (loss.smoothing) ---------------------------------------------
+    smoothing_on: bool = False
+
+    def enable_smoothing(self, a_max: float, a_min: float = 0.0) -> "ImbalanceLoss":
+        """Replace the one-hot target of this family's cross-entropy by ``(1 - a_y) onehot(y) + a_y / K``, with
+        ``a_c`` interpolated in log-count from ``a_max`` (rarest class) to ``a_min`` (most frequent;
+        :func:`log_count_rarity`). ``a_max`` and ``a_min`` become hyperparameters of this loss (``lam`` may
+        carry them). Only families whose per-sample loss goes through :meth:`_cross_entropy` support it
+        (VS, logit adjustment, LDAM, weighted CE; focal: see :class:`~lossdial.losses.focal.FocalLoss`).
+        Returns ``self``."""
+        if not getattr(type(self), "smoothable", False):
+            raise ValueError(f"{type(self).__name__} does not take class-conditional smoothing")
+        self.hparam_names = tuple(type(self).hparam_names) + SMOOTHING_NAMES
+        self.hparam_ranges = {**type(self).hparam_ranges, **SMOOTHING_RANGES}
+        self.hparam_order = tuple(type(self).hparam_order) + SMOOTHING_ORDER
+        self.a_max, self.a_min = float(a_max), float(a_min)
+        self._check_range("a_max", self.a_max)
+        self._check_range("a_min", self.a_min)
+        self._check_order({"a_max": self.a_max, "a_min": self.a_min})
+        self._register_derived("smoothing_rarity", log_count_rarity(self._counts64()))
+        self.smoothing_on = True
+        return self
+
+    def _cross_entropy(self, z: Tensor, targets: Tensor, hp: Mapping[str, HparamValue]) -> Tensor:
+        """Per-sample cross-entropy of the (adjusted) logits ``z``: one-hot targets, or the class-conditionally
+        smoothed ones when :meth:`enable_smoothing` was called."""
+        if not self.smoothing_on:
+            return F.cross_entropy(z, targets, reduction="none")
+        a_min, a_max = hp["a_min"], hp["a_max"]
+        rarity = self._derived("smoothing_rarity", z.dtype)[targets]
+        return smoothed_cross_entropy(z, targets, a_min + (a_max - a_min) * rarity)
+
+    def sample_terms(self, logits: Tensor, targets: Tensor, lam: Mapping[str, HparamValue] | None = None
+                     ) -> Tensor:
+        """Each sample's share ``r_i`` of the batch loss (``[B]``): ``sum_i r_i`` equals :meth:`forward` under
+        ``"mean"``-type reductions (``w_i l_i / den``, ``den`` from :meth:`mean_parts`) and ``"sum"``
+        (``w_i l_i``). Used by SAM's asymmetric and group modes to re-weight or split the batch loss."""
+        if self.reduction == "none":
+            raise ValueError("sample_terms needs a reducing loss (reduction mean or sum)")
+        logits, targets = self._check_inputs(logits, targets)
+        hp = self.resolve_hparams(lam, logits.shape[0], logits.device, logits.dtype)
+        losses, weights = self._per_sample(logits, targets, hp)
+        wl = losses if weights is None else losses * weights
+        if self.reduction == "sum":
+            return wl
+        _, den = self.mean_parts(losses, weights)
+        return wl / den.clamp_min(torch.finfo(losses.dtype).tiny)
 
     # ---- forward --------------------------------------------------------------------------------------
     def _check_inputs(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

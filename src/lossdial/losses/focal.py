@@ -35,6 +35,12 @@ class FocalLoss(ImbalanceLoss):
       semantics; lossdial's behaviour before this option existed). Under LCT over alpha each draw rescales
       the step, and in a batch of one class alpha cancels out.
 
+    Class-conditional label smoothing (``loss.smoothing``, :meth:`enable_smoothing`) keeps the focusing factor of
+    the labelled class and smooths the log term: ``l_i = (1 - p_t)^phi * CE(q_i, p_i)`` with
+    ``CE(q, p) = -sum_k q_k log p_k`` and ``q_i = (1 - a_y) onehot(y) + a_y / K`` (our choice; ``phi = 0``
+    gives smoothed cross-entropy, ``a = 0`` the focal loss). The other form, ``-sum_k q_k (1 - p_k)^phi log
+    p_k``, would focus each class term on its own probability; we keep the per-sample focusing of Lin et al.
+
     ``phi = 0`` is exactly weighted cross-entropy under ``"weighted_mean"``, ``"sum"`` and ``"none"``
     (``(1 - p_t)^0 = 1`` even where ``p_t`` rounds to 1). ``log p_t`` comes from ``log_softmax`` and
     ``1 - p_t`` from ``-expm1(log p_t)``, floored at the dtype's smallest normal number so the gradient
@@ -57,6 +63,7 @@ class FocalLoss(ImbalanceLoss):
         [0.0433, 0.13]
     """
 
+    smoothable = True
     hparam_names = ("alpha", "phi")
     hparam_ranges = {"alpha": (0.0, 1.0, True), "phi": (0.0, float("inf"), True)}
     reductions = ("mean", "weighted_mean", "sum", "none")
@@ -114,7 +121,8 @@ class FocalLoss(ImbalanceLoss):
 
     def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
         logp_t = F.log_softmax(logits, dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
-        nll = -logp_t
+        # loss.smoothing: the log term becomes the cross-entropy against the smoothed target (see the class doc)
+        nll = self._cross_entropy(logits, targets, hp) if self.smoothing_on else -logp_t
         phi = hp["phi"]
         if _is_zero(phi):
             losses = nll

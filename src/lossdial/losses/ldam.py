@@ -67,6 +67,7 @@ class LDAMLoss(ImbalanceLoss):
         True
     """
 
+    smoothable = True  # loss.smoothing replaces the one-hot target of the cross-entropy
     hparam_names = ("max_margin", "scale")
     hparam_ranges = {"max_margin": (0.0, float("inf"), True), "scale": (0.0, float("inf"), False)}
 
@@ -145,7 +146,7 @@ class LDAMLoss(ImbalanceLoss):
         onehot = F.one_hot(targets, self.num_classes).to(dtype)
         u = logits if self.logit_scale == 1.0 else logits / self.logit_scale
         z = _col(hp["scale"]) * (u - onehot * margin.unsqueeze(1))
-        losses = F.cross_entropy(z, targets, reduction="none")
+        losses = self._cross_entropy(z, targets, hp)
         if not self.drw_active and not self._has_base_weights:
             return losses, None
         name = "drw_weights" if self.drw_active else "base_weights"

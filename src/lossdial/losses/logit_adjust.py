@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lossdial.losses.base import HparamValue, ImbalanceLoss, _col, _is_zero, check_class_counts
@@ -37,6 +36,7 @@ class LogitAdjustedLoss(ImbalanceLoss):
         1.204
     """
 
+    smoothable = True  # loss.smoothing replaces the one-hot target of the cross-entropy
     hparam_names = ("tau",)
 
     log_prior: Tensor
@@ -58,7 +58,7 @@ class LogitAdjustedLoss(ImbalanceLoss):
     def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
         tau = hp["tau"]
         z = logits if _is_zero(tau) else logits + _col(tau) * self._derived("log_prior", logits.dtype)
-        return F.cross_entropy(z, targets, reduction="none"), None
+        return self._cross_entropy(z, targets, hp), None
 
 
 def posthoc_logit_adjust(logits: Tensor, class_counts, tau: float | Tensor = 1.0) -> Tensor:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from lossdial.losses.base import HparamValue, ImbalanceLoss, _check_class_vector
+from lossdial.losses.base import (HparamValue, ImbalanceLoss, _check_class_vector, log_count_rarity,
+                                  smoothed_cross_entropy)
 
 __all__ = ["ClassConditionalSmoothingLoss"]
 
@@ -66,12 +65,8 @@ class ClassConditionalSmoothingLoss(ImbalanceLoss):
         self._check_range("a_max", self.a_max)
         self._check_range("a_min", self.a_min)
         self._check_order({"a_max": self.a_max, "a_min": self.a_min})
-        n = self._counts64()
-        log_n = torch.log(n)
-        span = float(log_n.max() - log_n.min())
         # rarity_c = (log n_max - log n_c) / (log n_max - log n_min): 0 at the most frequent, 1 at the rarest
-        rarity = (log_n.max() - log_n) / span if span > 0 else torch.ones_like(n)
-        self._register_derived("rarity", rarity)
+        self._register_derived("rarity", log_count_rarity(self._counts64()))
         self._has_weights = class_weights is not None
         if class_weights is not None:
             self._register_derived(
@@ -85,12 +80,9 @@ class ClassConditionalSmoothingLoss(ImbalanceLoss):
         return a_min + (a_max - a_min) * self.rarity
 
     def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
-        logp = F.log_softmax(logits, dim=1)
-        nll = -logp.gather(1, targets.unsqueeze(1)).squeeze(1)
-        uniform = -logp.mean(dim=1)
         a_min, a_max = hp["a_min"], hp["a_max"]
         a_y = a_min + (a_max - a_min) * self._derived("rarity", logits.dtype)[targets]
-        losses = (1.0 - a_y) * nll + a_y * uniform
+        losses = smoothed_cross_entropy(logits, targets, a_y)
         weights = self._derived("class_weights", logits.dtype)[targets] if self._has_weights else None
         return losses, weights
 

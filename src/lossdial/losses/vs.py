@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lossdial.losses.base import (
@@ -70,6 +69,7 @@ class VSLoss(ImbalanceLoss):
         0
     """
 
+    smoothable = True  # loss.smoothing replaces the one-hot target of the cross-entropy
     hparam_names = ("omega", "gamma", "tau")
     hparam_ranges = {"omega": (0.0, 1.0, True)}
 
@@ -142,7 +142,7 @@ class VSLoss(ImbalanceLoss):
 
     def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
         z = self.adjusted_logits(logits, hp["gamma"], hp["tau"])
-        losses = F.cross_entropy(z, targets, reduction="none")
+        losses = self._cross_entropy(z, targets, hp)
         if self.is_binary:
             weights = _binary_weights(hp["omega"], targets, self.positive_index, losses.dtype)
         elif "class_weights" in self._buffers:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lossdial.losses.base import HparamValue, ImbalanceLoss, effective_number_weights, inverse_frequency_weights
@@ -42,6 +41,7 @@ class WeightedCrossEntropy(ImbalanceLoss):
         [0.20000000298023224, 1.7999999523162842]
     """
 
+    smoothable = True  # loss.smoothing replaces the one-hot target of the cross-entropy
     hparam_names = ()
 
     class_weights: Tensor
@@ -73,7 +73,7 @@ class WeightedCrossEntropy(ImbalanceLoss):
         self._register_derived("class_weights", w)
 
     def _per_sample(self, logits: Tensor, targets: Tensor, hp: dict[str, HparamValue]):
-        losses = F.cross_entropy(logits, targets, reduction="none")
+        losses = self._cross_entropy(logits, targets, hp)
         if self.weighting == "none":
             return losses, None
         return losses, self._derived("class_weights", losses.dtype)[targets]

@@ -101,6 +101,16 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     return optimizer_from_groups(cfg, *split_decay(cfg, dict(model.named_parameters())))
 
 
+def effective_lr(cfg: Config) -> float:
+    """The base learning rate the optimizer uses: ``optim.lr``, or under ``optim.lr_scaling: linear``
+    ``optim.lr * train.batch_size / optim.reference_batch_size`` (Goyal et al. 2017, "Accurate, large minibatch
+    SGD"; the global batch under torchrun). The schedule multiplies this rate."""
+    o = cfg.optim
+    if o.lr_scaling == "linear":
+        return o.lr * cfg.train.batch_size / o.reference_batch_size
+    return o.lr
+
+
 def optimizer_from_groups(cfg: Config, decay: list, no_decay: list) -> torch.optim.Optimizer:
     """The configured optimizer over two parameter groups: with and without weight decay (the second group is
     empty under ``optim.decay_norm_and_bias: true``; it is kept so the groups' layout never changes)."""
@@ -111,9 +121,10 @@ def optimizer_from_groups(cfg: Config, decay: list, no_decay: list) -> torch.opt
     on_cuda = bool(params) and params[0].device.type == "cuda"
     fused = on_cuda if o.fused is None else o.fused
     kind = {"fused": True} if fused else {}
+    lr = effective_lr(cfg)
     if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, **kind)
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), **kind)
+        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, **kind)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(o.betas), **kind)
 
 
 def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: Config) -> float:

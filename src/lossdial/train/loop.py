@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from lossdial.config import Config, config_from_dict, fixed_lambda, pin_legacy_defaults
 from lossdial.data.loader import augment_batch, derive_seed, make_generator, to_device
@@ -35,7 +36,9 @@ from lossdial.train.factory import (
     build_scheduler,
     build_train_loader,
     resolve_device,
+    resolve_loader_kind,
 )
+from lossdial.train import simplifying
 
 RUN_FILES = ("config.yaml", "data.json", "splits.npz", "lambda_space.json", "checkpoint.pt",
              "model.safetensors", "metrics.jsonl", "COMPLETE")
@@ -161,6 +164,7 @@ def _train_run(cfg: Config, run: RunDir, resume: bool, force: bool, callback: Ca
                            f"splits.npz (did the data or library version change?)")
     space = build_lambda_space(cfg)
     build_loss_fn(cfg, task.class_counts)  # per-class loss.params against the real class count, before any write
+    simplifying.check_run(cfg, resolve_loader_kind(cfg, task), dctx is not None, task.class_counts)
     if not resuming and (dctx is None or dctx.is_main):
         _write_run_header(run, cfg, task, space)
 
@@ -191,12 +195,17 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         model, net = dctx.wrap_model(model, dev, tc.sync_batchnorm)
     if tc.compile != "off":  # experimental (see docs): the eval/EMA/checkpoint paths keep the plain module
         net = torch.compile(net, mode=tc.compile)
-    params = [p for p in model.parameters() if p.requires_grad]  # listed once, not on every step
+    projector = simplifying.build_projector(cfg, model.feature_dim)  # Joint-SSL's g (None without ssl)
+    trainable = model if projector is None else nn.ModuleList([model, projector.to(dev)])
+    params = [p for p in trainable.parameters() if p.requires_grad]  # listed once, not on every step
     loss_fn = build_loss_fn(cfg, task.class_counts).to(dev)
+    amp = tc.amp and dev.type == "cuda"
+    objective = simplifying.StepObjective(cfg, net, model, loss_fn, projector, task.class_counts, dev, amp, dctx)
+    sam = simplifying.build_sam(cfg, params, trainable)
     loader = build_train_loader(cfg, task, dev)
     steps_per_epoch = len(loader)
     total_steps = tc.epochs * steps_per_epoch
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, trainable)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     ema = None
     if tc.ema_decay is not None:
@@ -208,6 +217,8 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
     if resuming:
         ck = load_checkpoint(run.checkpoint, map_location=dev)
         model.load_state_dict(ck["model"])
+        if projector is not None:
+            projector.load_state_dict(ck["projector"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         if ema is not None:
@@ -223,9 +234,12 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         rng = {"lambda": lam_gen.get_state(), "augment": aug_gen.get_state(), "torch": torch.get_rng_state()}
         if dev.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(dev)
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
-                "rng": rng, "state": dict(state)}
+        out = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else {},
+               "rng": rng, "state": dict(state)}
+        if projector is not None:
+            out["projector"] = projector.state_dict()
+        return out
 
     eval_model = ema.module if ema is not None else model
     ref_lam = reference_lambda(space)
@@ -237,7 +251,6 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
                  "num_workers": getattr(loader, "num_workers", 0),
                  "torch": torch.__version__, "python": platform.python_version()})
 
-    amp = tc.amp and dev.type == "cuda"
     model.train()
     loss_acc = torch.zeros((), device=dev)
     while state["epoch"] < tc.epochs:
@@ -245,11 +258,16 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
         if hasattr(loss_fn, "set_epoch"):  # e.g. LDAM's deferred re-weighting
             loss_fn.set_epoch(epoch)
         for xb, yb in loader.batches(epoch, start=state["batch"]):
+            x2 = None
             if loader.augments_batches:
-                xb = augment_batch(xb, tc.augment, aug_gen, tc.crop_padding)
+                raw = xb
+                xb = augment_batch(raw, tc.augment, aug_gen, tc.crop_padding)
+                if projector is not None:  # Joint-SSL's second view, from the same stream right after the first
+                    x2 = task.normalizer(augment_batch(raw, tc.augment, aug_gen, tc.crop_padding))
             xb = task.normalizer(xb)
             if layout is not torch.contiguous_format:
                 xb = xb.contiguous(memory_format=layout)
+                x2 = x2.contiguous(memory_format=layout) if x2 is not None else None
             if space is not None:
                 lam_cpu = space.sample(len(yb), lam_gen)
                 z = to_device(space.encode(lam_cpu, batch_size=len(yb)), dev)
@@ -258,12 +276,12 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
                 lam, z = None, None
             if dctx is not None:  # this rank's slice of the global batch (same lambda stream everywhere)
                 xb, yb, lam, z = dctx.shard(xb, yb, lam, z)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-                logits = net(xb, z)
-            loss = (loss_fn(logits.float(), yb, lam=lam) if dctx is None
-                    else dctx.loss(loss_fn, logits.float(), yb, lam))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if sam is None:
+                loss = objective(xb, x2, yb, lam, z).loss
+                loss.backward()
+            else:  # two passes (or one per perturbed group), same batch, views and lambda; BN updated in the first
+                loss = sam.gradients(lambda: objective(xb, x2, yb, lam, z))
             if tc.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             optimizer.step()

@@ -90,7 +90,7 @@ __all__ = ["StackedConfigError", "StackedTrainer", "check_stackable", "clip_grad
            "train_stacked"]
 
 #: Fields that stacked members may set differently (dotted prefixes of Config.to_dict()).
-MAY_DIFFER = ("name", "seed", "loss.params", "lct.lambda")
+MAY_DIFFER = ("name", "seed", "loss.params", "loss.smoothing", "lct.lambda")
 
 
 class StackedConfigError(ValueError):
@@ -134,6 +134,11 @@ def check_stackable(cfgs: Sequence[Config]) -> None:
                 f"stacked configs differ in the names of lct.lambda (member 0: {sorted(cfgs[0].lct.lambdas)}, "
                 f"member {n}: {sorted(cfg.lct.lambdas)}): stacked LCT members must condition on the same "
                 f"hyperparameters (one FiLM input size); stack them separately")
+    off = [name for name, on in (("optim.sam", cfgs[0].optim.sam.enabled), ("ssl", cfgs[0].ssl.enabled)) if on]
+    if off:
+        raise StackedConfigError(f"{' and '.join(off)} {'is' if len(off) == 1 else 'are'} not supported by "
+                                 f"train_stacked (the stacked step is one vmapped forward/backward of the plain loss); "
+                                 f"train these runs one by one with lossdial.train.train")
     tc = cfgs[0].train
     if tc.channels_last:
         raise StackedConfigError("train.channels_last is not supported by train_stacked (vmap folds the members "
