@@ -1,0 +1,85 @@
+"""The HTTP application of `lossdial serve` (FastAPI; the ``serve`` extra).
+
+``POST /score`` (JSON or multipart), ``GET /points``, ``GET /health``, ``GET /`` (the dial page). The request
+handling itself is :class:`lossdial.serve.service.Service`; the body limit is
+:class:`lossdial.serve.limit.BodyLimit`, wrapped around the whole application.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request, imported
+# lazily inside create_app) at definition time
+from typing import Any
+
+from lossdial.serve import DEFAULT_MAX_BODY_BYTES, require_serve_deps
+from lossdial.serve.limit import BodyLimit
+from lossdial.serve.service import ServeError, Service
+
+#: the most uploaded files (and other form fields) one multipart request may carry
+MAX_FORM_FILES = 4096
+
+
+def create_app(service: Service, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, page: str | None = None,
+               page_error: str | None = None):
+    """The ASGI application serving ``service`` (a :class:`Service`: one loaded run and its model card).
+
+    ``page``: the HTML of ``GET /`` (see :func:`lossdial.serve.page.dial_page`); without it ``GET /`` answers
+    503 with ``page_error``. Request bodies over ``max_body_bytes`` get 413.
+    """
+    require_serve_deps()
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.datastructures import UploadFile
+
+    loaded = service.loaded
+    app = FastAPI(title="lossdial serve", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(ServeError)
+    async def _bad_request(request: Request, exc: ServeError):
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "run": str(loaded.path), "task": loaded.task_type.name, "lct": loaded.is_lct,
+                "inputs": service.describe_inputs(), "max_body_bytes": max_body_bytes}
+
+    @app.get("/points")
+    async def points() -> dict[str, Any]:
+        out: dict[str, Any] = {"task": loaded.task_type.name, "dial": service.dial,
+                               "lambda_support": service.lambda_support(),
+                               "points": {n: service.point_entry(n) for n in service.points}}
+        if service.multiclass:
+            out["classes"] = service.class_names
+        if service.point_errors:
+            out["unusable"] = service.point_errors
+        return out
+
+    @app.get("/", response_class=HTMLResponse)
+    async def dial_page():
+        if page is None:
+            return JSONResponse({"detail": f"the dial page could not be built: {page_error}"}, status_code=503)
+        return HTMLResponse(page)
+
+    @app.post("/score")
+    async def score(request: Request):
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/json" or ctype.endswith("+json"):
+            job = await run_in_threadpool(service.json_job, await request.body())
+        elif ctype == "multipart/form-data":
+            form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FILES)
+            fields: dict[str, str] = {}
+            files = []
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    files.append((key, value.filename, await value.read()))
+                elif key in fields:
+                    raise ServeError(422, f"form field {key!r} is given twice")
+                else:
+                    fields[key] = value
+            await form.close()
+            job = await run_in_threadpool(service.form_job, fields, files)
+        else:
+            raise ServeError(415, f"POST /score takes Content-Type application/json (inputs as arrays or rows) or "
+                                  f"multipart/form-data (files), got {ctype or 'none'!r}")
+        return JSONResponse(await run_in_threadpool(service.score, job))
+
+    return BodyLimit(app, max_body_bytes)
