@@ -88,6 +88,31 @@ class Server:
             self.proc.wait()
 
 
+class InProcess:
+    """The same application without a process or socket (starlette's TestClient), for the multi-class and
+    table runs: what is specific to them lives in the request handling, not in the HTTP transport."""
+
+    def __init__(self, loaded):
+        import warnings
+
+        with warnings.catch_warnings():  # starlette 1.x: "Using `httpx` with starlette.testclient is deprecated"
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from starlette.testclient import TestClient
+
+        from lossdial.serve.app import create_app
+        from lossdial.serve.service import Service
+
+        self.client = TestClient(create_app(Service(loaded), max_body_bytes=LIMIT))
+
+    def score(self, body):
+        return self.client.post("/score", json=body)
+
+
+def _add_point(run, name, entry):
+    """A model card with one point, written directly (pick's metrics are not needed to serve it)."""
+    (Path(run) / "model_card.json").write_text(json.dumps({"format_version": 1, "points": {name: entry}}))
+
+
 def _pick(run, *args):
     r = runner.invoke(app, ["pick", str(run), "--n-boot", "20", "--device", "cpu", *args])
     assert r.exit_code == 0, r.output
@@ -443,12 +468,9 @@ def multiclass(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve_mc")
     cfg = load_config(packaged_config_path("demo_digits_lt"), TINY)
     train(cfg, root / "run", device="cpu")
-    _pick(root / "run", "--name", "balanced", "--lambda", "tau=0.5", "--adjustment", "1")
-    server = Server(root / "run")
+    _add_point(root / "run", "balanced", {"lambda": {"tau": 0.5}, "adjustment": 1.0, "objective": "balanced_accuracy"})
     loaded = load_run(root / "run")
-    x = loaded.task().val.x[:30].numpy()
-    yield server, loaded, x
-    server.close()
+    return InProcess(loaded), loaded, loaded.task().val.x[:30].numpy()
 
 
 def test_multiclass_scores_equal_predict_at_each_point(multiclass, tmp_path):
@@ -475,6 +497,8 @@ def test_multiclass_scores_equal_predict_at_each_point(multiclass, tmp_path):
     assert one["scores"] == got["results"][0]["scores"] and one["point"] == "balanced"
     p = server.client.get("/points").json()
     assert p["dial"] == "adjustment" and p["points"]["balanced"]["adjustment"] == 1.0
+    r = server.client.get("/")  # created without a page
+    assert r.status_code == 404 and "--no-page" in r.json()["detail"]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -511,10 +535,9 @@ def table(tmp_path_factory):
                       "model.backbone=mlp", "model.backbone_kwargs={hidden: [16]}", "train.augment=none",
                       "lct.enabled=false"]
     train(load_config(packaged_config_path("demo_digits"), ov), root / "run", device="cpu")
-    _pick(root / "run", "--maximize", "f1", "--name", "best")
-    server = Server(root / "run")
-    yield server, load_run(root / "run"), root
-    server.close()
+    _add_point(root / "run", "best", {"lambda": {}, "threshold": 0.4})
+    loaded = load_run(root / "run")
+    return InProcess(loaded), loaded, root
 
 
 RECORDS = [{"age": 35.5, "city": "paris", "income": 90.0}, {"age": None, "city": "london", "income": 120.5},
@@ -568,15 +591,18 @@ def test_table_bad_requests(table, inputs, extra, message):
 # --------------------------------------------------------------------------------------------------------
 # without the serve extra
 
-def test_the_package_imports_without_the_serve_extra_and_serve_names_the_fix(tmp_path):
-    code = ("import sys\nfor m in ('fastapi', 'uvicorn', 'multipart', 'starlette'): sys.modules[m] = None\n"
-            "import lossdial, lossdial.cli, lossdial.serve, lossdial.serve.service, lossdial.serve.limit\n"
-            "from typer.testing import CliRunner\n"
-            "r = CliRunner().invoke(lossdial.cli.app, ['serve', 'no_such_run'])\n"
-            "print(r.exit_code); print(r.output)\n")
-    env = dict(os.environ, PYTHONPATH=SRC)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    code_line, text = out.stdout.split("\n", 1)
-    assert code_line == "2"
-    assert "pip install 'lossdial[serve]'" in text and "fastapi, uvicorn, python-multipart" in text
+def test_the_package_imports_without_the_serve_extra_and_serve_names_the_fix(monkeypatch):
+    import importlib
+
+    for m in ("fastapi", "uvicorn", "multipart", "python_multipart", "starlette"):
+        monkeypatch.setitem(sys.modules, m, None)  # import m raises ImportError; find_spec(m) is None
+    for m in [m for m in sys.modules if m == "lossdial.serve" or m.startswith("lossdial.serve.")]:
+        monkeypatch.delitem(sys.modules, m)  # executed afresh below, without the extra
+    for m in ("lossdial.serve", "lossdial.serve.service", "lossdial.serve.limit", "lossdial.serve.page",
+              "lossdial.serve.app"):
+        importlib.import_module(m)
+    with pytest.raises(ImportError, match=r"needs fastapi, uvicorn, python-multipart: pip install 'lossdial\[serve\]'"):
+        sys.modules["lossdial.serve.app"].create_app(None)
+    r = runner.invoke(app, ["serve", "no_such_run"])
+    assert r.exit_code == 2
+    assert "pip install 'lossdial[serve]'" in r.output and "fastapi, uvicorn, python-multipart" in r.output

@@ -1009,11 +1009,12 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body accepted, in MiB; larger "
                                       "ones get 413 before they are read whole."),
+    no_page: bool = typer.Option(False, "--no-page", help="Do not build the dial page (GET / answers 404)."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Serve the run over HTTP, the operating point chosen per request: POST /score (inputs as JSON arrays or
     rows, or uploaded files; "point": NAME, "points": [...], or "lambda" with "threshold" / "adjustment"),
-    GET /points (the model card's points), GET /health, GET / (the dial page)."""
+    GET /points (the model card's points), GET /health, GET / (the dial page, built in the background at start)."""
     import socket
     import tempfile
 
@@ -1028,7 +1029,7 @@ def serve(
     import uvicorn
 
     from lossdial.serve.app import create_app
-    from lossdial.serve.page import dial_page
+    from lossdial.serve.page import PageBuild
     from lossdial.serve.service import Service
 
     loaded = _load_or_fail(run, device, "serve", multiclass=True)
@@ -1042,15 +1043,10 @@ def serve(
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (--port to choose another, --host another "
               f"address)")
     with tempfile.TemporaryDirectory(prefix="lossdial-serve-page-") as tmp:
-        page, page_error = None, None
-        try:
-            page = dial_page(loaded, tmp)
-        except Exception as exc:  # noqa: BLE001 - the page is optional; scoring works without it
-            page_error = _exc_text(exc) or type(exc).__name__
-            _warn(f"the dial page could not be built ({page_error}); GET / answers 503, scoring is unaffected")
+        page = None if no_page else PageBuild(loaded, tmp, on_error=lambda e: _warn(
+            f"the dial page could not be built ({e}); GET / answers 503, scoring is unaffected"))
         svc = Service(loaded)
-        application = create_app(svc, max_body_bytes=max(1, int(max_body_mb * 2**20)), page=page,
-                                 page_error=page_error)
+        application = create_app(svc, max_body_bytes=max(1, int(max_body_mb * 2**20)), page=page)
         bound_host, bound_port = sock.getsockname()[:2]
         url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
         points = ", ".join(svc.points) or "none (give lambda and the threshold/adjustment per request)"

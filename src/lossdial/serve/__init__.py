@@ -25,7 +25,11 @@ def require_serve_deps() -> None:
     missing."""
     import importlib.util
 
-    missing = [name for name, mod in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"),
-                                      ("python-multipart", "multipart")) if importlib.util.find_spec(mod) is None]
+    def found(*modules: str) -> bool:
+        return any(importlib.util.find_spec(m) is not None for m in modules)
+
+    # python-multipart's module is python_multipart since 0.0.13, multipart before
+    missing = [name for name, mods in (("fastapi", ["fastapi"]), ("uvicorn", ["uvicorn"]),
+                                       ("python-multipart", ["python_multipart", "multipart"])) if not found(*mods)]
     if missing:
         raise ImportError(f"lossdial serve needs {', '.join(missing)}: {SERVE_EXTRA}")

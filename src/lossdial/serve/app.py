@@ -15,14 +15,16 @@ from lossdial.serve.service import ServeError, Service
 
 #: the most uploaded files (and other form fields) one multipart request may carry
 MAX_FORM_FILES = 4096
+#: how long GET / waits for a dial page still being built before answering 503
+PAGE_WAIT_S = 60.0
 
 
-def create_app(service: Service, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, page: str | None = None,
-               page_error: str | None = None):
+def create_app(service: Service, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, page=None):
     """The ASGI application serving ``service`` (a :class:`Service`: one loaded run and its model card).
 
-    ``page``: the HTML of ``GET /`` (see :func:`lossdial.serve.page.dial_page`); without it ``GET /`` answers
-    503 with ``page_error``. Request bodies over ``max_body_bytes`` get 413.
+    ``page``: a :class:`lossdial.serve.page.PageBuild` whose HTML ``GET /`` shows (503 while it is being built
+    for longer than :data:`PAGE_WAIT_S`, or when it failed); None: ``GET /`` answers 404. Request bodies over
+    ``max_body_bytes`` get 413.
     """
     require_serve_deps()
     from fastapi import FastAPI, Request
@@ -56,8 +58,14 @@ def create_app(service: Service, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     @app.get("/", response_class=HTMLResponse)
     async def dial_page():
         if page is None:
-            return JSONResponse({"detail": f"the dial page could not be built: {page_error}"}, status_code=503)
-        return HTMLResponse(page)
+            return JSONResponse({"detail": "this server runs without the dial page (lossdial serve --no-page)"},
+                                status_code=404)
+        if not await run_in_threadpool(page.wait, PAGE_WAIT_S):
+            return JSONResponse({"detail": "the dial page is still being built; try again in a few seconds"},
+                                status_code=503, headers={"retry-after": "5"})
+        if page.html is None:
+            return JSONResponse({"detail": f"the dial page could not be built: {page.error}"}, status_code=503)
+        return HTMLResponse(page.html)
 
     @app.post("/score")
     async def score(request: Request):
