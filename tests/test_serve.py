@@ -96,7 +96,7 @@ class InProcess:
         import warnings
 
         with warnings.catch_warnings():  # starlette 1.x: "Using `httpx` with starlette.testclient is deprecated"
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore")
             from starlette.testclient import TestClient
 
         from lossdial.serve.app import create_app
