@@ -1010,6 +1010,9 @@ def serve(
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body accepted, in MiB; larger "
                                       "ones get 413 before they are read whole."),
     no_page: bool = typer.Option(False, "--no-page", help="Do not build the dial page (GET / answers 404)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads per model pass (requests are scored one "
+                                "after another). 1 suits small models and a shared CPU; raise it for large inputs on "
+                                "a machine of its own."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Serve the run over HTTP, the operating point chosen per request: POST /score (inputs as JSON arrays or
@@ -1026,12 +1029,14 @@ def serve(
         _fail(str(exc))
     if not (math.isfinite(max_body_mb) and max_body_mb > 0):
         _fail(f"--max-body-mb must be a number > 0, got {max_body_mb}")
+    import torch
     import uvicorn
 
     from lossdial.serve.app import create_app
     from lossdial.serve.page import PageBuild
     from lossdial.serve.service import Service
 
+    torch.set_num_threads(threads)
     loaded = _load_or_fail(run, device, "serve", multiclass=True)
     if loaded.data.get("raw_input") is None:
         _warn(f"{run}/data.json has no raw_input record (the run was trained before lossdial recorded its input "

@@ -27,12 +27,24 @@ def create_app(service: Service, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     ``max_body_bytes`` get 413.
     """
     require_serve_deps()
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.datastructures import UploadFile
 
     loaded = service.loaded
+    # One thread does the requests' CPU work (parse, check, score), one request after another: the work is mostly
+    # Python holding the GIL between many small torch calls, and threads contending for the GIL stall each other
+    # (on 2 busy cores, 16 concurrent clients got half the throughput of one). Torch's own threads
+    # (torch.set_num_threads, `lossdial serve --threads`) still spread each model pass over the cores.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossdial-serve")
+
+    async def in_worker(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
+
     app = FastAPI(title="lossdial serve", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(ServeError)
@@ -71,7 +83,7 @@ def create_app(service: Service, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     async def score(request: Request):
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json" or ctype.endswith("+json"):
-            job = await run_in_threadpool(service.json_job, await request.body())
+            job = await in_worker(service.json_job, await request.body())
         elif ctype == "multipart/form-data":
             form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FILES)
             fields: dict[str, str] = {}
@@ -84,10 +96,10 @@ def create_app(service: Service, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
                 else:
                     fields[key] = value
             await form.close()
-            job = await run_in_threadpool(service.form_job, fields, files)
+            job = await in_worker(service.form_job, fields, files)
         else:
             raise ServeError(415, f"POST /score takes Content-Type application/json (inputs as arrays or rows) or "
                                   f"multipart/form-data (files), got {ctype or 'none'!r}")
-        return JSONResponse(await run_in_threadpool(service.score, job))
+        return JSONResponse(await in_worker(service.score, job))
 
     return BodyLimit(app, max_body_bytes)
