@@ -86,12 +86,10 @@ class Service:
     """One loaded run (:func:`lossdial.evaluate.load_run`) and its model card's points, ready to score requests.
 
     Model-card points that cannot be used (a multi-class point without ``adjustment``, a lambda outside the
-    trained support) are kept in :attr:`point_errors`: a request naming one gets that reason. At most
-    ``parallel`` model passes run at once (the model is in eval mode and only read, so passes of concurrent
-    requests may overlap).
+    trained support) are kept in :attr:`point_errors`: a request naming one gets that reason.
     """
 
-    def __init__(self, loaded, card: Mapping[str, Any] | None = None, parallel: int = 1):
+    def __init__(self, loaded, card: Mapping[str, Any] | None = None):
         from lossdial.predict import operating_point
         from lossdial.report.card import load_card
 
@@ -112,9 +110,7 @@ class Service:
                 self.points[name] = op
             except (ValueError, KeyError, ServeError) as exc:
                 self.point_errors[name] = getattr(exc, "message", None) or str(exc)
-        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-            raise ValueError(f"parallel must be a whole number >= 1, got {parallel!r}")
-        self._slots = threading.BoundedSemaphore(parallel)
+        self._lock = threading.Lock()  # one model pass at a time (the HTTP app calls from one thread anyway)
 
     # ---------------------------------------------------------------------------------------------------
     # what the run takes
@@ -431,7 +427,7 @@ class Service:
         threshold / adjustment (one point: at the top level; several: ``results``, in the request's order)."""
         from lossdial.predict import decide, point_scores, top_k
 
-        with self._slots:
+        with self._lock:
             outs = point_scores(self.loaded, job.x, [op for _, op in job.points])
         results = []
         for (name, op), s in zip(job.points, outs):
