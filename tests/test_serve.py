@@ -108,9 +108,9 @@ class InProcess:
         return self.client.post("/score", json=body)
 
 
-def _add_point(run, name, entry):
-    """A model card with one point, written directly (pick's metrics are not needed to serve it)."""
-    (Path(run) / "model_card.json").write_text(json.dumps({"format_version": 1, "points": {name: entry}}))
+def _add_point(run, name, entry, **more):
+    """A model card with these points, written directly (pick's metrics are not needed to serve them)."""
+    (Path(run) / "model_card.json").write_text(json.dumps({"format_version": 1, "points": {name: entry, **more}}))
 
 
 def _pick(run, *args):
@@ -468,7 +468,8 @@ def multiclass(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve_mc")
     cfg = load_config(packaged_config_path("demo_digits_lt"), TINY)
     train(cfg, root / "run", device="cpu")
-    _add_point(root / "run", "balanced", {"lambda": {"tau": 0.5}, "adjustment": 1.0, "objective": "balanced_accuracy"})
+    _add_point(root / "run", "balanced", {"lambda": {"tau": 0.5}, "adjustment": 1.0, "objective": "balanced_accuracy"},
+               old={"lambda": {"tau": 0.5}, "threshold": 0.5})  # a binary-style entry: no adjustment
     loaded = load_run(root / "run")
     return InProcess(loaded), loaded, loaded.task().val.x[:30].numpy()
 
@@ -497,6 +498,9 @@ def test_multiclass_scores_equal_predict_at_each_point(multiclass, tmp_path):
     assert one["scores"] == got["results"][0]["scores"] and one["point"] == "balanced"
     p = server.client.get("/points").json()
     assert p["dial"] == "adjustment" and p["points"]["balanced"]["adjustment"] == 1.0
+    assert "has no 'adjustment'" in p["unusable"]["old"] and "old" not in p["points"]
+    r = server.score({"inputs": x[:2].tolist(), "point": "old"})
+    assert r.status_code == 422 and "model card point 'old' cannot be used" in r.json()["detail"]
     r = server.client.get("/")  # created without a page
     assert r.status_code == 404 and "--no-page" in r.json()["detail"]
 
@@ -586,6 +590,19 @@ def test_table_bad_requests(table, inputs, extra, message):
     body = {"inputs": inputs, **({"threshold": 0.5} if not extra else {"threshold": 0.5, **extra})}
     r = server.score(body)
     assert r.status_code == 422 and message in r.json()["detail"], r.text
+
+
+def test_serve_command_errors_name_the_flag(binary):
+    _, _, root = binary
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = runner.invoke(app, ["serve", str(root / "run"), "--port", str(busy.getsockname()[1]), "--device", "cpu"])
+    assert r.exit_code == 2 and "cannot listen on 127.0.0.1:" in r.output and "--port" in r.output
+    r = runner.invoke(app, ["serve", str(root / "run"), "--max-body-mb", "0"])
+    assert r.exit_code == 2 and "--max-body-mb must be a number > 0" in r.output
+    r = runner.invoke(app, ["serve", str(root / "nope")])
+    assert r.exit_code == 2 and "nope" in r.output
 
 
 # --------------------------------------------------------------------------------------------------------
