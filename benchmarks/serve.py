@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, default=8, help="inputs per request")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_cpu")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="lossdial-bench-serve-") as tmp:
         tmp = Path(tmp)
         run = args.run or _train_run(tmp / "run")
@@ -237,18 +238,21 @@ def main() -> None:
             "versions": _versions(), "run": "given: " + str(args.run) if args.run else
             "digits LCT (demo_digits, small_cnn width 32, 3 epochs), trained by the benchmark",
             "inputs_per_request": args.inputs, "max_requests_per_cell": args.requests,
-            "max_seconds_per_cell": args.seconds, "server_threads": "torch default", "rows": rows}
+            "max_seconds_per_cell": args.seconds, "server_torch_threads": 1,
+            "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)], "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     v = meta["versions"]
     lines = [f"# lossdial serve on loopback ({meta['date']})", "",
-             f"Machine: {meta['machine']} (CPU shared with other jobs while this ran). Versions: Python {v['python']}, "
+             f"Machine: {meta['machine']}, shared with other jobs while this ran (1-minute load average "
+             f"{meta['load_average_1min'][0]:g} before, {meta['load_average_1min'][1]:g} after). Versions: Python {v['python']}, "
              f"torch {v['torch']}, fastapi {v['fastapi']}, uvicorn {v['uvicorn']}, starlette {v['starlette']}, "
              f"httpx {v['httpx']} (clients); lossdial {v['lossdial_commit']}.", "",
              f"Run: {meta['run']}. Each request: {args.inputs} validation images (8x8) as JSON arrays; 1 point or 8 "
              f"explicit points (8 lambdas: one backbone pass, 8 head passes). Per cell at most {args.requests} requests "
              f"or {args.seconds:g} s; clients are threads with a keep-alive connection each, in one process on the same "
-             f"machine. Every answer was checked against predict's library path (scores within 1e-6, decisions equal).",
+             f"machine. The server: `lossdial serve --no-page --device cpu` (torch threads per pass: 1, the default). "
+             f"Every answer was checked against predict's library path (scores within 1e-6, decisions equal).",
              "", "| clients | points/request | requests | requests/s | p50 latency | p99 latency | failed | mismatched |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

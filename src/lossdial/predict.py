@@ -15,6 +15,9 @@ format and checks it against the format recorded at training time (``data.json``
 :func:`lossdial.data.task.raw_input_record`): shape, channels, integer vs float kind and value range. A
 mismatch stops with :class:`PredictInputError` naming the problem and the fix; nothing is resized unless the
 run itself resized its training images (``data.image_size``), and then the returned notes say so.
+:func:`array_inputs` and :func:`column_inputs` are those checks for arrays and table columns already in memory
+(``lossdial serve`` reads its JSON inputs with them); :func:`point_scores` scores several points with one backbone
+pass.
 """
 
 from __future__ import annotations
@@ -500,18 +503,18 @@ def point_scores(loaded, inputs: torch.Tensor, points: list[OperatingPoint],
     it, each runs the head once): per point P(positive) ``[N]`` (binary; the decisions are scores >= the
     point's threshold, as :func:`predict`) or the class probabilities ``[N, C]`` (multi-class, as
     :func:`class_probabilities`)."""
+    if not points:
+        return []
     multiclass = loaded.task_type.name == "multiclass"
+    slot: dict[Any, int] = {}  # each distinct lambda's row in the scores
     lams: list[Mapping[str, float] | None] = []
     index = []
     for p in points:
         key = None if p.lam is None else tuple(sorted(p.lam.items()))
-        keys = [None if m is None else tuple(sorted(m.items())) for m in lams]
-        if key not in keys:
+        if key not in slot:
+            slot[key] = len(lams)
             lams.append(p.lam)
-            keys.append(key)
-        index.append(keys.index(key))
-    if not points:
-        return []
+        index.append(slot[key])
     s = _scores_at(loaded, inputs, lams, "logits" if multiclass else "positive", batch_size)
     if not multiclass:
         return [s[i] for i in index]
