@@ -5,7 +5,8 @@
 Starts `lossdial serve RUN --port 0 --no-page --device cpu` as a subprocess on 127.0.0.1 (nothing else is
 contacted), then for 1 and 16 concurrent clients (threads, one keep-alive connection each) and 1 and 8 operating
 points per request sends POST /score requests, each with ``--inputs`` validation images as JSON arrays, until
-``--requests`` requests are done or ``--seconds`` have passed (whichever is first; per cell). The 8 points are
+``--requests`` requests are done or ``--seconds`` have passed (whichever is first; per cell), in ``--rounds``
+rounds that interleave the four cells, so that a change in the machine's load during the run hits all of them. The 8 points are
 explicit (lambda spread over the trained support, thresholds / adjustments spread too), so they need distinct
 head passes; the 1-point requests use the first of them.
 
@@ -116,52 +117,60 @@ def _matches(result: dict, expect) -> bool:
     return got.shape == scores.shape and bool(np.abs(got - scores).max() <= 1e-6) and result["decisions"] == decisions
 
 
-def _cell(url: str, bodies: list[bytes], expects: list[list], clients: int, n_requests: int, seconds: float) -> dict:
-    """Send requests from `clients` threads until n_requests are done or `seconds` passed; latencies and checks."""
+def _cell(conns: list, bodies: list[bytes], expects: list[list], n_requests: int, seconds: float) -> dict:
+    """Send requests from one thread per connection in `conns` (httpx.Client, kept open between cells) until
+    n_requests are done or `seconds` passed; latencies and checks."""
     lock = threading.Lock()
     state = {"next": 0, "lat": [], "failed": 0, "mismatch": 0, "errors": []}
     t_end = time.monotonic() + seconds
 
-    def worker():
-        with httpx.Client(base_url=url, timeout=60, headers={"content-type": "application/json"}) as c:
-            while True:
+    def worker(c):
+        while True:
+            with lock:
+                i = state["next"]
+                if i >= n_requests or time.monotonic() > t_end:
+                    return
+                state["next"] += 1
+            b = i % len(bodies)
+            t0 = time.perf_counter()
+            try:
+                r = c.post("/score", content=bodies[b])
+                dt = time.perf_counter() - t0
+                ok = r.status_code == 200
+                ans = r.json() if ok else None
+            except httpx.HTTPError as exc:
+                dt, ok, ans = time.perf_counter() - t0, False, None
                 with lock:
-                    i = state["next"]
-                    if i >= n_requests or time.monotonic() > t_end:
-                        return
-                    state["next"] += 1
-                b = i % len(bodies)
-                t0 = time.perf_counter()
-                try:
-                    r = c.post("/score", content=bodies[b])
-                    dt = time.perf_counter() - t0
-                    ok = r.status_code == 200
-                    ans = r.json() if ok else None
-                except httpx.HTTPError as exc:
-                    dt, ok, ans = time.perf_counter() - t0, False, None
-                    with lock:
-                        state["errors"].append(repr(exc)[:200])
-                results = ([] if ans is None else ans.get("results", [ans]))
-                good = ok and len(results) == len(expects[b]) and all(
-                    _matches(res, e) for res, e in zip(results, expects[b]))
-                with lock:
-                    state["lat"].append(dt)
-                    state["failed"] += not ok
-                    state["mismatch"] += ok and not good
+                    state["errors"].append(repr(exc)[:200])
+            results = ([] if ans is None else ans.get("results", [ans]))
+            good = ok and len(results) == len(expects[b]) and all(
+                _matches(res, e) for res, e in zip(results, expects[b]))
+            with lock:
+                state["lat"].append(dt)
+                state["failed"] += not ok
+                state["mismatch"] += ok and not good
 
     t0, c0 = time.perf_counter(), time.process_time()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, args=(c,)) for c in conns]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
     client_cpu = time.process_time() - c0
-    lat = sorted(state["lat"])
-    return {"requests": len(lat), "seconds": wall, "rps": len(lat) / wall,
-            "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
-            "failed": state["failed"], "mismatched": state["mismatch"], "errors": state["errors"][:3],
-            "client_cpu_s": client_cpu}
+    return {"lat": state["lat"], "seconds": wall, "failed": state["failed"], "mismatched": state["mismatch"],
+            "errors": state["errors"][:3], "client_cpu_s": client_cpu}
+
+
+def _summary(parts: list[dict]) -> dict:
+    """One cell from its rounds: requests/s over the summed wall time, percentiles over all latencies."""
+    lat = sorted(x for p in parts for x in p["lat"])
+    wall = sum(p["seconds"] for p in parts)
+    return {"requests": len(lat), "seconds": wall, "rps": len(lat) / wall, "p50_ms": 1000 * statistics.median(lat),
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+            "failed": sum(p["failed"] for p in parts), "mismatched": sum(p["mismatched"] for p in parts),
+            "errors": [e for p in parts for e in p["errors"]][:3],
+            "client_cpu_s": sum(p["client_cpu_s"] for p in parts)}
 
 
 def _versions() -> dict:
@@ -199,6 +208,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="requests per cell (at most)")
     ap.add_argument("--seconds", type=float, default=30.0, help="seconds per cell (at most)")
     ap.add_argument("--inputs", type=int, default=8, help="inputs per request")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds over the four cells, interleaved")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_cpu")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
@@ -213,6 +223,7 @@ def main() -> None:
         proc, url = _start_server(run)
         rows = []
         try:
+            cells = {}  # (clients, points) -> (bodies, expects)
             for n_points in (1, 8):
                 pts = points[:n_points]
                 bodies, expects = [], []
@@ -220,14 +231,27 @@ def main() -> None:
                     body = {"inputs": b.tolist(), **(pts[0] if n_points == 1 else {"points": pts})}
                     bodies.append(json.dumps(body).encode())
                     expects.append([_expected(loaded, b, p, tmp) for p in pts])
-                _cell(url, bodies, expects, 1, 10, 10)  # warm-up
                 for clients in (1, 16):
-                    r = _cell(url, bodies, expects, clients, args.requests, args.seconds)
-                    r.update(clients=clients, points=n_points)
-                    rows.append(r)
-                    print(f"{clients:>2} clients, {n_points} point(s): {r['rps']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, "
-                          f"p99 {r['p99_ms']:.1f} ms, {r['requests']} requests, {r['failed']} failed, "
-                          f"{r['mismatched']} mismatched; client CPU {r['client_cpu_s']:.1f} s of {r['seconds']:.1f} s", flush=True)
+                    cells[clients, n_points] = (bodies, expects)
+            conns = [httpx.Client(base_url=url, timeout=60, headers={"content-type": "application/json"})
+                     for _ in range(16)]  # keep-alive connections, opened once: 1 client uses the first
+            for (clients, _), (bodies, expects) in cells.items():  # warm-up: connections, first passes
+                _cell(conns[:clients], bodies, expects, 2 * clients, 10)
+            parts: dict = {k: [] for k in cells}
+            for _ in range(args.rounds):  # the cells interleaved, so a change in the machine's load hits all
+                for k, (bodies, expects) in cells.items():
+                    parts[k].append(_cell(conns[:k[0]], bodies, expects, args.requests // args.rounds,
+                                          args.seconds / args.rounds))
+            for c in conns:
+                c.close()
+            for (clients, n_points), got in parts.items():
+                r = _summary(got)
+                r.update(clients=clients, points=n_points)
+                rows.append(r)
+                print(f"{clients:>2} clients, {n_points} point(s): {r['rps']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, "
+                      f"p99 {r['p99_ms']:.1f} ms, {r['requests']} requests, {r['failed']} failed, "
+                      f"{r['mismatched']} mismatched; client CPU {r['client_cpu_s']:.1f} s of {r['seconds']:.1f} s",
+                      flush=True)
         finally:
             proc.terminate()
             try:
@@ -237,7 +261,7 @@ def main() -> None:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": _machine(),
             "versions": _versions(), "run": "given: " + str(args.run) if args.run else
             "digits LCT (demo_digits, small_cnn width 32, 3 epochs), trained by the benchmark",
-            "inputs_per_request": args.inputs, "max_requests_per_cell": args.requests,
+            "inputs_per_request": args.inputs, "max_requests_per_cell": args.requests, "rounds": args.rounds,
             "max_seconds_per_cell": args.seconds, "server_torch_threads": 1,
             "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)], "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +274,7 @@ def main() -> None:
              f"httpx {v['httpx']} (clients); lossdial {v['lossdial_commit']}.", "",
              f"Run: {meta['run']}. Each request: {args.inputs} validation images (8x8) as JSON arrays; 1 point or 8 "
              f"explicit points (8 lambdas: one backbone pass, 8 head passes). Per cell at most {args.requests} requests "
-             f"or {args.seconds:g} s; clients are threads with a keep-alive connection each, in one process on the same "
+             f"or {args.seconds:g} s, in {args.rounds} rounds interleaved with the other cells; clients are threads with a keep-alive connection each, in one process on the same "
              f"machine. The server: `lossdial serve --no-page --device cpu` (torch threads per pass: 1, the default). "
              f"Every answer was checked against predict's library path (scores within 1e-6, decisions equal).",
              "", "| clients | points/request | requests | requests/s | p50 latency | p99 latency | failed | mismatched |",
