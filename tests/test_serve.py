@@ -623,3 +623,33 @@ def test_the_package_imports_without_the_serve_extra_and_serve_names_the_fix(mon
     r = runner.invoke(app, ["serve", "no_such_run"])
     assert r.exit_code == 2
     assert "pip install 'lossdial[serve]'" in r.output and "fastapi, uvicorn, python-multipart" in r.output
+
+
+# --------------------------------------------------------------------------------------------------------
+# a run trained on uint8 pixels: JSON numbers read as the run's integers
+
+def test_uint8_run_reads_whole_json_numbers_as_its_pixels(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 48 + [1] * 16)
+    x = np.clip(rng.normal(np.where(y == 1, 170, 70)[:, None, None], 40, (64, 6, 6)), 0, 255).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=y, class_names=np.array(["neg", "pos"]))
+    ov = TINY + ["data.source=npz", f"data.path={tmp_path / 'd.npz'}", "data.positive_class='pos'", "data.beta=null",
+                 "data.val_fraction=0.25", "data.test_fraction=0.25", "data.min_holdout_positives=3",
+                 "train.augment=none", "lct.enabled=false"]
+    train(load_config(packaged_config_path("demo_digits"), ov), tmp_path / "run", device="cpu")
+    loaded = load_run(tmp_path / "run")
+    assert loaded.data["raw_input"]["dtype"] == "uint8"
+    server = InProcess(loaded)
+    new = rng.integers(0, 256, (5, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "in.npz", x=new)
+    _, xs, _ = read_inputs(tmp_path / "in.npz", loaded.data)
+    expect = predict(loaded, xs, None, 0.5)[0]
+    as_ints = server.score({"inputs": new.tolist(), "threshold": 0.5})
+    assert as_ints.status_code == 200, as_ints.text
+    np.testing.assert_allclose(as_ints.json()["scores"], expect, rtol=0, atol=1e-6)
+    as_floats = server.score({"inputs": new.astype(float).tolist(), "threshold": 0.5})  # 17.0 for 17
+    assert as_floats.json()["scores"] == as_ints.json()["scores"]
+    r = server.score({"inputs": (new / 255).tolist(), "threshold": 0.5})
+    assert r.status_code == 422 and "multiply by 255 and round to integers" in r.json()["detail"]
+    r = server.score({"inputs": (new.astype(int) + 300).tolist(), "threshold": 0.5})
+    assert r.status_code == 422 and "but the run was trained on uint8" in r.json()["detail"]

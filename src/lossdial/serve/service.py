@@ -294,10 +294,6 @@ class Service:
             elif rec["dtype_kind"] == "integer" and a.dtype.kind == "f" and np.isfinite(a).all() \
                     and np.array_equal(a, np.round(a)):
                 a = a.astype(np.int64)  # JSON wrote 1 as 1.0
-            if rec["dtype_kind"] == "integer" and a.dtype.kind in "iu" and a.size:
-                info = np.iinfo(np.dtype(rec["dtype"]))
-                if info.min <= a.min() and a.max() <= info.max:
-                    a = a.astype(rec["dtype"])  # the run's own integer type, as an .npz of it would be
         return array_inputs(a, [str(i) for i in range(len(a))], self.loaded.data, rec, "inputs")
 
     def _table_rows(self, value: list):
