@@ -37,9 +37,8 @@ def create_app(service: Service, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     loaded = service.loaded
     # One thread does the requests' CPU work (parse, check, score), one request after another: the work is mostly
-    # Python holding the GIL between many small torch calls, and threads contending for the GIL stall each other
-    # (on 2 busy cores, 16 concurrent clients got half the throughput of one). Torch's own threads
-    # (torch.set_num_threads, `lossdial serve --threads`) still spread each model pass over the cores.
+    # Python holding the GIL between small torch calls, so more threads would mostly contend for the GIL. Torch's
+    # own threads (torch.set_num_threads, `lossdial serve --threads`) spread each model pass over the cores.
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossdial-serve")
 
     async def in_worker(fn, *args):
