@@ -1007,6 +1007,71 @@ def report(
     console.print(f"report: {page}")
 
 
+@app.command()
+def serve(
+    run: Path = typer.Argument(..., help="A finished run directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body accepted, in MiB; larger "
+                                      "ones get 413 before they are read whole."),
+    no_page: bool = typer.Option(False, "--no-page", help="Do not build the dial page (GET / answers 404)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads per model pass (requests are scored one "
+                                "after another). 1 suits small models and a shared CPU; raise it for large inputs on "
+                                "a machine of its own."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Serve the run over HTTP, the operating point chosen per request: POST /score (inputs as JSON arrays or
+    rows, or uploaded files; "point": NAME, "points": [...], or "lambda" with "threshold" / "adjustment"),
+    GET /points (the model card's points), GET /health, GET / (the dial page, built in the background at start)."""
+    import socket
+    import tempfile
+
+    from lossdial.serve import require_serve_deps
+
+    try:
+        require_serve_deps()
+    except ImportError as exc:
+        _fail(str(exc))
+    if not (math.isfinite(max_body_mb) and max_body_mb > 0):
+        _fail(f"--max-body-mb must be a number > 0, got {max_body_mb}")
+    import torch
+    import uvicorn
+
+    from lossdial.serve.app import create_app
+    from lossdial.serve.page import PageBuild
+    from lossdial.serve.service import Service
+
+    torch.set_num_threads(threads)
+    loaded = _load_or_fail(run, device, "serve", multiclass=True)
+    if loaded.data.get("raw_input") is None:
+        _warn(f"{run}/data.json has no raw_input record (the run was trained before lossdial recorded its input "
+              f"format): requests are checked for their shape only, not their dtype and value range; retrain the "
+              f"run to get the checks")
+    try:
+        sock = socket.create_server((host, port))
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (--port to choose another, --host another "
+              f"address)")
+    with tempfile.TemporaryDirectory(prefix="lossdial-serve-page-") as tmp:
+        page = None if no_page else PageBuild(loaded, tmp, on_error=lambda e: _warn(
+            f"the dial page could not be built ({e}); GET / answers 503, scoring is unaffected"))
+        svc = Service(loaded)
+        application = create_app(svc, max_body_bytes=max(1, int(max_body_mb * 2**20)), page=page)
+        bound_host, bound_port = sock.getsockname()[:2]
+        url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        points = ", ".join(svc.points) or "none (give lambda and the threshold/adjustment per request)"
+        for name, why in svc.point_errors.items():
+            _warn(f"model card point {name!r} is not served: {why}")
+        console.print(f"serving {run} ({loaded.task_type.name}{', LCT' if loaded.is_lct else ', baseline'}) at "
+                      f"http://{url_host}:{bound_port} on {loaded.device}; points: {points}; POST /score, GET /points, "
+                      f"GET /health, GET /; request bodies up to {max_body_mb:g} MiB. Ctrl-C stops.",
+                      highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+        server = uvicorn.Server(uvicorn.Config(application, log_level="warning", access_log=False,
+                                               timeout_graceful_shutdown=5))
+        server.run(sockets=[sock])
+
+
 def _beta(beta: float | None) -> str:
     return "natural (null)" if beta is None else f"{beta:g}"
 

@@ -15,6 +15,9 @@ format and checks it against the format recorded at training time (``data.json``
 :func:`lossdial.data.task.raw_input_record`): shape, channels, integer vs float kind and value range. A
 mismatch stops with :class:`PredictInputError` naming the problem and the fix; nothing is resized unless the
 run itself resized its training images (``data.image_size``), and then the returned notes say so.
+:func:`array_inputs` and :func:`column_inputs` are those checks for arrays and table columns already in memory
+(``lossdial serve`` reads its JSON inputs with them); :func:`point_scores` scores several points with one backbone
+pass.
 """
 
 from __future__ import annotations
@@ -202,8 +205,6 @@ def _shape_text(shape) -> str:
 
 
 def _read_npz(path: Path, data: Mapping[str, Any], rec: Mapping[str, Any] | None) -> PredictInputs:
-    from lossdial.data.sources import DataSourceError, _npz_images
-
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -214,18 +215,28 @@ def _read_npz(path: Path, data: Mapping[str, Any], rec: Mapping[str, Any] | None
     ids = [str(i) for i in z["ids"]] if "ids" in z else [str(i) for i in range(len(raw))]
     if len(ids) != len(raw):
         raise PredictInputError(f"{path}: ids has {len(ids)} entries but x has {len(raw)} samples")
+    return array_inputs(raw, ids, data, rec, f"{path}: x")
+
+
+def array_inputs(raw: np.ndarray, ids: list[str], data: Mapping[str, Any], rec: Mapping[str, Any] | None,
+                 what: str) -> PredictInputs:
+    """Raw inputs from an array ``raw`` [N, ...] (an .npz's ``x``, or ``lossdial serve``'s JSON arrays; named
+    ``what`` in messages) for the run whose data.json is ``data``, checked against its raw input record ``rec``
+    (None for a run from before the record: the shape check only)."""
+    from lossdial.data.sources import DataSourceError, _npz_images
+
     if rec is None:  # a run from before the record: the old shape check only
         if tuple(raw.shape[1:]) != tuple(data["input_shape"]):
-            raise PredictInputError(f"{path}: x has per-sample shape {list(raw.shape[1:])}, but the run was "
+            raise PredictInputError(f"{what} has per-sample shape {list(raw.shape[1:])}, but the run was "
                                     f"trained on {list(data['input_shape'])}")
         return PredictInputs(ids, torch.from_numpy(np.ascontiguousarray(raw)), [])
     if rec.get("format") == "columns":
-        raise PredictInputError(f"{path}: the run was trained on a CSV/Parquet table; predict from a table (.csv "
+        raise PredictInputError(f"{what}: the run was trained on a CSV/Parquet table; predict from a table (.csv "
                                 f"or .parquet) with the columns {rec['columns']}")
     if raw.ndim < 2:
-        raise PredictInputError(f"{path}: x has shape {list(raw.shape)}; give one sample per row, [N, ...]")
+        raise PredictInputError(f"{what} has shape {list(raw.shape)}; give one sample per row, [N, ...]")
     try:  # the source's own reading of an array: [N, H, W] -> one channel, NHWC -> NCHW, ints -> float32
-        x, kind, _ = _npz_images(raw, f"{path}: x")
+        x, kind, _ = _npz_images(raw, what)
     except DataSourceError as exc:
         raise PredictInputError(str(exc)) from None
     shape = [int(v) for v in x.shape[1:]]
@@ -234,10 +245,10 @@ def _read_npz(path: Path, data: Mapping[str, Any], rec: Mapping[str, Any] | None
         fix = ("resize and convert them to that shape first (predict resizes image files only, and only for "
                "runs trained with data.image_size)" if rec["kind"] == "image" else "give the same features in "
                "the same order")
-        problems.append(f"{path}: x holds {_shape_text(shape)} but the run was trained on "
+        problems.append(f"{what} holds {_shape_text(shape)} but the run was trained on "
                         f"{_shape_text(rec['shape'])}: {fix}")
     if not problems or (kind == rec["kind"] == "image"):  # per-feature ranges need the same features
-        problems += array_problems(raw, rec, f"{path}: x")
+        problems += array_problems(raw, rec, what)
     _raise(problems)
     return PredictInputs(ids, torch.from_numpy(np.ascontiguousarray(x)), [])
 
@@ -320,13 +331,22 @@ def _read_images(path: Path, data: Mapping[str, Any], rec: Mapping[str, Any] | N
 
 
 def _read_table(path: Path, data: Mapping[str, Any], rec: Mapping[str, Any] | None) -> PredictInputs:
-    from lossdial.data.tabular import read_table, table_inputs
+    from lossdial.data.tabular import read_table
 
     if data.get("kind") != "table":
         raise PredictInputError(f"{path} is a table but the run was trained on {data.get('kind')} data")
-    cols = read_table(path)
+    return column_inputs(read_table(path), data, rec, str(path))
+
+
+def column_inputs(cols: Mapping[str, np.ndarray], data: Mapping[str, Any], rec: Mapping[str, Any] | None,
+                  what: str) -> PredictInputs:
+    """Raw inputs from table columns already read (object arrays, None for missing; a CSV/Parquet file's, or
+    ``lossdial serve``'s JSON rows; named ``what`` in messages), checked against the run's raw input record
+    ``rec`` and transformed with the run's fitted table preprocessing."""
+    from lossdial.data.tabular import table_inputs
+
     if rec is not None:
-        _raise(column_problems(cols, rec, str(path)))
+        _raise(column_problems(cols, rec, what))
     ids, x = table_inputs(cols, data)
     return PredictInputs(ids, x, [])
 
@@ -429,35 +449,76 @@ def predict(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, thres
         raise ValueError("predict() thresholds P(positive) of a binary run; for a multi-class run use "
                          "predict_topk(loaded, inputs, lam, adjustment, k)")
     s = _scores(loaded, inputs, lam, "positive", batch_size)
-    return s, (s >= threshold).astype(int)
+    return s, decide(s, threshold)
+
+
+def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """A binary run's decisions at ``threshold``: 1 where P(positive) >= threshold, else 0."""
+    return (scores >= threshold).astype(int)
 
 
 def _scores(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, output: str,
             batch_size: int | None) -> np.ndarray:
+    return _scores_at(loaded, inputs, [lam], output, batch_size)[0]
+
+
+def _scores_at(loaded, inputs: torch.Tensor, lams: list[Mapping[str, float] | None], output: str,
+               batch_size: int | None) -> np.ndarray:
+    """``output`` scores of raw ``inputs`` at each lambda of ``lams``, [K, N, ...]: one backbone pass, K heads
+    (a baseline run: one pass, repeated K times)."""
     from lossdial.data.task import Normalizer
     from lossdial.evaluate.scoring import score_lambdas
 
     if loaded.is_lct:
-        if lam is None:
-            raise ValueError("an LCT run needs a lambda (--at NAME or --lambda ...)")
-        loaded.space.check_support(lam)
+        for lam in lams:
+            if lam is None:
+                raise ValueError("an LCT run needs a lambda (--at NAME or --lambda ...)")
+            loaded.space.check_support(lam)
     norm = Normalizer.from_dict(loaded.data["normalization"])
-    return score_lambdas(loaded.model, inputs, [lam] if loaded.is_lct else None, loaded.space, device=loaded.device,
-                         batch_size=batch_size or loaded.config.evaluate.batch_size, transform=norm,
-                         output=output)[0]
+    s = score_lambdas(loaded.model, inputs, list(lams) if loaded.is_lct else None, loaded.space,
+                      device=loaded.device, batch_size=batch_size or loaded.config.evaluate.batch_size,
+                      transform=norm, output=output)
+    return s if loaded.is_lct else np.repeat(s, len(lams), axis=0)
+
+
+def _adjusted_probabilities(loaded, logits: np.ndarray, adjustment: float) -> np.ndarray:
+    from lossdial.evaluate.multiclass import adjust_logits, softmax
+
+    return softmax(adjust_logits(logits, loaded.train_counts, finite_number(adjustment, "adjustment")))
 
 
 def class_probabilities(loaded, inputs: torch.Tensor, lam: Mapping[str, float] | None, adjustment: float,
                         batch_size: int | None = None) -> np.ndarray:
     """Class probabilities ``[N, C]`` of raw ``inputs`` for a multi-class run at lambda ``lam`` and adjustment
     t: ``softmax(z_c - t log pi_c)``, z the logits at lambda, pi the training class frequencies."""
-    from lossdial.evaluate.multiclass import adjust_logits, softmax
-
     if loaded.task_type.name != "multiclass":
         raise ValueError("class_probabilities() takes a multi-class run; for a binary run use predict(loaded, "
                          "inputs, lam, threshold)")
-    logits = _scores(loaded, inputs, lam, "logits", batch_size)
-    return softmax(adjust_logits(logits, loaded.train_counts, finite_number(adjustment, "adjustment")))
+    return _adjusted_probabilities(loaded, _scores(loaded, inputs, lam, "logits", batch_size), adjustment)
+
+
+def point_scores(loaded, inputs: torch.Tensor, points: list[OperatingPoint],
+                 batch_size: int | None = None) -> list[np.ndarray]:
+    """The scores of raw ``inputs`` at several operating points with ONE backbone pass (distinct lambdas share
+    it, each runs the head once): per point P(positive) ``[N]`` (binary; the decisions are scores >= the
+    point's threshold, as :func:`predict`) or the class probabilities ``[N, C]`` (multi-class, as
+    :func:`class_probabilities`)."""
+    if not points:
+        return []
+    multiclass = loaded.task_type.name == "multiclass"
+    slot: dict[Any, int] = {}  # each distinct lambda's row in the scores
+    lams: list[Mapping[str, float] | None] = []
+    index = []
+    for p in points:
+        key = None if p.lam is None else tuple(sorted(p.lam.items()))
+        if key not in slot:
+            slot[key] = len(lams)
+            lams.append(p.lam)
+        index.append(slot[key])
+    s = _scores_at(loaded, inputs, lams, "logits" if multiclass else "positive", batch_size)
+    if not multiclass:
+        return [s[i] for i in index]
+    return [_adjusted_probabilities(loaded, s[i], p.adjustment) for i, p in zip(index, points)]
 
 
 class TopK(NamedTuple):
