@@ -33,6 +33,11 @@ class _PathError(ValueError):
 
 SEED_MAX = 2 ** 63 - 1
 
+#: ``train.augment`` values (:mod:`lossdial.data.augment` implements them): crop/flip alone, or a strong
+#: augmentation policy alone or after crop + flip.
+AUGMENT_POLICIES = ("trivial", "autoaugment", "randaugment")
+AUGMENT_MODES = ("none", "flip", "crop", "crop_flip", *AUGMENT_POLICIES, *(f"crop_flip_{p}" for p in AUGMENT_POLICIES))
+
 
 def _seed_in_range(v: int) -> int:
     # Every random stream is derived from the full seed (numpy SeedSequence); torch.Generator takes 64 bits
@@ -295,9 +300,15 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1)
     grad_clip: float | None = Field(0.5, gt=0, description="Max global gradient norm; null disables.")
     ema_decay: float | None = Field(0.99, gt=0, lt=1, description="EMA of weights used for evaluation; null disables.")
-    augment: Literal["none", "flip", "crop", "crop_flip", "trivial", "crop_flip_trivial"] = Field(
-        "none", description="On-device batch augmentation: crop (zero padding crop_padding), flip, trivial "
-                            "(TrivialAugment-Wide); crop_flip_trivial applies all three in that order.")
+    augment: Literal[AUGMENT_MODES] = Field(
+        "none", description="Batch augmentation: crop (zero padding crop_padding), flip, and a strong policy: "
+                            "trivial (TrivialAugment-Wide), autoaugment (AutoAugment, CIFAR-10 policy) or randaugment "
+                            "(RandAugment, 2 operations at magnitude 9 of 31); crop_flip_POLICY applies crop, flip "
+                            "and the policy in that order.")
+    random_erasing: float = Field(
+        0.0, ge=0, le=1, description="Random Erasing probability (Zhong et al. 2020; torchvision's law: area 2-33%, "
+                                     "aspect ratio 0.3-3.3, fill 0 on the raw image), applied after train.augment; "
+                                     "0: off. Composes with every train.augment value.")
     crop_padding: int = Field(4, ge=0)
     loader: Literal["auto", "device", "stream", "pil"] = Field(
         "auto", description="device: the training split lives on the training device and is augmented there in "

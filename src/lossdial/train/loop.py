@@ -246,7 +246,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
             loss_fn.set_epoch(epoch)
         for xb, yb in loader.batches(epoch, start=state["batch"]):
             if loader.augments_batches:
-                xb = augment_batch(xb, tc.augment, aug_gen, tc.crop_padding)
+                xb = augment_batch(xb, tc.augment, aug_gen, tc.crop_padding, tc.random_erasing)
             xb = task.normalizer(xb)
             if layout is not torch.contiguous_format:
                 xb = xb.contiguous(memory_format=layout)
