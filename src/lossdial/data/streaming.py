@@ -132,8 +132,8 @@ class StreamingLoader(EpochOrder):
     """Augmented uint8 batches from a DataLoader with workers; same order as TensorLoader for the same seed.
 
     ``images``: a uint8 tensor/array [N, C, H, W] or a lazy :class:`~lossdial.data.images.ImageFiles`;
-    ``augment``/``padding``/``erasing``: as ``train.augment``/``train.crop_padding``/``train.random_erasing``; ``aug_seed``: the augmentation
-    stream; ``num_workers``: DataLoader worker processes (0: in this process); ``pin_memory``: collate into
+    ``augment``/``padding``/``erasing``: as ``train.augment``/``train.crop_padding``/``train.random_erasing``;
+    ``aug_seed``: the augmentation stream; ``num_workers``: DataLoader worker processes (0: in this process); ``pin_memory``: collate into
     page-locked memory for asynchronous copies (default: when ``device`` is CUDA); ``to_pil``: run the
     transforms on PIL images (the reference implementations' way; slower, same distribution).
     """
