@@ -704,6 +704,62 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def split_overrides(text: str) -> list[str]:
+    """Split ``"a.b=1,c=[1, 2],d={x: \"L(0,3,0.33)\"}"`` into overrides at the commas that are outside
+    brackets, parentheses, braces and quotes; each piece is one :func:`parse_override` text.
+
+    A quote opens a quoted YAML scalar only where one can start (at the start of a value: after ``=``, ``,``,
+    ``:``, an opening bracket, or spaces after one of those), so an apostrophe inside a plain value
+    (``data.path=/o'brien``) is an ordinary character. Unbalanced brackets or quotes and empty pieces are
+    errors (ConfigError).
+    """
+    pieces, buf, stack = [], [], []
+    quote = None
+    prev = "="  # the last non-space character outside quotes
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote is not None:
+            buf.append(ch)
+            if (ch == "\\" and quote == '"' or ch == quote == "'" and text[i + 1:i + 2] == "'") and i + 1 < len(text):
+                buf.append(text[i + 1])  # an escaped character: \" in double quotes, '' in single quotes
+                i += 1
+            elif ch == quote:
+                quote = None
+                prev = ch
+            i += 1
+            continue
+        if ch in "'\"" and prev in "=,:" + _OPEN:
+            quote = ch
+        elif ch in _OPEN:
+            stack.append(ch)
+        elif ch in _CLOSE:
+            if not stack or _OPEN.index(stack[-1]) != _CLOSE.index(ch):
+                raise ConfigError(f"{text!r}: {ch!r} at position {i + 1} closes nothing; check the brackets")
+            stack.pop()
+        elif ch == "," and not stack:
+            pieces.append("".join(buf))
+            buf, prev = [], ","
+            i += 1
+            continue
+        buf.append(ch)
+        if not ch.isspace():
+            prev = ch
+        i += 1
+    if quote is not None:
+        raise ConfigError(f"{text!r}: the quote {quote} is never closed")
+    if stack:
+        raise ConfigError(f"{text!r}: {''.join(stack)!r} is never closed; check the brackets")
+    pieces.append("".join(buf))
+    pieces = [p.strip() for p in pieces]
+    if any(not p for p in pieces):
+        raise ConfigError(f"{text!r} has an empty override (two commas in a row, or one at an end)")
+    return pieces
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     out = copy.deepcopy(raw)
     for ov in overrides or []:
