@@ -258,3 +258,19 @@ def test_random_erasing_is_torchvisions_erase_at_the_drawn_rectangle():
     assert torch.equal(augment_batch(x, "none", make_generator(4), erasing=0.7), out)
     with pytest.raises(ValueError, match="erasing probability"):
         augment_batch(x, "none", make_generator(4), erasing=1.5)
+
+
+def test_mode_names_decompose_into_crop_flip_policy():
+    from lossdial.data.augment import augment_parts
+
+    assert augment_parts("crop_flip_autoaugment") == (True, True, "autoaugment")
+    assert augment_parts("crop_randaugment") == (True, False, "randaugment")
+    assert augment_parts("trivial") == (False, False, "trivial")
+    assert augment_parts("crop_flip") == (True, True, None) and augment_parts("flip") == (False, True, None)
+    # crop_POLICY = crop with the crop draws, then the policy with the next draws (no flip draws in between)
+    x = torch.randint(0, 256, (16, 3, 8, 8), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    from lossdial.data.augment import random_crop
+
+    g = make_generator(2)
+    assert torch.equal(augment_batch(x, "crop_autoaugment", make_generator(2), padding=2),
+                       auto_augment(random_crop(x, g, 2), g))

@@ -34,9 +34,10 @@ class _PathError(ValueError):
 SEED_MAX = 2 ** 63 - 1
 
 #: ``train.augment`` values (:mod:`lossdial.data.augment` implements them): crop/flip alone, or a strong
-#: augmentation policy alone or after crop + flip.
+#: augmentation policy alone, after crop + flip, or after crop only (for images that must not be mirrored).
 AUGMENT_POLICIES = ("trivial", "autoaugment", "randaugment")
-AUGMENT_MODES = ("none", "flip", "crop", "crop_flip", *AUGMENT_POLICIES, *(f"crop_flip_{p}" for p in AUGMENT_POLICIES))
+AUGMENT_MODES = ("none", "flip", "crop", "crop_flip", *AUGMENT_POLICIES,
+                 *(f"crop_flip_{p}" for p in AUGMENT_POLICIES), *(f"crop_{p}" for p in AUGMENT_POLICIES))
 
 
 def _seed_in_range(v: int) -> int:
@@ -304,7 +305,7 @@ class TrainConfig(_Section):
         "none", description="Batch augmentation: crop (zero padding crop_padding), flip, and a strong policy: "
                             "trivial (TrivialAugment-Wide), autoaugment (AutoAugment, CIFAR-10 policy) or randaugment "
                             "(RandAugment, 2 operations at magnitude 9 of 31); crop_flip_POLICY applies crop, flip "
-                            "and the policy in that order.")
+                            "and the policy in that order, crop_POLICY crop and the policy (no mirroring).")
     random_erasing: float = Field(
         0.0, ge=0, le=1, description="Random Erasing probability (Zhong et al. 2020; torchvision's law: area 2-33%, "
                                      "aspect ratio 0.3-3.3, fill 0 on the raw image), applied after train.augment; "

@@ -429,12 +429,13 @@ def random_erasing(x: torch.Tensor, generator: torch.Generator, p: float) -> tor
 
 def augment_parts(mode: str) -> tuple[bool, bool, str | None]:
     """(crop, flip, policy) of an augmentation ``mode``: ``none``, ``flip``, ``crop``, ``crop_flip``, a policy
-    of :data:`AUGMENT_POLICIES` alone, or ``crop_flip_`` + policy (crop, then flip, then the policy)."""
+    of :data:`AUGMENT_POLICIES` alone, ``crop_flip_`` + policy (crop, then flip, then the policy) or ``crop_`` +
+    policy (crop, then the policy)."""
     if mode not in AUGMENT_MODES:
         raise ValueError(f"unknown augmentation {mode!r}; choose from {AUGMENT_MODES}")
-    rest = mode.removeprefix("crop_flip_")
+    rest = mode.removeprefix("crop_flip_").removeprefix("crop_")
     policy = rest if rest in AUGMENT_POLICIES else None
-    crop = mode in ("crop", "crop_flip") or mode.startswith("crop_flip_")
+    crop = mode in ("crop", "crop_flip") or mode.startswith("crop_")
     flip = mode in ("flip", "crop_flip") or mode.startswith("crop_flip_")
     return crop, flip, policy
 
@@ -466,7 +467,7 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, paddin
 
     ``crop``: random crop with zero padding ``padding``; ``flip``: horizontal flip with probability 1/2;
     ``trivial``: TrivialAugment-Wide; ``autoaugment``: AutoAugment (CIFAR-10 policy); ``randaugment``:
-    RandAugment (N = 2, M = 9); combined modes apply crop, then flip, then the policy.
+    RandAugment (N = 2, M = 9); combined modes apply crop, then flip (``crop_flip_*``), then the policy.
     """
     crop, flip, policy = augment_parts(mode)
     if not 0.0 <= erasing <= 1.0:
