@@ -274,3 +274,17 @@ def test_mode_names_decompose_into_crop_flip_policy():
     g = make_generator(2)
     assert torch.equal(augment_batch(x, "crop_autoaugment", make_generator(2), padding=2),
                        auto_augment(random_crop(x, g, 2), g))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", AUGMENT_MODES)
+def test_cuda_augmentation_equals_cpu(mode):
+    """The draws come from the CPU generator, so a CUDA batch gets the CPU batch's augmentation: the same
+    operations, rectangles and offsets; pixel values equal up to a float rounding that truncates one level
+    differently (at most 1 of 255, on a tiny fraction of pixels)."""
+    x = torch.randint(0, 256, (64, 3, 12, 12), generator=torch.Generator().manual_seed(8), dtype=torch.uint8)
+    cpu = augment_batch(x, mode, make_generator(1), padding=2, erasing=0.5)
+    gpu = augment_batch(x.cuda(), mode, make_generator(1), padding=2, erasing=0.5).cpu()
+    diff = (gpu.int() - cpu.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).double().mean() < 1e-3
+    assert torch.equal(gpu == 0, cpu == 0) or mode != "none"  # erasing alone: the same rectangles exactly
