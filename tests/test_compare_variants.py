@@ -48,13 +48,18 @@ def test_parse_variant_and_refusals():
         ("sam_a", ["optim.sam.rho=0.05", "optim.sam.mode=asymmetric"])
     assert parse_variant('lct=lct.lambda={tau: "L(0,3,0.33)"}') == ("lct", ['lct.lambda={tau: "L(0,3,0.33)"}'])
     for bad, msg in [("sam", "must look like NAME=KEY=VALUE"), ("sam=0.05", "must look like NAME=KEY=VALUE"),
-                     ("=optim.lr=1", "must look like"), ("a/b=optim.lr=1", "names a run directory"),
-                     (".x=optim.lr=1", "names a run directory"), ("x=optim.lr=1,,optim.lr=2", "x: .*empty override"),
+                     ("=optim.lr=1", "must look like"), ("a/b=optim.lr=1", "names its run directory"),
+                     (".x=optim.lr=1", "names its run directory"), ("x=optim.lr=1,,optim.lr=2", "x: .*empty override"),
                      ("x=optim..lr=1", "x: .*empty key path"), ("x=optim.lr=[1", "never closed"),
                      ("x=optim.lr=1,optim.lr=2", "sets optim.lr twice"), ("x=seed=3", "seed cannot be"),
                      ("x=data.seed=3", "data.seed cannot be")]:
         with pytest.raises(CompareError, match=msg):
             parse_variant(bad)
+    # the mapping spelling gets the same checks
+    for bad, msg in [({"x": []}, "has no override"), ({"x y": ["optim.lr=1"]}, "names its run directory"),
+                     ({"x": ["seed=1"]}, "seed cannot be"), ({"x": ["optim.lr"]}, "must look like key.path=value")]:
+        with pytest.raises(CompareError, match=msg):
+            build_methods(None, None, bad)
     with pytest.raises(CompareError, match="'a' is used twice"):
         build_methods(None, None, ["a=optim.lr=0.1", "a=optim.lr=0.2"])
     with pytest.raises(CompareError, match="'base' is used twice"):
@@ -110,7 +115,8 @@ def test_variant_equal_to_base_is_identical_and_override_is_trained(tmp_path):
 def test_binary_cli_mixes_variants_with_baseline_grid(tmp_path):
     variant = 'lctlaw=lct.lambda={tau: "U(0,1)"},evaluate.lambda="tau=0:1:3",train.augment=crop_flip_randaugment'
     args = ["compare", str(packaged_config_path("demo_digits")), "--baseline-grid", "tau=0", "--variant", variant,
-            "--seeds", "1", "--out", str(tmp_path), "-q"] + [a for ov in TINY + ["train.epochs=1"] for a in ("--set", ov)]
+            "--seeds", "1", "--out", str(tmp_path), "-q"]
+    args += [a for ov in TINY + ["train.epochs=1"] for a in ("--set", ov)]
     res = CliRunner().invoke(app, args, terminal_width=250)
     assert res.exit_code == 0, res.output
     d = json.loads((tmp_path / "compare.json").read_text())

@@ -139,7 +139,7 @@ class Method:
     kind: str  # "baseline", "lct" or "variant" (the base config, or it with the variant's overrides)
     label: str  # shown in tables
     spec: str  # the grid, the LCT law or the variant's overrides as given
-    members: list[tuple[str, dict[str, Any]]]  # (run directory name, loss.params | lct.lambda | {"overrides": [...]})
+    members: list[tuple[str, dict[str, Any]]]  # (run directory, loss.params | lct.lambda | {"overrides": [...]})
 
 
 @dataclass
@@ -192,40 +192,48 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     ``'lct=lct.lambda={tau: "L(0,3,0.33)"}'``. NAME (a run-directory name) is letters, digits, ``_``, ``.``
     and ``-``. Errors are :class:`CompareError` naming the variant.
     """
-    eg = 'e.g. --variant "sam=optim.sam.rho=0.05" or "small_batch=train.batch_size=32,optim.lr=0.025"'
     name, sep, rest = text.partition("=")
-    name = name.strip()
-    if not sep or not name or "=" not in rest:
-        raise CompareError(f"--variant {text!r} must look like NAME=KEY=VALUE[,KEY=VALUE...]; {eg}")
-    if not set(name) <= _NAME_CHARS or name.startswith("."):
-        raise CompareError(f"--variant {text!r}: the name {name!r} names a run directory: use letters, digits, "
-                           f"_ . - (not starting with .)")
+    if not sep or not name.strip() or "=" not in rest:
+        raise CompareError(f"--variant {text!r} must look like NAME=KEY=VALUE[,KEY=VALUE...]; {_VARIANT_EG}")
     try:
         overrides = split_overrides(rest)
-        keys = [".".join(parse_override(ov)[0]) for ov in overrides]
     except ConfigError as exc:
-        raise CompareError(f"--variant {name}: {exc}; {eg}") from None
+        raise CompareError(f"--variant {name.strip()}: {exc}; {_VARIANT_EG}") from None
+    return check_variant(name.strip(), overrides)
+
+
+_VARIANT_EG = 'e.g. --variant "sam=optim.sam.rho=0.05" or "small_batch=train.batch_size=32,optim.lr=0.025"'
+
+
+def check_variant(name: str, overrides: Sequence[str]) -> tuple[str, list[str]]:
+    """One variant's checks (both spellings of ``variants``): a run-directory name, at least one override, each
+    read by :func:`~lossdial.config.parse_override`, no key twice, none of the keys compare sets itself."""
+    if not name or not set(name) <= _NAME_CHARS or name.startswith("."):
+        raise CompareError(f"--variant {name!r}: a variant's name names its run directory: use letters, digits, "
+                           f"_ . - (not starting with .)")
+    if not overrides:
+        raise CompareError(f"--variant {name} has no override; {_VARIANT_EG}")
     seen = set()
-    for k in keys:
-        if k in _VARIANT_FIXED:
-            raise CompareError(f"--variant {name}: {k} cannot be a variant's override ({_VARIANT_FIXED[k]})")
-        if k in seen:
-            raise CompareError(f"--variant {name} sets {k} twice; keep one")
-        seen.add(k)
-    return name, overrides
+    for ov in overrides:
+        try:
+            key = ".".join(parse_override(str(ov))[0])
+        except ConfigError as exc:
+            raise CompareError(f"--variant {name}: {exc}; {_VARIANT_EG}") from None
+        if key in _VARIANT_FIXED:
+            raise CompareError(f"--variant {name}: {key} cannot be a variant's override: {_VARIANT_FIXED[key]}")
+        if key in seen:
+            raise CompareError(f"--variant {name} sets {key} twice; keep one")
+        seen.add(key)
+    return name, [str(ov) for ov in overrides]
 
 
 def _variant_methods(variants: Sequence[str] | Mapping[str, Sequence[str]]) -> list[Method]:
     """The row ``base`` (the config as given) and one method per variant (the config with its overrides)."""
-    items = [parse_variant(v) for v in variants] if not isinstance(variants, Mapping) else \
-        [(str(k), [str(o) for o in v]) for k, v in variants.items()]
+    items = [check_variant(str(k), list(v)) for k, v in variants.items()] if isinstance(variants, Mapping) else \
+        [parse_variant(v) for v in variants]
     methods = [Method("base", "variant", "base", "", [("base", {"overrides": []})])]
     for name, overrides in items:
-        if not overrides:
-            raise CompareError(f"--variant {name} has no override; e.g. {name}=train.batch_size=32")
-        for ov in overrides:
-            parse_override(ov)
-        methods.append(Method(name, "variant", name, ",".join(overrides), [(name, {"overrides": list(overrides)})]))
+        methods.append(Method(name, "variant", name, ",".join(overrides), [(name, {"overrides": overrides})]))
     return methods
 
 
