@@ -148,7 +148,9 @@ def main() -> None:
              f"- machine: {platform.platform()}, {platform.machine()}, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads; device: {args.device or 'the config train.device (auto)'}",
              f"- base = plain cross-entropy: {', '.join(PLAIN_CE)}",
-             f"- wall time of the whole compare: {wall:.0f} s",
+             f"- wall time of the whole compare: {wall:.0f} s; `train s` in the table is each row's training "
+             f"time summed over its seeds (wall clock: on a shared machine it includes other jobs' load, so it is "
+             f"not a per-ingredient cost measurement)",
              "- command (from the repository root, `lossdial` = `python -m lossdial` with src on the path):", "",
              "```", shown, "```", ""]
     if partial:
