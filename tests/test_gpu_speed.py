@@ -37,7 +37,7 @@ class _NoSyncInsideEpoch:
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("augment", ["crop_flip", "crop_flip_trivial"])
+@pytest.mark.parametrize("augment", ["crop_flip", "crop_flip_trivial", "crop_flip_autoaugment", "crop_randaugment"])
 @pytest.mark.parametrize("lct", [True, False])
 def test_no_host_sync_inside_the_training_loop(tmp_path, tiny_overrides, augment, lct):
     cfg = load_config(packaged_config_path("demo_digits"),

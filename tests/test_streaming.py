@@ -29,16 +29,16 @@ def _image(shape=(3, 10, 10), seed=0):
     return torch.from_numpy(np.random.default_rng(seed).integers(20, 231, size=shape, dtype=np.uint8))
 
 
-def _stream_outputs(img, mode, n, padding=4, workers=0, seed=3):
+def _stream_outputs(img, mode, n, padding=4, workers=0, seed=3, erasing=0.0):
     x = img[None].expand(n, -1, -1, -1).contiguous()
     ld = StreamingLoader(x, torch.zeros(n, dtype=torch.long), 500, augment=mode, padding=padding, shuffle=False,
-                         aug_seed=seed, num_workers=workers)
+                         aug_seed=seed, num_workers=workers, erasing=erasing)
     return torch.cat([xb for xb, _ in ld.batches(0)])
 
 
-def _device_outputs(img, mode, n, padding=4, seed=3):
+def _device_outputs(img, mode, n, padding=4, seed=3, erasing=0.0):
     x = img[None].expand(n, -1, -1, -1).contiguous()
-    return augment_batch(x, mode, make_generator(seed), padding)
+    return augment_batch(x, mode, make_generator(seed), padding, erasing)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -101,6 +101,162 @@ def test_stream_trivial_outputs_are_torchvision_outputs_uint8_float_grayscale():
     assert outs.dtype == torch.uint8 and outs.shape == (300, 1, 9, 11)
     for o in outs:
         assert o.numpy().tobytes() in table
+
+
+# --------------------------------------------------------------------------------------------------------
+# AutoAugment (CIFAR-10 policy) and RandAugment: the exact law over outputs, enumerated with torchvision's
+# own policy list, magnitude tables and operations (independent of our tables and vectorised operations)
+
+def _tv_policy_law(img, policy):
+    """{output bytes: probability} of torchvision's AutoAugment(CIFAR10) / RandAugment() applied to `img`."""
+    from itertools import product
+
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import AutoAugment, AutoAugmentPolicy, RandAugment
+
+    h, w = img.shape[-2:]
+    if policy == "autoaugment":
+        tv = AutoAugment(AutoAugmentPolicy.CIFAR10)
+        # a sub-policy: uniform over 25; each step applied with its probability; a signed step's sign 1/2
+        branches = []
+        for pol in tv._policies:
+            per_step = []
+            for name, p, b in pol:
+                fn, signed = tv._AUGMENTATION_SPACE[name]
+                mags = fn(10, h, w)
+                mag = None if mags is None else float(mags[b])
+                opts = [((None, 0.0), 1 - p)] if p < 1 else []
+                signs = (1, -1) if signed and mag is not None else (1,)
+                opts += [((name, 0.0 if mag is None else s * mag), p / len(signs)) for s in signs if p > 0]
+                per_step.append(opts)
+            for (s1, p1), (s2, p2) in product(*per_step):
+                branches.append(((s1, s2), p1 * p2 / len(tv._policies)))
+    else:
+        tv = RandAugment()
+        per_step = []
+        for name, (fn, signed) in tv._AUGMENTATION_SPACE.items():
+            mags = fn(tv.num_magnitude_bins, h, w)
+            mag = None if mags is None else float(mags[tv.magnitude])
+            signs = (1, -1) if signed and mag is not None else (1,)
+            per_step += [((name, 0.0 if mag is None else s * mag), 1 / len(tv._AUGMENTATION_SPACE) / len(signs))
+                         for s in signs]
+        branches = [((a, b), pa * pb) for (a, pa), (b, pb) in product(*[per_step] * tv.num_ops)]
+    law: dict[bytes, float] = {}
+    for steps, prob in branches:
+        out = img
+        for name, m in steps:
+            if name is not None:
+                out = tv._apply_image_or_video_transform(out, name, m, interpolation=InterpolationMode.NEAREST,
+                                                         fill=tv._fill)
+        key = out.numpy().tobytes()
+        law[key] = law.get(key, 0.0) + prob
+    return law
+
+
+def _law_counts(outputs, law, n):
+    """Counts per output of `law` whose expected count is >= 5, the rest pooled; expected probabilities alike."""
+    keys = [k for k, p in law.items() if p * n >= 5]
+    index = {k: i for i, k in enumerate(keys)}
+    counts = np.zeros(len(keys) + 1)
+    for o in outputs:
+        key = o.numpy().tobytes()
+        assert key in law, "an augmented image is not an output torchvision's transform can give"
+        counts[index.get(key, len(keys))] += 1
+    probs = np.array([law[k] for k in keys] + [1 - sum(law[k] for k in keys)])
+    return counts, probs
+
+
+@pytest.mark.parametrize("policy", ["autoaugment", "randaugment"])
+def test_policy_stream_and_device_same_outputs_and_law(policy):
+    img = _image((3, 10, 12), seed=4)
+    law = _tv_policy_law(img, policy)
+    assert sum(law.values()) == pytest.approx(1.0)
+    n = 3000
+    got = []
+    for mode in (policy, f"crop_flip_{policy}"):
+        if mode != policy:  # the combined mode runs on both paths (its law is not enumerated here)
+            assert _stream_outputs(img, mode, 20).shape == _device_outputs(img, mode, 20).shape == (20, 3, 10, 12)
+            continue
+        for outs in (_stream_outputs(img, mode, n), _device_outputs(img, mode, n)):
+            counts, probs = _law_counts(outs, law, n)
+            assert len(counts) > 20  # enough distinct outputs for the test to have power
+            assert chisquare(counts, probs * n).pvalue > 1e-3
+            got.append(counts)
+    assert chi2_contingency(np.stack(got)).pvalue > 1e-3
+
+
+# --------------------------------------------------------------------------------------------------------
+# Random Erasing: the exact law of the rectangle, computed by integration
+
+def _erasing_law(hh, ww, p, scale=(0.02, 0.33), ratio=(0.3, 3.3), attempts=10):
+    """{(eh, ew): P} and P(not erased) of torchvision's RandomErasing on an hh x ww image.
+
+    One attempt draws s ~ U(scale), log r ~ U(log ratio); u = sqrt(A s r), v = sqrt(A s / r) has density
+    2 / (A (s1 - s0) (log r1 - log r0)) on {s0 A <= u v <= s1 A, r0 <= u / v <= r1}, and (eh, ew) =
+    (round u, round v): P(a, b) is that density integrated over the unit cell around (a, b) (midpoint rule in
+    u, exact in v). The first attempt with eh < H and ew < W is used.
+    """
+    area = hh * ww
+    dens = 2 / (area * (scale[1] - scale[0]) * (np.log(ratio[1]) - np.log(ratio[0])))
+    one = {}
+    for a in range(1, hh):
+        u = a - 0.5 + (np.arange(4000) + 0.5) / 4000
+        for b in range(1, ww):
+            lo = np.maximum.reduce([np.full_like(u, b - 0.5), u / ratio[1], scale[0] * area / u])
+            hi = np.minimum.reduce([np.full_like(u, b + 0.5), u / ratio[0], scale[1] * area / u])
+            one[(a, b)] = dens * np.clip(hi - lo, 0, None).mean()
+    valid = sum(one.values())
+    p_found = 1 - (1 - valid) ** attempts
+    law = {k: p * p_found * v / valid for k, v in one.items()}
+    return law, 1 - p * p_found
+
+
+def _rectangles(outs):
+    """(eh, ew, top, left) of the zero rectangle of each output (None: not erased); asserts it is a rectangle."""
+    rects = []
+    for o in outs:
+        z = (o == 0).all(0)
+        if not z.any():
+            rects.append(None)
+            continue
+        rows, cols = torch.nonzero(z.any(1)).squeeze(1), torch.nonzero(z.any(0)).squeeze(1)
+        t, l, eh, ew = int(rows[0]), int(cols[0]), len(rows), len(cols)
+        assert z.sum() == eh * ew and z[t:t + eh, l:l + ew].all() and (o == 0).sum() == eh * ew * o.shape[0]
+        rects.append((eh, ew, t, l))
+    return rects
+
+
+def test_random_erasing_stream_and_device_same_law():
+    img, p, n = _image((3, 9, 11), seed=6), 0.6, 2000  # values 20..230: the erased rectangle is the zeros
+    law, p_none = _erasing_law(9, 11, p)
+    sizes = sorted(law)
+    tables = []
+    for outs in (_stream_outputs(img, "none", n, erasing=p), _device_outputs(img, "none", n, erasing=p)):
+        rects = _rectangles(outs)
+        # the rectangle's sides, against the integrated law (rare sides pooled)
+        keep = [k for k in sizes if law[k] * n >= 5]
+        counts = np.zeros(len(keep) + 2)
+        exp = np.array([law[k] for k in keep] + [1 - p_none - sum(law[k] for k in keep), p_none]) * n
+        for r in rects:
+            counts[-1 if r is None else keep.index(r[:2]) if r[:2] in keep else len(keep)] += 1
+        assert chisquare(counts, exp).pvalue > 1e-3
+        # the top-left corner: uniform over the positions where the rectangle fits, given its sides
+        for axis, size in ((0, 9), (1, 11)):
+            side = {}
+            for k, v in law.items():
+                side[k[axis]] = side.get(k[axis], 0.0) + v
+            cells = {(a, t): side[a] / (size - a + 1) for a in side for t in range(size - a + 1)}
+            keep = [c for c in cells if cells[c] * n >= 5]
+            got = np.zeros(len(keep) + 1)
+            for r in rects:
+                if r is not None:
+                    c = (r[axis], r[2 + axis])
+                    assert c in cells
+                    got[keep.index(c) if c in keep else len(keep)] += 1
+            want = np.array([cells[c] for c in keep] + [1 - p_none - sum(cells[c] for c in keep)]) * n
+            assert chisquare(got, want * got.sum() / want.sum()).pvalue > 1e-3
+        tables.append(counts)
+    assert chi2_contingency(np.stack(tables)).pvalue > 1e-3
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1209,6 +1209,8 @@ def _compare_table(result, transpose: bool) -> Table:
         caption = (f"{result.protocol}. F1 and P@R (precision at recall r) are measured on test at the threshold "
                    f"chosen on validation; precision-type metrics at prevalence {result.prevalence_text()}. "
                    f"train s: total training seconds over runs and seeds ({result.device_text()}).")
+    if result.variants_text():
+        caption += f" Rows: {result.variants_text()}."
     heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in METRICS]
     t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     if not transpose:
@@ -1237,6 +1239,10 @@ def compare(
         '(cartesian product; one baseline run per point and seed).'),
     lct: list[str] = typer.Option([], "--lct", help='LCT law, e.g. "tau~L(0,3,0.33)" (repeatable: one LCT model '
                                   'per law and seed).'),
+    variant: list[str] = typer.Option([], "--variant", help='Ablation row NAME=KEY=VALUE[,KEY=VALUE...]: the config '
+                                      'with those overrides (the --set rule; commas inside brackets, parentheses or '
+                                      'quotes do not split), e.g. "sam=optim.sam.rho=0.05" (repeatable). With '
+                                      '--variant, the config as given is also a row: base.'),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per configuration: the config's seed, seed+1, ..."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings at once (worker processes; the CPU cores are split "
                              "between them; on a GPU they share it)."),
@@ -1268,16 +1274,16 @@ def compare(
                                               "(default ap; balanced_accuracy for multi-class)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Baseline grid vs LCT over seeds: train all, pick each method's best point per metric on validation,
-    score it once on test; one table of mean ± std over seeds (+ compare.json/.csv/.md in --out)."""
+    """Baseline grid vs LCT vs ablation variants over seeds: train all, pick each method's best point per metric
+    on validation, score it once on test; one table of mean ± std over seeds (+ compare.json/.csv/.md in --out)."""
     from lossdial.config import ConfigError
     from lossdial.demo import QUICK_OVERRIDES
     from lossdial.experiments import CompareError, compare as compare_fn
     from lossdial.rundir import RunError
 
-    if not baseline_grid and not lct and not tuned:
-        _fail('give --baseline-grid, --lct and/or --tuned, e.g. --baseline-grid "tau=0,1,2" --lct "tau~L(0,3,0.33)" '
-              '--tuned "tau~U(0,3)" --budget 8')
+    if not baseline_grid and not lct and not tuned and not variant:
+        _fail('give --baseline-grid, --lct, --variant and/or --tuned, e.g. --baseline-grid "tau=0,1,2" --lct '
+              '"tau~L(0,3,0.33)" --variant "small_batch=train.batch_size=32" --tuned "tau~U(0,3)" --budget 8')
     if tuned or budget is not None:
         try:
             import optuna
@@ -1291,7 +1297,7 @@ def compare(
     t0 = time.perf_counter()
     try:
         with _progress(quiet) as progress:
-            result = compare_fn(config, out=out, baseline_grid=baseline_grid, lct=lct, seeds=seeds,
+            result = compare_fn(config, out=out, baseline_grid=baseline_grid, lct=lct, variants=variant, seeds=seeds,
                                 overrides=overrides, jobs=jobs, vary_data_seed=vary_data_seed, device=device,
                                 lct_lambdas=lambda_, prevalence=prevalence,
                                 callback=_CompareProgress(progress, jobs), stacked=stacked, prior=prior,

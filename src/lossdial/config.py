@@ -33,6 +33,12 @@ class _PathError(ValueError):
 
 SEED_MAX = 2 ** 63 - 1
 
+#: ``train.augment`` values (:mod:`lossdial.data.augment` implements them): crop/flip alone, or a strong
+#: augmentation policy alone, after crop + flip, or after crop only (for images that must not be mirrored).
+AUGMENT_POLICIES = ("trivial", "autoaugment", "randaugment")
+AUGMENT_MODES = ("none", "flip", "crop", "crop_flip", *AUGMENT_POLICIES,
+                 *(f"crop_flip_{p}" for p in AUGMENT_POLICIES), *(f"crop_{p}" for p in AUGMENT_POLICIES))
+
 
 def _seed_in_range(v: int) -> int:
     # Every random stream is derived from the full seed (numpy SeedSequence); torch.Generator takes 64 bits
@@ -402,9 +408,15 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1)
     grad_clip: float | None = Field(0.5, gt=0, description="Max global gradient norm; null disables.")
     ema_decay: float | None = Field(0.99, gt=0, lt=1, description="EMA of weights used for evaluation; null disables.")
-    augment: Literal["none", "flip", "crop", "crop_flip", "trivial", "crop_flip_trivial"] = Field(
-        "none", description="On-device batch augmentation: crop (zero padding crop_padding), flip, trivial "
-                            "(TrivialAugment-Wide); crop_flip_trivial applies all three in that order.")
+    augment: Literal[AUGMENT_MODES] = Field(
+        "none", description="Batch augmentation: crop (zero padding crop_padding), flip, and a strong policy: "
+                            "trivial (TrivialAugment-Wide), autoaugment (AutoAugment, CIFAR-10 policy) or randaugment "
+                            "(RandAugment, 2 operations at magnitude 9 of 31); crop_flip_POLICY applies crop, flip "
+                            "and the policy in that order, crop_POLICY crop and the policy (no mirroring).")
+    random_erasing: float = Field(
+        0.0, ge=0, le=1, description="Random Erasing probability (Zhong et al. 2020; torchvision's law: area 2-33%, "
+                                     "aspect ratio 0.3-3.3, fill 0 on the raw image), applied after train.augment; "
+                                     "0: off. Composes with every train.augment value.")
     crop_padding: int = Field(4, ge=0)
     loader: Literal["auto", "device", "stream", "pil"] = Field(
         "auto", description="device: the training split lives on the training device and is augmented there in "
@@ -882,6 +894,62 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
     return key.split("."), value
+
+
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def split_overrides(text: str) -> list[str]:
+    """Split ``"a.b=1,c=[1, 2],d={x: \"L(0,3,0.33)\"}"`` into overrides at the commas that are outside
+    brackets, parentheses, braces and quotes; each piece is one :func:`parse_override` text.
+
+    A quote opens a quoted YAML scalar only where one can start (at the start of a value: after ``=``, ``,``,
+    ``:``, an opening bracket, or spaces after one of those), so an apostrophe inside a plain value
+    (``data.path=/o'brien``) is an ordinary character. Unbalanced brackets or quotes and empty pieces are
+    errors (ConfigError).
+    """
+    pieces, buf, stack = [], [], []
+    quote = None
+    prev = "="  # the last non-space character outside quotes
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote is not None:
+            buf.append(ch)
+            if (ch == "\\" and quote == '"' or ch == quote == "'" and text[i + 1:i + 2] == "'") and i + 1 < len(text):
+                buf.append(text[i + 1])  # an escaped character: \" in double quotes, '' in single quotes
+                i += 1
+            elif ch == quote:
+                quote = None
+                prev = ch
+            i += 1
+            continue
+        if ch in "'\"" and prev in "=,:" + _OPEN:
+            quote = ch
+        elif ch in _OPEN:
+            stack.append(ch)
+        elif ch in _CLOSE:
+            if not stack or _OPEN.index(stack[-1]) != _CLOSE.index(ch):
+                raise ConfigError(f"{text!r}: {ch!r} at position {i + 1} closes nothing; check the brackets")
+            stack.pop()
+        elif ch == "," and not stack:
+            pieces.append("".join(buf))
+            buf, prev = [], ","
+            i += 1
+            continue
+        buf.append(ch)
+        if not ch.isspace():
+            prev = ch
+        i += 1
+    if quote is not None:
+        raise ConfigError(f"{text!r}: the quote {quote} is never closed")
+    if stack:
+        raise ConfigError(f"{text!r}: {''.join(stack)!r} is never closed; check the brackets")
+    pieces.append("".join(buf))
+    pieces = [p.strip() for p in pieces]
+    if any(not p for p in pieces):
+        raise ConfigError(f"{text!r} has an empty override (two commas in a row, or one at an end)")
+    return pieces
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:

@@ -12,6 +12,14 @@ each group is transformed in one batched call (all geometric operations share on
 per-image result equals torchvision's functional op at that image's magnitude (tested against
 ``torchvision.transforms.v2.functional``). Inputs are uint8 [B, C, H, W] (values 0..255) or float in
 [0, 1], with C = 1 or 3, like torchvision.
+
+:func:`auto_augment` (AutoAugment, Cubuk et al. 2019, CIFAR-10 policy) and :func:`rand_augment`
+(RandAugment, Cubuk et al. 2020, N = 2 operations at magnitude 9 of 31) use the same per-operation
+functions with torchvision's ``AutoAugment``/``RandAugment`` augmentation space (its magnitude tables, which
+depend on the image size for translations; Invert added for AutoAugment): each step is one batched
+:func:`apply_ops` call, an image whose sub-policy operation is not applied getting the identity.
+:func:`random_erasing` (Zhong et al. 2020) is torchvision's ``RandomErasing`` (scale (0.02, 0.33), ratio
+(0.3, 3.3), 10 attempts, fill 0) with every image's draws made in one vectorised call.
 """
 
 from __future__ import annotations
@@ -21,13 +29,37 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENT_MODES = ("none", "flip", "crop", "crop_flip", "trivial", "crop_flip_trivial")
+from lossdial.config import AUGMENT_MODES, AUGMENT_POLICIES  # noqa: F401  (the one list; config validates it)
 
 TRIVIAL_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
                "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
 _SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast",
            "sharpness"}
 _AFFINE = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+#: Every operation :func:`apply_ops` knows: TrivialAugment's (same indices) and AutoAugment's Invert.
+OPS = TRIVIAL_OPS + ("invert",)
+#: RandAugment's operations (torchvision's RandAugment space: TrivialAugment's 14, in the same order).
+RAND_OPS = TRIVIAL_OPS
+RAND_NUM_OPS, RAND_MAGNITUDE, RAND_BINS = 2, 9, 31
+#: torchvision's AutoAugment CIFAR-10 policy: 25 sub-policies of two (operation, probability, magnitude bin of
+#: 10) steps; None: the operation has no magnitude.
+AUTOAUGMENT_CIFAR10 = (
+    (("invert", 0.1, None), ("contrast", 0.2, 6)), (("rotate", 0.7, 2), ("translate_x", 0.3, 9)),
+    (("sharpness", 0.8, 1), ("sharpness", 0.9, 3)), (("shear_y", 0.5, 8), ("translate_y", 0.7, 9)),
+    (("autocontrast", 0.5, None), ("equalize", 0.9, None)), (("shear_y", 0.2, 7), ("posterize", 0.3, 7)),
+    (("color", 0.4, 3), ("brightness", 0.6, 7)), (("sharpness", 0.3, 9), ("brightness", 0.7, 9)),
+    (("equalize", 0.6, None), ("equalize", 0.5, None)), (("contrast", 0.6, 7), ("sharpness", 0.6, 5)),
+    (("color", 0.7, 7), ("translate_x", 0.5, 8)), (("equalize", 0.3, None), ("autocontrast", 0.4, None)),
+    (("translate_y", 0.4, 3), ("sharpness", 0.2, 6)), (("brightness", 0.9, 6), ("color", 0.2, 8)),
+    (("solarize", 0.5, 2), ("invert", 0.0, None)), (("equalize", 0.2, None), ("autocontrast", 0.6, None)),
+    (("equalize", 0.2, None), ("equalize", 0.6, None)), (("color", 0.9, 9), ("equalize", 0.6, None)),
+    (("autocontrast", 0.8, None), ("solarize", 0.2, 8)), (("brightness", 0.1, 3), ("color", 0.7, 0)),
+    (("solarize", 0.4, 5), ("autocontrast", 0.9, None)), (("translate_y", 0.9, 9), ("translate_y", 0.7, 9)),
+    (("autocontrast", 0.9, None), ("solarize", 0.8, 3)), (("equalize", 0.8, None), ("invert", 0.1, None)),
+    (("translate_y", 0.7, 9), ("autocontrast", 0.9, None)),
+)
+AUTOAUGMENT_BINS = 10
+ERASING_SCALE, ERASING_RATIO, ERASING_ATTEMPTS = (0.02, 0.33), (0.3, 3.3), 10
 
 
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -52,6 +84,19 @@ def trivial_magnitudes(num_bins: int = 31) -> dict[str, torch.Tensor | None]:
     }
 
 
+def policy_magnitudes(num_bins: int, height: int, width: int) -> dict[str, torch.Tensor | None]:
+    """torchvision's AutoAugment / RandAugment magnitude bins per operation (float32 as torchvision builds
+    them; translations scale with the image: up to 150/331 of its width or height)."""
+    lin = lambda a, b: torch.linspace(a, b, num_bins)  # noqa: E731
+    return {
+        "identity": None, "shear_x": lin(0.0, 0.3), "shear_y": lin(0.0, 0.3),
+        "translate_x": lin(0.0, 150.0 / 331.0 * width), "translate_y": lin(0.0, 150.0 / 331.0 * height),
+        "rotate": lin(0.0, 30.0), "brightness": lin(0.0, 0.9), "color": lin(0.0, 0.9), "contrast": lin(0.0, 0.9),
+        "sharpness": lin(0.0, 0.9), "posterize": (8 - (torch.arange(num_bins) / ((num_bins - 1) / 4))).round().int(),
+        "solarize": lin(1.0, 0.0), "autocontrast": None, "equalize": None, "invert": None,
+    }
+
+
 def draw_trivial(batch_size: int, generator: torch.Generator, num_bins: int = 31
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-image (operation index, magnitude bin, sign in {+1, -1}) drawn in one call each (CPU tensors)."""
@@ -64,14 +109,19 @@ def draw_trivial(batch_size: int, generator: torch.Generator, num_bins: int = 31
 def signed_magnitudes(op: torch.Tensor, mag_bin: torch.Tensor, sign: torch.Tensor, num_bins: int = 31
                       ) -> torch.Tensor:
     """The float64 magnitude each image uses (0 for operations without one), signed where torchvision signs."""
-    table = trivial_magnitudes(num_bins)
+    return table_magnitudes(trivial_magnitudes(num_bins), op, mag_bin, sign)
+
+
+def table_magnitudes(table: dict[str, torch.Tensor | None], op: torch.Tensor, mag_bin: torch.Tensor,
+                     sign: torch.Tensor) -> torch.Tensor:
+    """Per image: ``table[OPS[op]][mag_bin]`` as float64, times ``sign`` for signed operations (0 without one)."""
     mag = torch.zeros(len(op), dtype=torch.float64)
-    for k, name in enumerate(TRIVIAL_OPS):
-        if table[name] is None:
+    for k, name in enumerate(OPS):
+        if table.get(name) is None:
             continue
         sel = op == k
         m = table[name].double()[mag_bin[sel]]
-        mag[sel] = m * sign[sel] if name in _SIGNED else m
+        mag[sel] = m * sign[sel].double() if name in _SIGNED else m
     return mag
 
 
@@ -163,10 +213,14 @@ def _equalize(img, _):
     return equalize(img)
 
 
+def _invert(img, _):
+    return (1.0 - img) if img.is_floating_point() else torch.bitwise_not(img)
+
+
 _COLOR_FNS = {"brightness": lambda x, m: _brightness(x, 1.0 + m), "color": lambda x, m: _color(x, 1.0 + m),
               "contrast": lambda x, m: _contrast(x, 1.0 + m), "sharpness": lambda x, m: _sharpness(x, 1.0 + m),
               "posterize": lambda x, m: _posterize(x, m), "solarize": _solarize,
-              "autocontrast": _autocontrast, "equalize": _equalize}
+              "autocontrast": _autocontrast, "equalize": _equalize, "invert": _invert}
 
 
 def inverse_affine_matrices(angle: torch.Tensor, translate: torch.Tensor, shear: torch.Tensor,
@@ -232,35 +286,161 @@ def _affine_params(names: list[str], mag: torch.Tensor, h: int, w: int) -> torch
     return inverse_affine_matrices(angle, translate, shear, center)
 
 
-def apply_trivial(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """Apply operation ``op[i]`` at ``magnitude[i]`` (float64, already signed) to image i, batched by operation."""
+def apply_ops(x: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """Apply operation ``OPS[op[i]]`` at ``magnitude[i]`` (float64, already signed) to image i, batched by operation.
+
+    Indices below ``len(TRIVIAL_OPS)`` are TrivialAugment's operations (same order); ``identity`` leaves the
+    image as it is.
+    """
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"TrivialAugment needs [B, 1 or 3, H, W] image batches, got shape {tuple(x.shape)}")
+        raise ValueError(f"augmentation needs [B, 1 or 3, H, W] image batches, got shape {tuple(x.shape)}")
     out = x.clone()
     op = op.cpu()
     magnitude = magnitude.cpu().double()
     _, _, h, w = x.shape
     geo = torch.zeros(len(op), dtype=torch.bool)
     for name in _AFFINE:
-        geo |= op == TRIVIAL_OPS.index(name)
+        geo |= op == OPS.index(name)
     sel = torch.nonzero(geo).squeeze(1)
     if len(sel):
-        names = [TRIVIAL_OPS[int(k)] for k in op[sel]]
+        names = [OPS[int(k)] for k in op[sel]]
         mats = _affine_params(names, magnitude[sel], h, w)
         idx = to_device(sel, x.device)
         out[idx] = affine_batch(x[idx], mats)
     for name, fn in _COLOR_FNS.items():
-        sel = torch.nonzero(op == TRIVIAL_OPS.index(name)).squeeze(1)
+        sel = torch.nonzero(op == OPS.index(name)).squeeze(1)
         if len(sel):
             idx = to_device(sel, x.device)
             out[idx] = fn(x[idx], to_device(magnitude[sel], x.device))
     return out
 
 
+apply_trivial = apply_ops  # TrivialAugment's operations are the first len(TRIVIAL_OPS) of OPS
+
+
 def trivial_augment(x: torch.Tensor, generator: torch.Generator, num_bins: int = 31) -> torch.Tensor:
     """TrivialAugment-Wide on a batch: each image its own operation, magnitude bin and sign."""
     op, mag_bin, sign = draw_trivial(len(x), generator, num_bins)
     return apply_trivial(x, op, signed_magnitudes(op, mag_bin, sign, num_bins))
+
+
+def draw_autoaugment(batch_size: int, generator: torch.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image: the sub-policy index (uniform over 25), and per step a uniform deciding whether the step's
+    operation is applied (``u <= p``, as torchvision) and one deciding its sign (``u <= 1/2``: negative)."""
+    sub = torch.randint(len(AUTOAUGMENT_CIFAR10), (batch_size,), generator=generator)
+    u_apply = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)
+    u_sign = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)
+    return sub, u_apply, u_sign
+
+
+def autoaugment_steps(sub: torch.Tensor, u_apply: torch.Tensor, u_sign: torch.Tensor, height: int, width: int
+                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The two (operation index into :data:`OPS`, signed float64 magnitude) steps of every image's sub-policy;
+    a step not applied is the identity."""
+    table = policy_magnitudes(AUTOAUGMENT_BINS, height, width)
+    ops = torch.tensor([[OPS.index(name) for name, _, _ in pol] for pol in AUTOAUGMENT_CIFAR10])
+    probs = torch.tensor([[p for _, p, _ in pol] for pol in AUTOAUGMENT_CIFAR10], dtype=torch.float64)
+    bins = torch.tensor([[0 if b is None else b for _, _, b in pol] for pol in AUTOAUGMENT_CIFAR10])
+    steps = []
+    for k in range(2):
+        applied = u_apply[:, k] <= probs[sub, k]
+        op = torch.where(applied, ops[sub, k], OPS.index("identity"))
+        sign = torch.where(u_sign[:, k] <= 0.5, -1.0, 1.0).double()
+        steps.append((op, table_magnitudes(table, op, bins[sub, k], sign)))
+    return steps
+
+
+def auto_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """AutoAugment with the CIFAR-10 policy on a batch: each image its own sub-policy, applications and signs."""
+    for op, mag in autoaugment_steps(*draw_autoaugment(len(x), generator), x.shape[-2], x.shape[-1]):
+        x = apply_ops(x, op, mag)
+    return x
+
+
+def draw_randaugment(batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and step: the operation (uniform over :data:`RAND_OPS`) and the sign uniform (<= 1/2: negative)."""
+    op = torch.randint(len(RAND_OPS), (batch_size, RAND_NUM_OPS), generator=generator)
+    u_sign = torch.rand(batch_size, RAND_NUM_OPS, generator=generator, dtype=torch.float64)
+    return op, u_sign
+
+
+def randaugment_steps(op: torch.Tensor, u_sign: torch.Tensor, height: int, width: int
+                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The :data:`RAND_NUM_OPS` (operation, signed magnitude) steps, all at bin ``RAND_MAGNITUDE`` of ``RAND_BINS``."""
+    table = policy_magnitudes(RAND_BINS, height, width)
+    mag_bin = torch.full((len(op),), RAND_MAGNITUDE)
+    return [(op[:, k], table_magnitudes(table, op[:, k], mag_bin, torch.where(u_sign[:, k] <= 0.5, -1.0, 1.0)))
+            for k in range(op.shape[1])]
+
+
+def rand_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """RandAugment (N = 2, M = 9 of 31 bins) on a batch: each image its own operations and signs."""
+    for op, mag in randaugment_steps(*draw_randaugment(len(x), generator), x.shape[-2], x.shape[-1]):
+        x = apply_ops(x, op, mag)
+    return x
+
+
+def draw_erasing(batch_size: int, height: int, width: int, p: float, generator: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torchvision's RandomErasing draws for every image at once: (erased, top, left, height, width).
+
+    An image is erased with probability ``p`` (torchvision: skipped when ``u >= p``); up to 10 attempts of an
+    area fraction uniform in ``ERASING_SCALE`` and a log aspect ratio uniform in ``log ERASING_RATIO``, the
+    rectangle ``round(sqrt(area * ratio))`` x ``round(sqrt(area / ratio))`` accepted when it is smaller than the
+    image in both sides; the first accepted attempt is used (none accepted: the image is left as it is); the
+    top-left corner is uniform over the positions where the rectangle fits.
+    """
+    area = float(height * width)
+    u = torch.rand(batch_size, generator=generator)
+    frac = torch.empty(batch_size, ERASING_ATTEMPTS).uniform_(*ERASING_SCALE, generator=generator).double()
+    lo, hi = torch.log(torch.tensor(ERASING_RATIO))  # float32, as torchvision
+    log_ratio = torch.empty(batch_size, ERASING_ATTEMPTS).uniform_(float(lo), float(hi), generator=generator)
+    ratio = torch.exp(log_ratio).double()
+    eh = torch.round(torch.sqrt(area * frac * ratio)).long()
+    ew = torch.round(torch.sqrt(area * frac / ratio)).long()
+    ok = (eh < height) & (ew < width)
+    first = ok.to(torch.uint8).argmax(dim=1)
+    rows = torch.arange(batch_size)
+    eh, ew = eh[rows, first], ew[rows, first]
+    erased = (u < p) & ok.any(dim=1)
+    corner = torch.rand(batch_size, 2, generator=generator, dtype=torch.float64)
+    top = (corner[:, 0] * (height - eh + 1)).floor().long().clamp(max=height - 1)
+    left = (corner[:, 1] * (width - ew + 1)).floor().long().clamp(max=width - 1)
+    return erased, top, left, eh, ew
+
+
+def erase_rectangles(x: torch.Tensor, erased: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                     eh: torch.Tensor, ew: torch.Tensor) -> torch.Tensor:
+    """Set rows [top, top + eh) x columns [left, left + ew) of each erased image to 0 (all channels)."""
+    _, _, h, w = x.shape
+    dev = x.device
+    r = torch.arange(h, device=dev)[None, :, None]
+    c = torch.arange(w, device=dev)[None, None, :]
+    top, left, eh, ew, erased = (to_device(t, dev)[:, None, None] for t in (top, left, eh, ew, erased))
+    mask = erased & (r >= top) & (r < top + eh) & (c >= left) & (c < left + ew)
+    return x.masked_fill(mask[:, None], 0)
+
+
+def random_erasing(x: torch.Tensor, generator: torch.Generator, p: float) -> torch.Tensor:
+    """Random Erasing on a batch (torchvision's law; fill 0 on the raw image, before normalisation)."""
+    return erase_rectangles(x, *draw_erasing(len(x), x.shape[-2], x.shape[-1], p, generator))
+
+
+def augment_parts(mode: str) -> tuple[bool, bool, str | None]:
+    """(crop, flip, policy) of an augmentation ``mode``: ``none``, ``flip``, ``crop``, ``crop_flip``, a policy
+    of :data:`AUGMENT_POLICIES` alone, ``crop_flip_`` + policy (crop, then flip, then the policy) or ``crop_`` +
+    policy (crop, then the policy)."""
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"unknown augmentation {mode!r}; choose from {AUGMENT_MODES}")
+    rest = mode.removeprefix("crop_flip_").removeprefix("crop_")
+    policy = rest if rest in AUGMENT_POLICIES else None
+    crop = mode in ("crop", "crop_flip") or mode.startswith("crop_")
+    flip = mode in ("flip", "crop_flip") or mode.startswith("crop_flip_")
+    return crop, flip, policy
+
+
+_POLICY_FNS = {"trivial": trivial_augment, "autoaugment": auto_augment, "randaugment": rand_augment}
 
 
 def random_crop(x: torch.Tensor, generator: torch.Generator, padding: int) -> torch.Tensor:
@@ -280,22 +460,28 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Augment a [B, C, H, W] batch: ``mode`` is one of :data:`AUGMENT_MODES`.
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, padding: int = 4,
+                  erasing: float = 0.0) -> torch.Tensor:
+    """Augment a [B, C, H, W] batch: ``mode`` is one of :data:`AUGMENT_MODES`; ``erasing`` the Random Erasing
+    probability (0: off), applied last.
 
     ``crop``: random crop with zero padding ``padding``; ``flip``: horizontal flip with probability 1/2;
-    ``trivial``: TrivialAugment-Wide; combined modes apply crop, then flip, then TrivialAugment.
+    ``trivial``: TrivialAugment-Wide; ``autoaugment``: AutoAugment (CIFAR-10 policy); ``randaugment``:
+    RandAugment (N = 2, M = 9); combined modes apply crop, then flip (``crop_flip_*``), then the policy.
     """
-    if mode == "none":
+    crop, flip, policy = augment_parts(mode)
+    if not 0.0 <= erasing <= 1.0:
+        raise ValueError(f"the random erasing probability must be in [0, 1], got {erasing}")
+    if mode == "none" and erasing == 0:
         return x
-    if mode not in AUGMENT_MODES:
-        raise ValueError(f"unknown augmentation {mode!r}; choose from {AUGMENT_MODES}")
     if x.ndim != 4:
         raise ValueError(f"augmentation {mode!r} needs image batches [B, C, H, W], got shape {tuple(x.shape)}")
-    if mode in ("crop", "crop_flip", "crop_flip_trivial") and padding > 0:
+    if crop and padding > 0:
         x = random_crop(x, generator, padding)
-    if mode in ("flip", "crop_flip", "crop_flip_trivial"):
+    if flip:
         x = random_hflip(x, generator)
-    if mode in ("trivial", "crop_flip_trivial"):
-        x = trivial_augment(x, generator)
+    if policy is not None:
+        x = _POLICY_FNS[policy](x, generator)
+    if erasing > 0:
+        x = random_erasing(x, generator, erasing)
     return x

@@ -11,7 +11,8 @@ through the transforms, the way the reference implementations train).
 
 Both paths draw from the same distribution: random crop (zero padding, offsets uniform in [0, 2p]), flip
 with probability 1/2, TrivialAugment-Wide (14 operations, 31 bins, sign 1/2, nearest interpolation, zero
-fill). ``tests/test_streaming.py`` checks operation frequencies and per-operation outputs of the two.
+fill), AutoAugment (CIFAR-10 policy), RandAugment (N = 2, M = 9 of 31) and Random Erasing (fill 0).
+``tests/test_streaming.py`` checks operation frequencies and per-operation outputs of the two.
 
 Reproducibility: image ``i`` at position ``k`` of epoch ``e`` is augmented under the seed
 ``seeds(e)[k]`` (one vectorised draw per epoch), whatever worker handles it, so results do not depend on
@@ -26,33 +27,43 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lossdial.data.augment import AUGMENT_MODES
+from lossdial.data.augment import (ERASING_RATIO, ERASING_SCALE, RAND_BINS, RAND_MAGNITUDE, RAND_NUM_OPS,
+                                    augment_parts)
 from lossdial.data.loader import EpochOrder, make_generator
 from lossdial.data.sources import DataSourceError
 
 
-def build_transform(mode: str, image_hw: Sequence[int], padding: int = 4, *, to_pil: bool = False):
+def build_transform(mode: str, image_hw: Sequence[int], padding: int = 4, *, to_pil: bool = False,
+                    erasing: float = 0.0):
     """The torchvision transforms v2 pipeline equal in distribution to :func:`~lossdial.data.augment.augment_batch`.
 
     Input: a uint8 (or float in [0, 1]) tensor [C, H, W], or a PIL image with ``to_pil=True``; output: a tensor
-    [C, H, W] of the input's dtype (uint8 for PIL).
+    [C, H, W] of the input's dtype (uint8 for PIL). ``erasing``: the Random Erasing probability (0: off).
     """
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2
 
-    if mode not in AUGMENT_MODES:
-        raise ValueError(f"unknown augmentation {mode!r}; choose from {AUGMENT_MODES}")
+    crop, flip, policy = augment_parts(mode)
+    if not 0.0 <= erasing <= 1.0:
+        raise ValueError(f"the random erasing probability must be in [0, 1], got {erasing}")
+    nearest = InterpolationMode.NEAREST
     steps = []
-    if mode in ("crop", "crop_flip", "crop_flip_trivial") and padding > 0:
+    if crop and padding > 0:
         steps.append(v2.RandomCrop(tuple(int(v) for v in image_hw), padding=padding, fill=0,
                                    padding_mode="constant"))
-    if mode in ("flip", "crop_flip", "crop_flip_trivial"):
+    if flip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
-    if mode in ("trivial", "crop_flip_trivial"):
-        steps.append(v2.TrivialAugmentWide(num_magnitude_bins=31, interpolation=InterpolationMode.NEAREST,
-                                           fill=None))
+    if policy == "trivial":
+        steps.append(v2.TrivialAugmentWide(num_magnitude_bins=31, interpolation=nearest, fill=None))
+    elif policy == "autoaugment":
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10, interpolation=nearest, fill=None))
+    elif policy == "randaugment":
+        steps.append(v2.RandAugment(num_ops=RAND_NUM_OPS, magnitude=RAND_MAGNITUDE, num_magnitude_bins=RAND_BINS,
+                                    interpolation=nearest, fill=None))
     if to_pil:
         steps.append(v2.PILToTensor())
+    if erasing > 0:  # on the tensor (torchvision's erase does not take PIL images); fill 0 as the device path
+        steps.append(v2.RandomErasing(p=erasing, scale=ERASING_SCALE, ratio=ERASING_RATIO, value=0))
     return v2.Compose(steps) if steps else None
 
 
@@ -121,8 +132,8 @@ class StreamingLoader(EpochOrder):
     """Augmented uint8 batches from a DataLoader with workers; same order as TensorLoader for the same seed.
 
     ``images``: a uint8 tensor/array [N, C, H, W] or a lazy :class:`~lossdial.data.images.ImageFiles`;
-    ``augment``/``padding``: as ``train.augment``/``train.crop_padding``; ``aug_seed``: the augmentation
-    stream; ``num_workers``: DataLoader worker processes (0: in this process); ``pin_memory``: collate into
+    ``augment``/``padding``/``erasing``: as ``train.augment``/``train.crop_padding``/``train.random_erasing``;
+    ``aug_seed``: the augmentation stream; ``num_workers``: DataLoader worker processes (0: in this process); ``pin_memory``: collate into
     page-locked memory for asynchronous copies (default: when ``device`` is CUDA); ``to_pil``: run the
     transforms on PIL images (the reference implementations' way; slower, same distribution).
     """
@@ -130,7 +141,7 @@ class StreamingLoader(EpochOrder):
     augments_batches = False  # batches arrive augmented: the training loop must not augment them again
 
     def __init__(self, images, y: torch.Tensor, batch_size: int, *, augment: str = "none", padding: int = 4,
-                 shuffle: bool = True, seed: int = 0, aug_seed: int = 0, drop_last: bool = False,
+                 erasing: float = 0.0, shuffle: bool = True, seed: int = 0, aug_seed: int = 0, drop_last: bool = False,
                  num_workers: int = 2, pin_memory: bool | None = None, device: torch.device | str = "cpu",
                  to_pil: bool = False, prefetch_factor: int = 4):
         super().__init__(len(y), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
@@ -150,7 +161,8 @@ class StreamingLoader(EpochOrder):
         self.num_workers = num_workers
         self.aug_seed = aug_seed
         self.y = y.cpu()
-        self.dataset = AugmentedImages(images, self.y, build_transform(augment, shape[1:], padding, to_pil=to_pil),
+        self.dataset = AugmentedImages(images, self.y, build_transform(augment, shape[1:], padding, to_pil=to_pil,
+                                                                       erasing=erasing),
                                        to_pil=to_pil)
         self.sampler = _EpochBatches(batch_size, len(self))
         pin = self.device.type == "cuda" if pin_memory is None else pin_memory

@@ -10,10 +10,16 @@ only that one choice is scored on the test split. Per seed::
         each LCT model: pick (lambda, threshold) on val -> score test once at that choice
     then mean +- std over seeds
 
+Ablations (``variants``, ``--variant NAME=KEY=VALUE[,KEY=VALUE...]``): each variant is a method of its own,
+the config with those dotted overrides (the ``--set`` rule, one override per comma outside brackets,
+parentheses and quotes), and the config as given is then always the row ``base``; a variant is trained per
+seed, picked on validation and scored once on test like any method (an LCT variant over its lambdas).
+
 Run layout (one run directory per trained model; the run directory format is unchanged)::
 
     OUT/baseline_gamma0.1_tau2/seed0/   one baseline grid member, seed 0
     OUT/lct/seed0/                      the LCT model (lct1, lct2, ... when several --lct are given)
+    OUT/base/seed0/, OUT/NAME/seed0/    with --variant: the config as given, and variant NAME
     OUT/compare.json | compare.csv | compare.md
 
 A run directory that is COMPLETE is reused; an unfinished one resumes from its checkpoint (a killed
@@ -45,7 +51,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from lossdial.config import Config, config_from_dict, load_config, set_lct_law
+from lossdial.config import (Config, ConfigError, config_from_dict, load_config, parse_override, set_lct_law,
+                             split_overrides)
 from lossdial.evaluate.classification import RECALL_LEVELS, binary_metrics
 from lossdial.rundir import RunDir, atomic_write_text, fmt_value, is_undefined, write_json
 
@@ -128,11 +135,11 @@ def _test_value(spec: MetricSpec, m: Mapping[str, float]) -> float:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Method:
-    name: str  # "baseline", "lct", "lct1", ...
-    kind: str  # "baseline" or "lct"
+    name: str  # "baseline", "lct", "lct1", "base", a variant's name, ...
+    kind: str  # "baseline", "lct" or "variant" (the base config, or it with the variant's overrides)
     label: str  # shown in tables
-    spec: str  # the grid or the LCT law as given
-    members: list[tuple[str, dict[str, Any]]]  # (run directory name, loss.params or lct.lambda)
+    spec: str  # the grid, the LCT law, the variant's overrides or the tuned space as given
+    members: list[tuple[str, dict[str, Any]]]  # (run directory, loss.params | lct.lambda | {"overrides": [...]})
     options: dict[str, Any] = field(default_factory=dict)  # kind "tuned": budget, metric (its runs come from a search)
 
 
@@ -145,6 +152,7 @@ class PlannedRun:
     path: Path
     config: Config
     action: str = "train"  # train | resume | restart | reuse
+    kind: str = ""  # the method's kind (Method.kind)
 
     @property
     def label(self) -> str:
@@ -170,12 +178,75 @@ def _fmt_num(v: float) -> str:
     return f"{v:g}"
 
 
+#: Keys a variant may not override: compare sets them per run (the seed axis and the run name).
+_VARIANT_FIXED = {"seed": "the seed is compare's axis (--seeds)", "name": "compare names every run",
+                  "data.seed": "the data seed is shared by all rows (or varied by --vary-data-seed)"}
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``"NAME=KEY=VALUE[,KEY=VALUE...]"`` -> (NAME, [override, ...]).
+
+    The overrides are split at commas outside brackets, parentheses and quotes
+    (:func:`~lossdial.config.split_overrides`) and each is read by :func:`~lossdial.config.parse_override`,
+    the rule of ``--set``: ``"sam_a=optim.sam.rho=0.05,optim.sam.mode=asymmetric"`` or
+    ``'lct=lct.lambda={tau: "L(0,3,0.33)"}'``. NAME (a run-directory name) is letters, digits, ``_``, ``.``
+    and ``-``. Errors are :class:`CompareError` naming the variant.
+    """
+    name, sep, rest = text.partition("=")
+    if not sep or not name.strip() or "=" not in rest:
+        raise CompareError(f"--variant {text!r} must look like NAME=KEY=VALUE[,KEY=VALUE...]; {_VARIANT_EG}")
+    try:
+        overrides = split_overrides(rest)
+    except ConfigError as exc:
+        raise CompareError(f"--variant {name.strip()}: {exc}; {_VARIANT_EG}") from None
+    return check_variant(name.strip(), overrides)
+
+
+_VARIANT_EG = 'e.g. --variant "sam=optim.sam.rho=0.05" or "small_batch=train.batch_size=32,optim.lr=0.025"'
+
+
+def check_variant(name: str, overrides: Sequence[str]) -> tuple[str, list[str]]:
+    """One variant's checks (both spellings of ``variants``): a run-directory name, at least one override, each
+    read by :func:`~lossdial.config.parse_override`, no key twice, none of the keys compare sets itself."""
+    if not name or not set(name) <= _NAME_CHARS or name.startswith("."):
+        raise CompareError(f"--variant {name!r}: a variant's name names its run directory: use letters, digits, "
+                           f"_ . - (not starting with .)")
+    if not overrides:
+        raise CompareError(f"--variant {name} has no override; {_VARIANT_EG}")
+    seen = set()
+    for ov in overrides:
+        try:
+            key = ".".join(parse_override(str(ov))[0])
+        except ConfigError as exc:
+            raise CompareError(f"--variant {name}: {exc}; {_VARIANT_EG}") from None
+        if key in _VARIANT_FIXED:
+            raise CompareError(f"--variant {name}: {key} cannot be a variant's override: {_VARIANT_FIXED[key]}")
+        if key in seen:
+            raise CompareError(f"--variant {name} sets {key} twice; keep one")
+        seen.add(key)
+    return name, [str(ov) for ov in overrides]
+
+
+def _variant_methods(variants: Sequence[str] | Mapping[str, Sequence[str]]) -> list[Method]:
+    """The row ``base`` (the config as given) and one method per variant (the config with its overrides)."""
+    items = [check_variant(str(k), list(v)) for k, v in variants.items()] if isinstance(variants, Mapping) else \
+        [parse_variant(v) for v in variants]
+    methods = [Method("base", "variant", "base", "", [("base", {"overrides": []})])]
+    for name, overrides in items:
+        methods.append(Method(name, "variant", name, ",".join(overrides), [(name, {"overrides": overrides})]))
+    return methods
+
+
 def build_methods(baseline_grid: str | Sequence[Mapping[str, float]] | None,
-                  lct: str | Sequence[str] | None) -> list[Method]:
-    """The methods to compare: the baseline grid (one method) and one method per LCT law."""
+                  lct: str | Sequence[str] | None,
+                  variants: Sequence[str] | Mapping[str, Sequence[str]] | None = None) -> list[Method]:
+    """The methods to compare: with ``variants``, the row ``base`` (the config as given) and one row per variant
+    (``NAME=KEY=VALUE[,KEY=VALUE...]`` texts, :func:`parse_variant`, or ``{NAME: [override, ...]}``); the
+    baseline grid (one method); one method per LCT law. Names (methods and run directories) must be unique."""
     from lossdial.conditioning import parse_lambda_grid, parse_lct
 
-    methods: list[Method] = []
+    methods: list[Method] = _variant_methods(variants) if variants else []
     if baseline_grid:
         points = parse_lambda_grid(baseline_grid) if isinstance(baseline_grid, str) else \
             [dict(p) for p in baseline_grid]
@@ -203,7 +274,16 @@ def build_methods(baseline_grid: str | Sequence[Mapping[str, float]] | None,
         label = "LCT " + " ".join(f"{k}~{v}" for k, v in lam.items())
         methods.append(Method(name, "lct", label, s, [(name, lam)]))
     if not methods:
-        raise CompareError("nothing to compare: give a baseline grid and/or at least one LCT law")
+        raise CompareError("nothing to compare: give a baseline grid, at least one LCT law and/or a --variant")
+    names: dict[str, str] = {}
+    for m in methods:
+        for n in dict.fromkeys([m.name, *(member for member, _ in m.members)]):
+            if n in names:
+                what = "the row of the config as given" if n == "base" else f"{names[n]}"
+                raise CompareError(f"the name {n!r} is used twice (by {what} and by {m.label}); give each "
+                                   f"--variant its own name (base, baseline, baseline_*, lct, lctN are taken "
+                                   f"when those rows are compared)")
+            names[n] = m.label
     return methods
 
 
@@ -225,6 +305,11 @@ def member_config(base: Config, method: Method, params: Mapping[str, Any], seed:
     raw["seed"] = int(seed)
     raw["data"]["seed"] = int(data_seed)
     raw["name"] = f"{base.name}-{member}"
+    if method.kind == "variant":
+        try:
+            return config_from_dict(raw, list(params["overrides"]), source=f"compare run {member}/seed{seed}")
+        except ConfigError as exc:
+            raise CompareError(f"--variant {method.name} ({method.spec}): {exc}") from None
     if method.kind == "baseline":
         raw["lct"]["enabled"] = False
         raw["loss"]["params"] = {**raw["loss"]["params"], **params}
@@ -260,7 +345,7 @@ def plan_runs(base: Config, methods: list[Method], seeds: list[int], out: Path, 
         for m in methods:
             for member, params in m.members:
                 cfg = member_config(base, m, params, s, data_seed, member)
-                runs.append(PlannedRun(m.name, member, s, data_seed, out / member / f"seed{s}", cfg))
+                runs.append(PlannedRun(m.name, member, s, data_seed, out / member / f"seed{s}", cfg, kind=m.kind))
     for r in runs:
         rd = RunDir(r.path)
         saved = _saved_config(r.path)
@@ -346,11 +431,13 @@ def _train_runs(runs: list[PlannedRun], *, jobs: int, device: str | None, callba
 def stack_groups(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
     """The runs to train as one stack each (``compare(stacked=True)``): the baseline grid members of all seeds
     form one stack, the LCT runs (every law and seed) another; runs on different data seeds or LCT runs
-    conditioned on different hyperparameters go to separate stacks (a stack shares its data and FiLM size)."""
+    conditioned on different hyperparameters go to separate stacks (a stack shares its data and FiLM size);
+    each variant (and ``base``) is a stack of its seeds."""
     groups: dict[tuple, list[PlannedRun]] = {}
     for r in runs:
         cfg = r.config
-        key = (cfg.lct.enabled, r.data_seed, tuple(sorted(cfg.lct.lambdas)) if cfg.lct.enabled else ())
+        key = (cfg.lct.enabled, r.data_seed, tuple(sorted(cfg.lct.lambdas)) if cfg.lct.enabled else (),
+               r.method if r.kind == "variant" else "")  # a variant has its own recipe: its own stack
         groups.setdefault(key, []).append(r)
     return list(groups.values())
 
@@ -664,14 +751,21 @@ class CompareResult:
                         "", "", ""])
         return buf.getvalue()
 
+    def variants_text(self) -> str:
+        """What each variant row is: "base = the config as given; NAME = base + overrides; ..." ("" without)."""
+        rows = [m for m in self.methods if m.kind == "variant"]
+        return "; ".join("base = the config as given" if m.name == "base" else
+                         f"{m.name} = base + {', '.join(m.members[0][1]['overrides'])}" for m in rows)
+
     def _method_table(self, specs) -> list[str]:
-        """The markdown summary table: one row per method, a column per metric of ``specs``, training seconds."""
+        """The markdown summary table: one row per method, a column per metric of ``specs``, training seconds (and
+        what each variant row is)."""
         heads = [f"{s.label} {'↑' if s.higher_is_better else '↓'}" for s in specs]
         lines = ["| method | " + " | ".join(heads) + " | train s |", "|---|" + "---:|" * (len(heads) + 1)]
         for m in self.methods:
             cells = [self.cell(m.name, s.key) for s in specs]
             lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {self.train_seconds[m.name]:.0f} |")
-        return lines
+        return lines + (["", f"Rows: {self.variants_text()}."] if self.variants_text() else [])
 
     def markdown(self) -> str:
         if self.is_multiclass:
@@ -774,7 +868,8 @@ class CompareResult:
 # --------------------------------------------------------------------------------------------------
 def compare(config: Config | str | Path, *, out: str | Path,
             baseline_grid: str | Sequence[Mapping[str, float]] | None = None,
-            lct: str | Sequence[str] | None = None, seeds: int | Sequence[int] = 3,
+            lct: str | Sequence[str] | None = None,
+            variants: Sequence[str] | Mapping[str, Sequence[str]] | None = None, seeds: int | Sequence[int] = 3,
             overrides: Sequence[str] = (), jobs: int = 1, vary_data_seed: bool = False,
             device: str | None = None, eval_device: str = "auto", lct_lambdas: str | None = None,
             prevalence: float | None = None, callback: CompareCallback | None = None,
@@ -789,6 +884,10 @@ def compare(config: Config | str | Path, *, out: str | Path,
         baseline_grid: e.g. ``"gamma=0,0.1,0.2,0.3 tau=0,1,2,3"`` (cartesian product; each point
             overrides ``loss.params`` of a run with ``lct.enabled=false``), or a list of dicts.
         lct: one or several LCT laws, e.g. ``"tau~L(0,3,0.33)"`` (each replaces ``lct.lambda``).
+        variants: ablation rows, ``"NAME=KEY=VALUE[,KEY=VALUE...]"`` texts (:func:`parse_variant`) or
+            ``{NAME: [override, ...]}``: each is the config with those dotted overrides (the ``--set`` rule),
+            trained per seed and picked on validation like any method (an LCT config is swept over lambda);
+            with variants the config as given is also a row, ``base``. They mix with ``baseline_grid``/``lct``.
         seeds: a count (``config.seed``, ``config.seed + 1``, ...) or explicit seeds.
         jobs: trainings run at once (worker processes; on the CPU each gets ``cores // jobs`` threads).
         vary_data_seed: also vary ``data.seed`` with the seed (default: every seed reuses one subsample).
@@ -827,8 +926,12 @@ def compare(config: Config | str | Path, *, out: str | Path,
         raise CompareError("--stacked trains each stack in this process on one device; drop --jobs (or use "
                            "--jobs without --stacked)")
     out = Path(out)
-    methods = build_methods(baseline_grid, lct) if baseline_grid or lct or tuned is None else []
+    methods = build_methods(baseline_grid, lct, variants) if baseline_grid or lct or variants or tuned is None \
+        else []
     if tuned is not None or budget is not None:
+        if any(m.name == "tuned" or any(n == "tuned" for n, _ in m.members) for m in methods):
+            raise CompareError("the name 'tuned' is used twice (by a --variant and by the --tuned search); give "
+                               "the variant another name")
         methods.append(_tuned_method(base, tuned, budget, tune_metric))
     seed_list = _seed_list(base, seeds)
     lam_grid = parse_lambda_grid(lct_lambdas) if lct_lambdas else None
@@ -904,9 +1007,11 @@ def compare(config: Config | str | Path, *, out: str | Path,
         out=out, methods=methods, seeds=seed_list, summary=summary, picks=picks, train_seconds=train_seconds,
         devices=devices,
         prevalence=point_of,
-        settings={"config": config_name, "overrides": list(overrides), "baseline_grid": methods[0].spec
-                  if methods[0].kind == "baseline" else None,
-                  "lct": [m.spec for m in methods if m.kind == "lct"], "vary_data_seed": vary_data_seed,
+        settings={"config": config_name, "overrides": list(overrides),
+                  "baseline_grid": next((m.spec for m in methods if m.kind == "baseline"), None),
+                  "lct": [m.spec for m in methods if m.kind == "lct"],
+                  "variants": {m.name: m.members[0][1]["overrides"] for m in methods if m.kind == "variant"},
+                  "vary_data_seed": vary_data_seed,
                   "data_seeds": sorted({r.data_seed for r in runs}), "jobs": jobs, "stacked": stacked,
                   "lct_lambdas": lct_lambdas, "runs": {r.label: r.action for r in runs},
                   "tuned": _tuned_settings(methods, studies),

@@ -179,7 +179,7 @@ def build_train_loader(cfg: Config, task, dev: torch.device):
         from lossdial.data.streaming import StreamingLoader
 
         return StreamingLoader(task.train.x, task.train.y, tc.batch_size, augment=tc.augment,
-                               padding=tc.crop_padding, shuffle=True, seed=seed,
+                               padding=tc.crop_padding, erasing=tc.random_erasing, shuffle=True, seed=seed,
                                aug_seed=derive_seed(cfg.seed, 0xA06E), drop_last=tc.drop_last,
                                num_workers=tc.num_workers, pin_memory=tc.pin_memory, device=dev,
                                to_pil=kind == "pil")

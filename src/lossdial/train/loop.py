@@ -261,9 +261,10 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
             x2 = None
             if loader.augments_batches:
                 raw = xb
-                xb = augment_batch(raw, tc.augment, aug_gen, tc.crop_padding)
+                xb = augment_batch(raw, tc.augment, aug_gen, tc.crop_padding, tc.random_erasing)
                 if projector is not None:  # Joint-SSL's second view, from the same stream right after the first
-                    x2 = task.normalizer(augment_batch(raw, tc.augment, aug_gen, tc.crop_padding))
+                    x2 = task.normalizer(augment_batch(raw, tc.augment, aug_gen, tc.crop_padding,
+                                                       tc.random_erasing))
             xb = task.normalizer(xb)
             if layout is not torch.contiguous_format:
                 xb = xb.contiguous(memory_format=layout)

@@ -318,7 +318,7 @@ class StackedTrainer:
         tc, dev, task = self.tc, self.dev, self.task
         xs, ys, lams, zs = [], [], [], []
         for n, (xb, yb) in enumerate(batches):
-            xs.append(augment_batch(xb, tc.augment, self.aug_gens[n], tc.crop_padding))
+            xs.append(augment_batch(xb, tc.augment, self.aug_gens[n], tc.crop_padding, tc.random_erasing))
             ys.append(yb)
             if self.conditioned:  # drawn and encoded on the CPU, copied without a host sync (as the loop)
                 lam_cpu = self.spaces[n].sample(len(yb), self.lam_gens[n])
