@@ -128,7 +128,8 @@ def test_multiclass_adjustment_is_softmax_of_shifted_logits():
 def test_pick_binary_matches_a_brute_force_threshold_search(binary_data):
     X, y = binary_data
     est = tiny().fit(X[:300], y[:300])
-    Xv, yv = X[300:], y[300:]
+    keep = np.flatnonzero((y == 1) | (np.arange(len(y)) % 3 == 0))  # validation prevalence far above training's
+    Xv, yv = X[keep[keep >= 300]], y[keep[keep >= 300]]
     s = est.predict_proba(Xv)[:, 1]
     pi = y[:300].mean()  # precision is taken at the training prevalence, as lossdial pick does
     best = None
@@ -139,13 +140,14 @@ def test_pick_binary_matches_a_brute_force_threshold_search(binary_data):
         if tpr < 0.8 or tp < MIN_TP:
             continue
         precision = pi * tpr / (pi * tpr + (1 - pi) * fpr)
-        key = (precision, tpr)
+        key = (round(precision, 12), tpr)  # equal precisions (to rounding) go to the higher recall
         if best is None or key > best[0]:
             best = (key, t)
     est.pick(Xv, yv, at="recall>=0.8")  # default objective under a recall constraint: precision
     assert est.lam is None
     assert est.threshold == pytest.approx(best[1], abs=0)
     assert est.operating_point_["objective"] == "precision"
+    assert est.operating_point_["metrics"]["precision"] == pytest.approx(best[0][0])
     np.testing.assert_array_equal(est.predict(Xv), (s >= best[1]).astype(int))
 
 
@@ -173,7 +175,9 @@ def test_pick_multiclass_matches_a_brute_force_search_over_t():
     ts = (0.0, 0.5, 1.0, 1.5, 2.0)
     bal = [np.mean([(np.argmax(z - t * log_pi, axis=1)[yv == c] == c).mean() for c in range(3)]) for t in ts]
     est.pick(Xv, yv, adjustments=list(ts))
-    assert est.adjustment == ts[int(np.argmax(bal))]  # ties go to the earlier t, as np.argmax does
+    t = ts[int(np.argmax(bal))]
+    assert est.adjustment == t  # ties go to the earlier t, as np.argmax does
+    np.testing.assert_array_equal(est.predict(Xv), np.argmax(z - t * log_pi, axis=1))
     assert est.operating_point_["metrics"]["balanced_accuracy"] == pytest.approx(max(bal))
 
 
