@@ -105,9 +105,11 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
     learning_rate : float, default=1e-3
     weight_decay : float, default=1e-4
         Applied to weight matrices only (biases and FiLM biases are not decayed).
-    epochs : int, default=100
+    epochs : int, default=50
         Passes over the training rows (cosine learning-rate schedule over them).
-    batch_size : int, default=128
+    batch_size : int or "auto", default="auto"
+        Rows per step; "auto": ``min(256, max(32, n_samples // 10))``, about ten steps per epoch on small tables
+        and batches of 256 on large ones.
     lam : dict, str or None, default=None
         The lambda predictions are made at (LCT models; see the module docstring).
     threshold : float or None, default=None
@@ -146,8 +148,8 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, hidden=(64, 64), dropout=0.0, loss="vs", loss_params=None, lct=None, film="identity",
-                 film_hidden=64, optimizer="adamw", learning_rate=1e-3, weight_decay=1e-4, epochs=100,
-                 batch_size=128, lam=None, threshold=None, adjustment=None, random_state=None, device="cpu",
+                 film_hidden=64, optimizer="adamw", learning_rate=1e-3, weight_decay=1e-4, epochs=50,
+                 batch_size="auto", lam=None, threshold=None, adjustment=None, random_state=None, device="cpu",
                  verbose=0):
         self.hidden = hidden
         self.dropout = dropout
@@ -188,7 +190,13 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
         return validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32])
 
     # ------------------------------------------------------------------------------------------------ the config
-    def _config(self, task: str, seed: int):
+    def _batch_size(self, n_samples: int):
+        """``batch_size``, with "auto" resolved for ``n_samples`` rows (anything else is checked by the config)."""
+        if isinstance(self.batch_size, str) and self.batch_size == "auto":
+            return min(256, max(32, n_samples // 10))
+        return self.batch_size
+
+    def _config(self, task: str, seed: int, n_samples: int):
         """The lossdial Config these parameters describe, validated (messages name the parameters)."""
         from lossdial.config import ConfigError, config_from_dict
 
@@ -204,7 +212,7 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
             "loss": {"family": self.loss},
             "optim": {"name": self.optimizer, "lr": self.learning_rate, "weight_decay": self.weight_decay},
             "schedule": {"kind": "cosine", "warmup_epochs": 0},
-            "train": {"epochs": self.epochs, "batch_size": self.batch_size, "device": self.device,
+            "train": {"epochs": self.epochs, "batch_size": self._batch_size(n_samples), "device": self.device,
                       "grad_clip": None, "ema_decay": None, "eval_every": 0},
         }
         if self.loss_params is not None:
@@ -256,7 +264,7 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
                                  f"a positive total weight (drop the class from y, or give its samples weight)")
         task = "binary" if len(classes) == 2 else "multiclass"
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        cfg = self._config(task, seed)
+        cfg = self._config(task, seed, X.shape[0])
         try:
             dev = resolve_device(cfg.train.device)
         except (ValueError, RuntimeError) as exc:
