@@ -288,11 +288,19 @@ def test_calibrated_classifier_cv_averages_calibrated_folds(binary_data):
 
 
 # ------------------------------------------------------------------------------------------- bad input
-def test_bad_input_errors(binary_data, frame, lct_model):
-    X, y = binary_data
-    df, yf = frame
+def test_non_numeric_columns_are_refused_naming_them(frame):
+    df, y = frame
     with pytest.raises(ValueError, match=r"column\(s\) \['colour'\] are not numeric.*OneHotEncoder"):
-        tiny().fit(df, yf)
+        tiny().fit(df, y)
+    fitted = tiny(epochs=1).fit(df.drop(columns="colour"), y)
+    with pytest.raises(ValueError, match=r"column\(s\) \['a'\] are not numeric"):
+        fitted.predict(df.drop(columns="colour").astype({"a": str}))
+    with pytest.raises(ValueError, match="X is an array of strings"):
+        tiny().fit(df.to_numpy().astype(str), y)
+
+
+def test_bad_input_errors(binary_data, lct_model):
+    X, y = binary_data
     Xn = X.copy()
     Xn[3, 2] = np.nan
     with pytest.raises(ValueError, match="Input X contains NaN"):
