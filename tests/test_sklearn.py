@@ -335,3 +335,24 @@ def test_verbose_prints_progress_and_is_silent_by_default(binary_data, capsys):
     tiny(epochs=2, verbose=1).fit(X, y)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["[LossDialClassifier] epoch 1/2", "[LossDialClassifier] epoch 2/2"]
+
+
+def test_loss_parts_sample_weight_is_a_weighted_mean_of_the_per_row_losses():
+    """VS at omega 0.5, gamma = tau = 0 is plain cross-entropy: with row weights s it is sum s_i ce_i / sum s_i."""
+    from lossdial.losses import build_loss
+    from lossdial.train.distributed import loss_parts
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(9, 2, generator=g), torch.tensor([0, 1, 1, 0, 0, 1, 0, 0, 1])
+    s = torch.tensor([1.0, 2.0, 0.0, 0.5, 3.0, 1.0, 1.0, 0.0, 4.0])
+    ce = -torch.log_softmax(logits, 1)[torch.arange(9), y]
+    num, den = loss_parts(build_loss("vs", [5, 4], omega=0.5, gamma=0.0, tau=0.0), logits, y, None, s)
+    torch.testing.assert_close(num / den, (s * ce).sum() / s.sum())
+
+
+def test_lam_names_left_out_take_their_law_mean(binary_data):
+    X, y = binary_data
+    est = tiny(epochs=1, lct="tau~U(0,3) gamma~U(0,0.3)", film_hidden=8).fit(X, y)
+    np.testing.assert_array_equal(est.set_params(lam={"tau": 1.0}).predict_proba(X),
+                                  est.set_params(lam={"tau": 1.0, "gamma": 0.15}).predict_proba(X))
+    assert np.abs(est.predict_proba(X) - est.set_params(lam={"tau": 1.0, "gamma": 0.0}).predict_proba(X)).max() > 0
