@@ -2,14 +2,15 @@
 
 It is the library's model, loss and lambda space behind scikit-learn's estimator contract::
 
+    from sklearn.compose import make_column_transformer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import OneHotEncoder
     from lossdial.sklearn import LossDialClassifier
 
-    clf = make_pipeline(StandardScaler(), LossDialClassifier(lct="tau~L(0,3,0.33)", random_state=0))
-    clf.fit(X_train, y_train)
-    clf[-1].pick(scaler_out(X_val), y_val, at="recall>=0.95")     # or est.pick on raw X without a pipeline
-    clf.predict(X_test)
+    encode = make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["merchant"]), remainder="passthrough")
+    model = make_pipeline(encode, LossDialClassifier(lct="tau~L(0,3,0.33)", random_state=0)).fit(X_train, y_train)
+    model[-1].pick(encode.transform(X_val), y_val, at="recall>=0.9")  # sets lam and threshold, no refit
+    model.predict(X_test)
 
 What ``fit`` builds (the same factories as ``lossdial train``: :func:`~lossdial.train.factory.build_lambda_space`,
 :func:`~lossdial.train.factory.build_loss_fn`, :func:`~lossdial.train.factory.build_model_from_config`,
