@@ -663,16 +663,15 @@ def pick(
 ) -> None:
     """The `pick` command; its help is _PICK_HELP."""
     from lossdial.conditioning import parse_lambda_grid
-    from lossdial.evaluate.select import SelectionSpec, search_grid, select_point
+    from lossdial.evaluate.select import SelectionSpec, resolve_objective, search_grid, select_point
     from lossdial.evaluate.sweep import NoFeasiblePoint
     from lossdial.report.card import COUNT_KEYS, add_point, bound_text, card_paths
 
-    if maximize and minimize:
-        _fail("give --maximize or --minimize, not both")
     multiclass = _run_task(run) == "multiclass"  # the arguments are checked for the run's task before loading it
-    constrained = (at or "").strip().split(">")[0].split("<")[0].split("=")[0].strip()
-    objective = maximize or minimize or ("balanced_accuracy" if multiclass else
-                                         {"recall": "precision", "precision": "recall"}.get(constrained, "f1"))
+    try:
+        objective = resolve_objective("multiclass" if multiclass else "binary", at, maximize, minimize)
+    except ValueError as exc:
+        _fail(_exc_text(exc))
     if name is None:
         import re
 
@@ -685,16 +684,13 @@ def pick(
         spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
                              confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp,
                              prior=prior, adjustments=adjustment)
-        return _pick_multiclass(run, device, spec, lambda_, n_boot, maximize=maximize, minimize=minimize)
-    from lossdial.evaluate.sweep import MAXIMIZE, MINIMIZE, parse_constraint
+        return _pick_multiclass(run, device, spec, lambda_, n_boot)
+    from lossdial.evaluate.sweep import parse_constraint
 
     try:  # the arguments are checked before any sweep runs
         parse_constraint(at)
     except ValueError as exc:
         _fail(_exc_text(exc))
-    if (maximize and maximize not in MAXIMIZE) or (minimize and minimize not in MINIMIZE):
-        _fail(f"{'--maximize' if maximize else '--minimize'} {objective!r}: --maximize takes {', '.join(MAXIMIZE)}; "
-              f"--minimize takes {', '.join(MINIMIZE)}")
     loaded = _load_or_fail(run, device, "pick")
     spec = SelectionSpec(name=name, constraint=at, objective=objective, conservative=conservative,
                          confidence=confidence, prevalence=prevalence, costs=_parse_costs(cost), min_tp=min_tp)
@@ -756,19 +752,14 @@ def _run_task(run: Path) -> str:
         return "binary"
 
 
-def _pick_multiclass(run: Path, device: str, spec, lambda_: Optional[str], n_boot: int, *,
-                     maximize: Optional[str], minimize: Optional[str]) -> None:
+def _pick_multiclass(run: Path, device: str, spec, lambda_: Optional[str], n_boot: int) -> None:
     """`lossdial pick` on a multi-class run: (lambda, t) on validation, test once; the card entry and tables."""
     from lossdial.conditioning import parse_lambda_grid
-    from lossdial.evaluate.multiclass import MULTICLASS_MAXIMIZE, MULTICLASS_MINIMIZE, parse_adjustments
+    from lossdial.evaluate.multiclass import parse_adjustments
     from lossdial.evaluate.select import search_grid, select_point
     from lossdial.evaluate.sweep import NoFeasiblePoint, parse_multiclass_constraint
     from lossdial.report.card import MULTICLASS_CARD_METRICS, add_point, card_paths
 
-    if (maximize and maximize not in MULTICLASS_MAXIMIZE) or (minimize and minimize not in MULTICLASS_MINIMIZE):
-        flag, value = ("--maximize", maximize) if maximize else ("--minimize", minimize)
-        _fail(f"{flag} {value!r} on a multi-class run: --maximize takes {', '.join(MULTICLASS_MAXIMIZE)}; "
-              f"--minimize takes {', '.join(MULTICLASS_MINIMIZE)}")
     try:  # the arguments are checked before the run is loaded
         parse_multiclass_constraint(spec.constraint)
         parse_adjustments(spec.adjustments)

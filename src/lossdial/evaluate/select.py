@@ -78,6 +78,34 @@ class SelectionSpec:
         return "balanced_accuracy" if task == "multiclass" else "f1"
 
 
+def resolve_objective(task: str, constraint: str | None, maximize: str | None = None, minimize: str | None = None,
+                      *, prefix: str = "--") -> str:
+    """The objective of a pick (``lossdial pick`` and ``LossDialClassifier.pick``): ``maximize`` or ``minimize``
+    checked against the task type's metrics, else the default -- multi-class: ``balanced_accuracy``; binary:
+    precision under a recall constraint, recall under a precision constraint, else ``f1``.
+
+    ``prefix`` is how the two options are written in messages (``"--"`` for the CLI's flags, ``""`` for keyword
+    arguments). Raises ``ValueError`` for both given, or a metric the task type does not maximise / minimise.
+    """
+    from lossdial.evaluate.multiclass import MULTICLASS_MAXIMIZE, MULTICLASS_MINIMIZE
+    from lossdial.evaluate.sweep import MAXIMIZE, MINIMIZE, _metric_name
+
+    multiclass = task == "multiclass"
+    if maximize and minimize:
+        raise ValueError(f"give {prefix}maximize or {prefix}minimize, not both")
+    maxi, mini = (MULTICLASS_MAXIMIZE, MULTICLASS_MINIMIZE) if multiclass else (MAXIMIZE, MINIMIZE)
+    if (maximize and maximize not in maxi) or (minimize and minimize not in mini):
+        flag, value = (f"{prefix}maximize", maximize) if maximize else (f"{prefix}minimize", minimize)
+        where = " on a multi-class run" if multiclass else ""
+        raise ValueError(f"{flag} {value!r}{where}: {prefix}maximize takes {', '.join(maxi)}; {prefix}minimize takes "
+                         f"{', '.join(mini)}")
+    if maximize or minimize:
+        return maximize or minimize
+    if multiclass:
+        return "balanced_accuracy"
+    return {"recall": "precision", "precision": "recall"}.get(_metric_name(constraint or ""), "f1")
+
+
 def run_prevalence(loaded: LoadedRun, prevalence: float | None) -> float:
     """The prevalence used for precision-type metrics: the user's, or the training prevalence."""
     return float(prevalence) if prevalence is not None else float(loaded.data["train_prevalence"])

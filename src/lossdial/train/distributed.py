@@ -181,24 +181,33 @@ def from_env(device: torch.device) -> tuple[DistContext | None, torch.device]:
     return ctx, device
 
 
-def loss_parts(loss_fn: nn.Module, logits: Tensor, targets: Tensor, lam: Mapping[str, Any] | None
-               ) -> tuple[Tensor, Tensor]:
+def loss_parts(loss_fn: nn.Module, logits: Tensor, targets: Tensor, lam: Mapping[str, Any] | None,
+               sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(numerator, denominator) of one batch's mean, with the loss = their ratio.
 
     Uses :class:`~lossdial.losses.base.ImbalanceLoss`'s subclass contract (``_check_inputs``,
     ``resolve_hparams``, ``_per_sample``), exactly the calls its ``forward`` makes, and the family's own
     ``mean_parts`` (``(sum_i w_i l_i, sum_i w_i)``; focal's plain mean: ``(sum_i w_i l_i, B)``). A loss
     without it must use ``reduction="mean"`` semantics with all-one weights (plain mean), which is then assumed.
+
+    ``sample_weight`` ``[B]`` (the scikit-learn estimator's ``fit(sample_weight=)``) multiplies each sample's
+    weight: ``w_i -> s_i w_i`` in both parts (all-one weights become ``s_i``).
     """
     per_sample = getattr(loss_fn, "_per_sample", None)
     reduction = getattr(loss_fn, "reduction", "mean")
     if reduction not in ("mean", "weighted_mean"):
         raise ValueError("distributed training needs a loss with reduction='mean' (or focal's 'weighted_mean')")
     if per_sample is None:
+        if sample_weight is not None:
+            raise ValueError(f"{type(loss_fn).__name__} has no per-sample losses (_per_sample): it cannot take "
+                             f"sample weights")
         value = loss_fn(logits, targets, lam=lam)
         n = torch.tensor(float(len(targets)), dtype=value.dtype, device=value.device)
         return value * n, n
     logits, targets = loss_fn._check_inputs(logits, targets)
     hp = loss_fn.resolve_hparams(lam, logits.shape[0], logits.device, logits.dtype)
     losses, weights = per_sample(logits, targets, hp)
+    if sample_weight is not None:
+        sample_weight = sample_weight.to(losses.dtype)
+        weights = sample_weight if weights is None else weights * sample_weight
     return loss_fn.mean_parts(losses, weights)
