@@ -3,7 +3,6 @@
 import io
 import os
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -117,17 +116,15 @@ def test_shared_archive_checksum_and_layout():
 
 @needs_archive
 def test_shared_archive_full_decode_counts_and_cached_load(tmp_path):
-    """About 8 s on 2 CPU cores (under the 10 s bar for `slow`): decode all 60,000 images once, load the
-    cache, then the cat/dog beta = 100 counts of both validation modes."""
-    t0 = time.perf_counter()
+    """Decode all 60,000 images once, load the cache (the same pixels and labels, no decoding: its speed is
+    measured by benchmarks/data_pipeline.py, not here), then the cat/dog beta = 100 counts of both validation
+    modes."""
     pool = load_cifar10_jpeg(SHARED, cache_dir=tmp_path / "c")
-    first = time.perf_counter() - t0
     assert pool.x.shape == (60000, 3, 32, 32) and pool.n_test == 10000
     assert np.bincount(pool.y[:50000]).tolist() == [5000] * 10
-    t0 = time.perf_counter()
     again = load_cifar10_jpeg(SHARED, cache_dir=tmp_path / "c")
-    cached = time.perf_counter() - t0
-    assert again.meta["cache_hit"] and cached < 1.0, (first, cached)
+    assert again.meta["cache_hit"]
+    assert np.array_equal(again.x, pool.x) and np.array_equal(again.y, pool.y)
     cfg = REPO / "configs" / "cifar10_cat_dog_beta100.yaml"
     ov = [f"data.cache_dir={tmp_path / 'c'}", f"data.archive={SHARED}"]
     task = build_task(load_config(cfg, ov).data)
