@@ -139,3 +139,44 @@ def test_overlap_with_backbone_training_is_refused(tiny_baseline, tmp_path, monk
     monkeypatch.setattr(er.LoadedRun, "task", task_with_leak)
     with pytest.raises(RunError, match="overlaps the backbone's training split"):
         retrain_run(tiny_baseline, tmp_path / "llr")
+
+
+def test_groups_from_a_table_column(tmp_path):
+    """--groups COLUMN: weights per group (class x site here) from the retraining half's group counts."""
+    rng = np.random.default_rng(0)
+    n = 800
+    y = (rng.random(n) < 0.25).astype(int)
+    site = np.where(rng.random(n) < np.where(y == 1, 0.8, 0.2), "a", "b")  # spuriously tied to the label
+    x = rng.normal(size=(n, 4)) + y[:, None]
+    lines = ["id,f1,f2,f3,f4,site,label"] + [f"r{i},{','.join(f'{v:.5f}' for v in x[i])},{site[i]},"
+                                              f"{'pos' if y[i] else 'neg'}" for i in range(n)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""name: tab
+data: {{source: csv, path: {tmp_path / 't.csv'}, target: label, id_column: id, features: [f1, f2, f3, f4, site],
+        positive_class: pos, beta: 4, val_fraction: 0.4, test_fraction: 0.2}}
+model: {{backbone: mlp, backbone_kwargs: {{hidden: [16]}}}}
+loss: {{family: vs, params: {{omega: 0.5, gamma: 0.0, tau: 1.0}}}}
+lct: {{enabled: false}}
+train: {{epochs: 1, batch_size: 64, augment: none, eval_every: 0}}
+schedule: {{warmup_epochs: 0}}
+""")
+    _ok(runner.invoke(app, ["train", str(cfg), "--out", str(tmp_path / "run"), "-q"]))
+    out = tmp_path / "llr"
+    _ok(runner.invoke(app, ["retrain", str(tmp_path / "run"), "--out", str(out), "--groups", "site"]))
+    import json
+
+    r = json.loads((out / "data.json").read_text())["retrain"]
+    fit_rows = np.load(out / "splits.npz")["retrain_fit"]
+    counts = {}
+    for i in fit_rows:  # hand count of the groups of the retraining half, from the CSV itself
+        counts[site[i]] = counts.get(site[i], 0) + 1
+    assert r["n_per_group"] == counts
+    g, d_eff = len(counts), r["d_eff"]
+    assert d_eff == 16  # the MLP's feature dimension, ridgeless
+    raw = {k: 1 / (v - d_eff / g) for k, v in counts.items()}
+    big = max(counts, key=counts.get)
+    assert r["group_weight"] == pytest.approx({k: v / raw[big] for k, v in raw.items()})
+    _ok(runner.invoke(app, ["pick", str(out), "--at", "recall>=0.5", "--n-boot", "20"]))
+    r = runner.invoke(app, ["retrain", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--groups", "town"])
+    assert r.exit_code == 2 and "has no column 'town'" in r.output
