@@ -254,3 +254,24 @@ def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InfeasibleWeightWarning)
         check(estimator)
+
+
+def test_ridge_fallback_picks_largest_feasible_components_by_brute_force():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(150, 64)) * np.linspace(3, 0.2, 64)
+    y = np.r_[np.zeros(136, int), np.ones(14, int)]
+    alpha = 0.05
+    with pytest.warns(InfeasibleWeightWarning):
+        clf = LastLayerClassifier(alpha=alpha, selection_fraction=0).fit(x, y)
+    z = (x - x.mean(0)) / x.std(0)
+    vt = np.linalg.svd(z, full_matrices=False)[2]
+
+    def d_eff(k):  # by hand: eigenvalues of the pooled within-class covariance of the k projections
+        zk = z @ vt[:k].T
+        c = np.vstack([zk[y == j] - zk[y == j].mean(0) for j in (0, 1)])
+        s = np.linalg.eigvalsh(c.T @ c / len(z))
+        return np.sum(np.clip(s, 0, None) / (np.clip(s, 0, None) + alpha))
+
+    best = max(k for k in range(1, 65) if d_eff(k) < 28)
+    assert clf.n_components_ == best > 27
+    assert clf.d_eff_ == pytest.approx(d_eff(best))

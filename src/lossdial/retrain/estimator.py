@@ -271,8 +271,14 @@ class LastLayerClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"d_eff={self.d_eff:g} leaves no finite equalising weight: the smallest class or "
                                  f"group has {int(counts.min())} samples, not more than d_eff / G = "
                                  f"{self.d_eff:g} / {n_units}; set d_eff below {bound:g} or d_eff='auto'")
-            hi = (k if k is not None else d)  # largest k with d_eff(k) < bound: d_eff grows with k
-            lo = 0
+            # the largest k with d_eff(k) < bound; d_eff grows with k (Cauchy interlacing) and d_eff(k) <= k, so
+            # k = ceil(bound) - 1 is feasible: gallop up from there, then bisect
+            top = k if k is not None else d
+            lo = min(top, math.ceil(bound) - 1)
+            step = 1
+            while lo + step <= top and d_eff_at(lo + step) < bound:
+                lo, step = lo + step, step * 2
+            hi = min(top, lo + step - 1)
             while lo < hi:
                 mid = (lo + hi + 1) // 2
                 if d_eff_at(mid) < bound:
