@@ -180,3 +180,27 @@ schedule: {{warmup_epochs: 0}}
     _ok(runner.invoke(app, ["pick", str(out), "--at", "recall>=0.5", "--n-boot", "20"]))
     r = runner.invoke(app, ["retrain", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--groups", "town"])
     assert r.exit_code == 2 and "has no column 'town'" in r.output
+
+
+def test_multiclass_head_is_temperature_times_one_hot_lstsq_and_pick_accepts(tmp_path):
+    src_dir = tmp_path / "lt"
+    args = ["train", "configs/demo_digits_lt.yaml", "--out", str(src_dir), "-q"]
+    for ov in TINY + ["lct.enabled=false", "model.backbone_kwargs.width=8"]:
+        args += ["--set", ov]
+    _ok(runner.invoke(app, args))
+    res = retrain_run(src_dir, tmp_path / "llr", weighting="prior")
+    src = load_run(src_dir)
+    task = src.task()
+    pos = np.flatnonzero(np.isin(task.indices.val, np.load(tmp_path / "llr" / "splits.npz")["retrain_fit"]))
+    x = backbone_features(src.model, task.val.x[torch.from_numpy(pos)], normalizer=task.normalizer)
+    y = task.val.y.numpy()[pos]
+    n = np.bincount(y, minlength=10)
+    w = (n.max() / n)[y]  # prior weighting by hand
+    sol = np.linalg.lstsq(np.sqrt(w)[:, None] * np.c_[x, np.ones(len(x))], np.sqrt(w)[:, None] * np.eye(10)[y],
+                          rcond=None)[0]
+    new = load_run(tmp_path / "llr")
+    a = res.record["probability_map"]["a"]
+    np.testing.assert_allclose(new.model.fc.weight.detach().double().numpy().T / a, sol[:-1], rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(new.model.fc.bias.detach().double().numpy() / a, sol[-1], rtol=1e-4, atol=1e-5)
+    _ok(runner.invoke(app, ["pick", str(tmp_path / "llr"), "--maximize", "balanced_accuracy", "--n-boot", "20"]))
