@@ -119,7 +119,8 @@ def main() -> None:
         c = e["counts"]
         lines += [f"## {e['label']} (`{e['run']}`{', LCT' if e['lct'] else ''})", "",
                   f"Samples per class: train {c['train']}, validation {c['val']} (halved), test {c['test']}.", "",
-                  "| setting | class weight ratio (max/min) | d_eff | minority acc | worst-class acc | balanced acc | AUC |",
+                  "| setting | class weight ratio (max/min) | d_eff | minority acc | worst-class acc | balanced acc "
+                  "| AUC |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         ee = e["end_to_end"]
         auc = "-" if ee["auc"] is None else f"{ee['auc']:.3f}"
