@@ -7,9 +7,9 @@ weighting, and the test split (natural balance of the pair) is scored at the lea
 No choice is made on the test split: every weight is a formula of (n_maj, n_min, k).
 
     nice -n 10 python benchmarks/retrain/real_subsets.py --run LABEL=RUN [--n-maj 250] [--n-min 25,50]
-        [--k 4,16,32,48] [--seeds 5]
+        [--k 4,16,32,48] [--seeds 5] [--out-name NAME]
 
-Writes benchmarks/results/retrain_real_subsets.{md,json}.
+Writes benchmarks/results/NAME.{md,json} (default retrain_real_subsets).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--n-min", default="25,50")
     ap.add_argument("--k", default="4,16,32,48")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--out-name", default="retrain_real_subsets")
     args = ap.parse_args()
     label, run = args.run.split("=", 1)
     t0 = time.perf_counter()
@@ -74,10 +75,10 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results"
     meta = {"run": run, "label": label, "feature_dim": int(fv.shape[1]), "val_counts": np.bincount(yv).tolist(),
             "test_counts": np.bincount(yt).tolist(), "seeds": args.seeds, "seconds": time.perf_counter() - t0}
-    (out / "retrain_real_subsets.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / f"{args.out_name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = [f"# omega* on real frozen features: {label} (feature dimension {fv.shape[1]}, {args.seeds} seeds)", "",
              f"`nice -n 10 python benchmarks/retrain/real_subsets.py --run {args.run} --n-maj {args.n_maj} "
-             f"--n-min {args.n_min} --k {args.k} --seeds {args.seeds}`", "",
+             f"--n-min {args.n_min} --k {args.k} --seeds {args.seeds} --out-name {args.out_name}`", "",
              f"Retraining sets drawn from the validation split ({meta['val_counts']} per class): {args.n_maj} "
              "majority + n_min minority samples per seed; last layer on the first k principal components (d_eff = "
              f"k, ridgeless); test split ({meta['test_counts']} per class) scored at f > 0. Mean (std) over seeds; "
@@ -88,7 +89,7 @@ def main() -> None:
         lines.append(f"| {r['n_min']} | {r['k']} | {r['weighting']} | {r['omega']:.3g} | {r['minority_acc']:.3f} "
                      f"({r['minority_acc_std']:.3f}) | {r['majority_acc']:.3f} ({r['majority_acc_std']:.3f}) | "
                      f"{r['balanced_acc']:.3f} | {r['gap']:+.3f} | {r['abs_gap']:.3f} |")
-    (out / "retrain_real_subsets.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.out_name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
