@@ -204,3 +204,36 @@ def test_multiclass_head_is_temperature_times_one_hot_lstsq_and_pick_accepts(tmp
                                atol=1e-5)
     np.testing.assert_allclose(new.model.fc.bias.detach().double().numpy() / a, sol[-1], rtol=1e-4, atol=1e-5)
     _ok(runner.invoke(app, ["pick", str(tmp_path / "llr"), "--maximize", "balanced_accuracy", "--n-boot", "20"]))
+
+
+def test_split_train_uses_the_carved_retrain_split(tmp_path):
+    """data.retrain_fraction holds part of the training split out of training; --split train fits on it."""
+    src_dir = _train(tmp_path / "carved", "lct.enabled=false", "model.backbone_kwargs.width=8",
+                     "data.retrain_fraction=0.3")
+    import json
+
+    from lossdial.config import load_config
+    from lossdial.data import build_task
+
+    saved = np.load(src_dir / "splits.npz")
+    carved, train = saved["retrain"], saved["train"]
+    plain = build_task(load_config(DEMO, ["data.retrain_fraction=0"]).data)
+    # carved from the training split: disjoint from what was trained on, together the old training split
+    assert not np.intersect1d(carved, train).size
+    np.testing.assert_array_equal(np.sort(np.r_[carved, train]), np.sort(plain.indices.train))
+    labels = plain.train.y.numpy()[np.searchsorted(plain.indices.train, carved)]
+    expect = [int(np.floor(0.3 * c)) for c in plain.train.counts]
+    assert np.bincount(labels, minlength=2).tolist() == expect
+    assert json.loads((src_dir / "data.json").read_text())["counts"]["train"] == [
+        c - e for c, e in zip(plain.train.counts, expect)]
+    out = tmp_path / "llr"
+    _ok(runner.invoke(app, ["retrain", str(src_dir), "--out", str(out), "--split", "train", "--weighting",
+                            "prior"]))
+    r = json.loads((out / "data.json").read_text())["retrain"]
+    assert r["n_retrain"] == expect and r["n_select"] == plain.val.counts
+    assert len(load_run(out).task().val) == len(plain.val)  # the whole validation split chooses
+    _ok(runner.invoke(app, ["pick", str(out), "--at", "recall>=0.5", "--n-boot", "20"]))
+    # a run without a carved split says which setting it needs
+    base = _train(tmp_path / "plain", "lct.enabled=false", "model.backbone_kwargs.width=8")
+    r3 = runner.invoke(app, ["retrain", str(base), "--out", str(tmp_path / "y"), "--split", "train"])
+    assert r3.exit_code == 2 and "data.retrain_fraction" in r3.output

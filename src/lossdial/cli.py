@@ -1231,13 +1231,17 @@ def retrain(
     groups: Optional[str] = typer.Option(None, "--groups", help="A column of the run's table source holding "
                                          "group labels: weights per group, worst-group choices."),
     seed: int = typer.Option(0, "--seed", help="Seed of the retraining/selection halves of the validation split."),
+    split: str = typer.Option("val", "--split", help="val: fit on half of the validation split, choose on the other "
+                              "half (default); train: fit on the split that data.retrain_fraction held out of the "
+                              "training pool, choose on the whole validation split."),
     device: str = typer.Option("auto"),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already at --out."),
 ) -> None:
     """Retrain the last layer of RUN on frozen backbone features with loss weights that account for
     overparameterization (omega*; Stromberg, Thrampoulidis & Sankar 2025). Half of the validation split fits the
-    layer, the other half is the new run's validation split (every later choice); the test split is not used.
-    The new run works with sweep, pick, predict, export and report."""
+    layer, the other half is the new run's validation split (every later choice); or, with --split train, the
+    share of the training pool that data.retrain_fraction kept from training fits it. The test split is not
+    used. The new run works with sweep, pick, predict, export and report."""
     from lossdial.retrain.run import retrain_run
     from lossdial.rundir import RunError
 
@@ -1245,7 +1249,7 @@ def retrain(
         warnings.simplefilter("always")
         try:
             res = retrain_run(run, out, weighting=_weighting_option(weighting), alpha=alpha, pca=pca,
-                              groups=groups, seed=seed, device=device, force=force)
+                              groups=groups, seed=seed, split=split, device=device, force=force)
         except (RunError, ValueError) as exc:
             _fail(_exc_text(exc))
     for w in caught:
@@ -1262,8 +1266,8 @@ def retrain(
     console.print(f"retrained the last layer of {run} ({'LCT, FiLM dropped' if r['source_lct'] else 'baseline'}) "
                   f"with weighting {r['weighting']}: {counts} retraining samples per class, {dims}, {weight}"
                   f"{'' if r['feasible'] else ' (no finite omega* at the full dimension)'}; "
-                  f"{' / '.join(str(v) for v in r['n_select'])} selection samples per class are the new run's "
-                  f"validation split.", highlight=False)
+                  f"{' / '.join(str(v) for v in r['n_select'])} selection samples per class (the new run's "
+                  f"validation split).", highlight=False)
     console.print(f"Run directory: [bold]{res.run_dir}[/]. Next: lossdial pick {res.run_dir} --at "
                   f"\"recall>=0.9\"", highlight=False)
 

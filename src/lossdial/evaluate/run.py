@@ -49,7 +49,10 @@ class LoadedRun:
             if not np.array_equal(saved[k], getattr(task.indices, k)):
                 raise RunError(f"the {k} split rebuilt from {self.path}/config.yaml differs from splits.npz; "
                                f"the data source or library version changed since training")
-        if "retrain" in self.data:  # a retrained last layer: validation = the selection half (lossdial.retrain)
+        if "retrain" in saved.files and not np.array_equal(saved["retrain"], task.retrain_indices):
+            raise RunError(f"the retrain split (data.retrain_fraction) rebuilt from {self.path}/config.yaml differs "
+                           f"from splits.npz; the data source or library version changed since training")
+        if "retrain_select" in saved.files:  # a retrained last layer: validation = the selection half
             from lossdial.retrain.run import restrict_to_selection
 
             task = restrict_to_selection(task, saved)

@@ -12,7 +12,9 @@ class, or class x group, seeded) into a *retraining* half (the least-squares fit
 (the logistic probability map, ``tuned``'s choice, and every later choice: the new run's validation split
 *is* the selection half, so ``sweep`` and ``pick`` choose on data the head was not fitted on). The test split
 is never read. The halves are saved in ``splits.npz`` (``retrain_fit``, ``retrain_select``) and checked
-against the backbone's training and test indices.
+against the backbone's training and test indices. With ``split="train"`` (``--split train``) the layer is fitted
+instead on the *retrain* split that ``data.retrain_fraction`` carved from the training split before training
+(same class imbalance as training; never trained on), and the whole validation split is the selection set.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from lossdial.rundir import RunDir, RunError, atomic_write_text, write_json
 __all__ = ["RetrainResult", "backbone_features", "restrict_to_selection", "retrain_run", "split_validation"]
 
 #: Where the retraining split comes from (``retrain_run(split=...)``; only validation halves today).
-RETRAIN_SPLITS = ("val",)
+RETRAIN_SPLITS = ("val", "train")
 
 
 @dataclass
@@ -91,7 +93,8 @@ def restrict_to_selection(task, saved) -> Any:
     return task
 
 
-def _group_column(loaded, task, column: str) -> np.ndarray:
+def _group_column(loaded, column: str, rows: np.ndarray) -> np.ndarray:
+    """The values of the table column ``column`` at pool rows ``rows``, as strings (the groups)."""
     from lossdial.data.sources import load_source
 
     pool = load_source(loaded.config.data)
@@ -101,10 +104,10 @@ def _group_column(loaded, task, column: str) -> np.ndarray:
     if column not in pool.columns:
         raise ValueError(f"--groups {column}: the table has no column {column!r}; its columns: "
                          f"{list(pool.columns)}")
-    vals = np.asarray(pool.columns[column], dtype=object)[task.indices.val]
+    vals = np.asarray(pool.columns[column], dtype=object)[rows]
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
-        raise ValueError(f"--groups {column}: the column has missing values in the validation rows; every "
-                         f"retraining sample needs a group")
+        raise ValueError(f"--groups {column}: the column has missing values in the retraining or selection rows; "
+                         f"every sample needs a group")
     return np.array([str(v) for v in vals])
 
 
@@ -145,7 +148,9 @@ def retrain_run(source: str | Path, out: str | Path, *, weighting: Any = "omega_
 
     ``weighting``, ``alpha``, ``pca``, ``d_eff``: :class:`~lossdial.retrain.LastLayerClassifier`'s. ``groups``:
     a column of the run's table source whose values are the groups (weights per group, worst-group choices).
-    ``seed`` draws the retraining / selection halves of the validation split (and ``downsample``). Warnings
+    ``seed`` draws the retraining / selection halves of the validation split (and ``downsample``). ``split``:
+    ``"val"`` (the validation halves) or ``"train"`` (the run's ``data.retrain_fraction`` split; selection on the
+    whole validation split). Warnings
     (the announced PCA fallback) are returned in ``RetrainResult.warnings`` and re-issued.
     """
     from lossdial.evaluate.run import load_run
@@ -155,7 +160,8 @@ def retrain_run(source: str | Path, out: str | Path, *, weighting: Any = "omega_
     from .estimator import InfeasibleWeightWarning, LastLayerClassifier
 
     if split not in RETRAIN_SPLITS:
-        raise ValueError(f"split must be one of {list(RETRAIN_SPLITS)} (the validation split, halved), got {split!r}")
+        raise ValueError(f"--split must be val (the validation split, halved) or train (the retrain split carved "
+                         f"from the training pool by data.retrain_fraction), got {split!r}")
     out = Path(out)
     if Path(source).resolve() == out.resolve():
         raise RunError("--out must be a new directory, not the source run")
@@ -172,34 +178,50 @@ def retrain_run(source: str | Path, out: str | Path, *, weighting: Any = "omega_
     _check_separable(loaded)
     task = loaded.task()
     idx = task.indices
+    norm, bs = task.normalizer, loaded.config.evaluate.batch_size
+
+    def features(x, what: str) -> np.ndarray:
+        f = backbone_features(loaded.model, x, normalizer=norm, device=loaded.device, batch_size=bs)
+        if not np.isfinite(f).all():
+            raise ValueError(f"the backbone of {source} gives non-finite features (NaN/inf) on "
+                             f"{int((~np.isfinite(f)).any(axis=1).sum())} {what} samples; the run's weights are "
+                             f"broken: retrain the backbone")
+        return f
+
     y_val = task.val.y.numpy()
-    g_val, g_codes, g_names = None, None, None
-    if groups is not None:
-        g_val = _group_column(loaded, task, groups)
-        g_names, g_codes = np.unique(g_val, return_inverse=True)
-    fit_pos, sel_pos = split_validation(y_val, g_codes, seed)
-    fit_ix, sel_ix = idx.val[fit_pos], idx.val[sel_pos]
-    for name, ix in (("retraining half", fit_ix), ("selection half", sel_ix)):
+    f_val = features(task.val.x, "validation")
+    if split == "val":
+        g_val = None if groups is None else _group_column(loaded, groups, idx.val)
+        g_codes = None if g_val is None else np.unique(g_val, return_inverse=True)[1]
+        fit_pos, sel_pos = split_validation(y_val, g_codes, seed)
+        fit_ix, sel_ix = idx.val[fit_pos], idx.val[sel_pos]
+        x_fit, y_fit, x_sel, y_sel = f_val[fit_pos], y_val[fit_pos], f_val[sel_pos], y_val[sel_pos]
+        g_fit, g_sel = (None, None) if g_val is None else (g_val[fit_pos], g_val[sel_pos])
+        where = f"the retraining half of the validation split ({len(y_val)} samples)"
+    else:
+        if task.retrain is None:
+            raise ValueError(f"--split train needs a run trained with data.retrain_fraction > 0 (a share of the "
+                             f"training split held out from training); {source} has none: use --split val, or "
+                             f"train with --set data.retrain_fraction=0.2")
+        fit_ix, sel_ix = task.retrain_indices, idx.val
+        x_fit, y_fit = features(task.retrain.x, "retraining"), task.retrain.y.numpy()
+        x_sel, y_sel = f_val, y_val
+        g_fit, g_sel = ((None, None) if groups is None else
+                        (_group_column(loaded, groups, fit_ix), _group_column(loaded, groups, idx.val)))
+        where = f"the retrain split carved from the training pool ({len(y_fit)} samples)"
+    for name, ix in (("retraining data", fit_ix), ("selection data", sel_ix)):
         _check_disjoint(name, ix, idx.train, "training")
         _check_disjoint(name, ix, idx.test, "test")
-
-    feats = backbone_features(loaded.model, task.val.x, normalizer=task.normalizer, device=loaded.device,
-                              batch_size=loaded.config.evaluate.batch_size)
-    if not np.isfinite(feats).all():
-        raise ValueError(f"the backbone of {source} gives non-finite features (NaN/inf) on "
-                         f"{int((~np.isfinite(feats)).any(axis=1).sum())} validation samples; the run's weights "
-                         f"are broken: retrain the backbone")
-    present = np.unique(y_val[fit_pos])
+    _check_disjoint("retraining data", fit_ix, sel_ix, "selection")
+    present = np.unique(y_fit)
     if len(present) < task.num_classes:
         missing = [task.class_names[c] for c in range(task.num_classes) if c not in present]
-        raise ValueError(f"classes {missing} have no sample in the retraining half of the validation split "
-                         f"({len(y_val)} samples); a last layer cannot be retrained without them")
+        raise ValueError(f"classes {missing} have no sample in {where}; a last layer cannot be retrained without "
+                         f"them")
     clf = LastLayerClassifier(weighting=weighting, alpha=alpha, d_eff=d_eff, pca=pca, random_state=seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InfeasibleWeightWarning)
-        clf.fit(feats[fit_pos], y_val[fit_pos], None if g_codes is None else g_names[g_codes[fit_pos]],
-                X_select=feats[sel_pos], y_select=y_val[sel_pos],
-                groups_select=None if g_codes is None else g_names[g_codes[sel_pos]])
+        clf.fit(x_fit, y_fit, g_fit, X_select=x_sel, y_select=y_sel, groups_select=g_sel)
     notes = [str(w.message) for w in caught if issubclass(w.category, InfeasibleWeightWarning)]
     for w in caught:  # re-issue: the caller (the CLI) decides how to show them
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -216,9 +238,9 @@ def retrain_run(source: str | Path, out: str | Path, *, weighting: Any = "omega_
         model.fc.weight.copy_(torch.as_tensor(W, dtype=model.fc.weight.dtype))
         model.fc.bias.copy_(torch.as_tensor(b, dtype=model.fc.bias.dtype))
 
-    d = int(feats.shape[1])
-    n_fit = np.bincount(y_val[fit_pos], minlength=task.num_classes).tolist()
-    n_sel = np.bincount(y_val[sel_pos], minlength=task.num_classes).tolist()
+    d = int(x_fit.shape[1])
+    n_fit = np.bincount(y_fit, minlength=task.num_classes).tolist()
+    n_sel = np.bincount(y_sel, minlength=task.num_classes).tolist()
     record: dict[str, Any] = {
         "source_run": str(Path(source)),
         "retrained": "the last linear layer on the backbone's features (before FiLM: FiLM at any fixed lambda is "
@@ -227,8 +249,11 @@ def retrain_run(source: str | Path, out: str | Path, *, weighting: Any = "omega_
                                                  "; the source's head is replaced"),
         "source_lct": loaded.is_lct,
         "source_head": loaded.config.model.head,
-        "split": "validation halves: retraining (least-squares fit) and selection (probability map, choices; "
-                 "the new run's validation split); test never used",
+        "split": ("validation halves: retraining (least-squares fit) and selection (probability map, choices; "
+                  "the new run's validation split); test never used" if split == "val" else
+                  f"retrain split carved from the training pool (data.retrain_fraction = "
+                  f"{loaded.config.data.retrain_fraction:g}; least-squares fit) and the whole validation split "
+                  f"(probability map, choices); test never used"),
         "seed": seed,
         "weighting": weighting if isinstance(weighting, (str, int, float)) else {str(k): v for k, v in
                                                                                  weighting.items()},
@@ -247,7 +272,8 @@ def retrain_run(source: str | Path, out: str | Path, *, weighting: Any = "omega_
         "notes": notes,
     }
     data = dict(loaded.data)
-    data["counts"] = dict(data["counts"], val=n_sel)
+    if split == "val":
+        data["counts"] = dict(data["counts"], val=n_sel)
     data["retrain"] = record
 
     if out.exists() and force:
@@ -256,7 +282,10 @@ def retrain_run(source: str | Path, out: str | Path, *, weighting: Any = "omega_
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, cfg.to_yaml())
     write_json(run.data, data)
-    np.savez(run.splits, train=idx.train, val=idx.val, test=idx.test, retrain_fit=fit_ix, retrain_select=sel_ix)
+    extra = {} if task.retrain_indices is None else {"retrain": task.retrain_indices}
+    if split == "val":  # the new run validates on the selection half (LoadedRun.task)
+        extra["retrain_select"] = sel_ix
+    np.savez(run.splits, train=idx.train, val=idx.val, test=idx.test, retrain_fit=fit_ix, **extra)
     save_weights(run.weights, model)
     run.log({"event": "retrain", **record})
     write_json(run.complete_marker, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "retrained_from":
