@@ -1429,6 +1429,73 @@ def tune(
                   f"({', '.join(p.name for k, p in result.files.items() if k not in ('json', 'md', 'csv'))})",
                   highlight=False)
 
+def _weighting_option(text: str):
+    """--weighting: a name of lossdial.retrain.WEIGHTINGS, or a number (binary: the minority class weight)."""
+    from lossdial.retrain import WEIGHTINGS
+
+    if text in WEIGHTINGS:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        _fail(f"--weighting {text!r}: use one of {', '.join(WEIGHTINGS)} or a number (the minority class weight)")
+    return value
+
+
+@app.command()
+def retrain(
+    run: Path = typer.Argument(..., help="A finished run directory (baseline or LCT) whose backbone is kept."),
+    out: Path = typer.Option(..., "--out", help="The new run directory (backbone + retrained last layer)."),
+    weighting: str = typer.Option("omega_star", "--weighting", help="omega_star (default; computed from n per "
+                                  "class/group and d_eff), prior, none, downsample, tuned (a grid around omega*, "
+                                  "chosen on the selection half) or a number (binary: the minority weight)."),
+    alpha: float = typer.Option(0.0, "--alpha", help="Ridge strength on the standardised features (0: ridgeless)."),
+    pca: Optional[int] = typer.Option(None, "--pca", help="Retrain on the first K principal components "
+                                      "(default: all features; reduced automatically, with a warning, when no "
+                                      "finite omega* exists)."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="A column of the run's table source holding "
+                                         "group labels: weights per group, worst-group choices."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the retraining/selection halves of the validation split."),
+    split: str = typer.Option("val", "--split", help="val: fit on half of the validation split, choose on the other "
+                              "half (default); train: fit on the split that data.retrain_fraction held out of the "
+                              "training pool, choose on the whole validation split."),
+    device: str = typer.Option("auto"),
+    force: bool = typer.Option(False, "--force", help="Overwrite a run already at --out."),
+) -> None:
+    """Retrain the last layer of RUN on frozen backbone features with loss weights that account for
+    overparameterization (omega*; Stromberg, Thrampoulidis & Sankar 2025). Half of the validation split fits the
+    layer, the other half is the new run's validation split (every later choice); or, with --split train, the
+    share of the training pool that data.retrain_fraction kept from training fits it. The test split is not
+    used. The new run works with sweep, pick, predict, export and report."""
+    from lossdial.retrain.run import retrain_run
+    from lossdial.rundir import RunError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = retrain_run(run, out, weighting=_weighting_option(weighting), alpha=alpha, pca=pca,
+                              groups=groups, seed=seed, split=split, device=device, force=force)
+        except (RunError, ValueError) as exc:
+            _fail(_exc_text(exc))
+    for w in caught:
+        if w.category.__name__ == "InfeasibleWeightWarning":
+            _warn(w.message)
+    r = res.record
+    counts = " / ".join(str(v) for v in r["n_retrain"])
+    dims = f"d = {r['d']}, d_eff = {r['d_eff']:.4g}" + (f" ({r['n_components']} PCA components)"
+                                                        if r["n_components"] is not None else "")
+    weight = (f"omega* = {r['omega_star']:.4g}" if r["omega_star"] is not None
+              else "class weights " + ", ".join(f"{v:.4g}" for v in r["class_weight"]))
+    if r["group_weight"]:
+        weight = "group weights " + ", ".join(f"{k}: {v:.4g}" for k, v in r["group_weight"].items())
+    console.print(f"retrained the last layer of {run} ({'LCT, FiLM dropped' if r['source_lct'] else 'baseline'}) "
+                  f"with weighting {r['weighting']}: {counts} retraining samples per class, {dims}, {weight}"
+                  f"{'' if r['feasible'] else ' (no finite omega* at the full dimension)'}; "
+                  f"{' / '.join(str(v) for v in r['n_select'])} selection samples per class (the new run's "
+                  f"validation split).", highlight=False)
+    console.print(f"Run directory: [bold]{res.run_dir}[/]. Next: lossdial pick {res.run_dir} --at "
+                  f"\"recall>=0.9\"", highlight=False)
+
 
 def main() -> None:
     try:

@@ -136,6 +136,11 @@ class DataConfig(_Section):
     min_holdout_positives: int = Field(
         30, ge=1, description="At least this many positives (every class, for multiclass) in each holdout.")
     seed: Seed = Field(0, description="Seed of the split and subsampling stream (kept apart from the training seed).")
+    retrain_fraction: float = Field(
+        0.0, ge=0, lt=1,
+        description="Share of each class of the (imbalanced) training split held out from training, for "
+                    "`lossdial retrain RUN --split train` (last-layer retraining on data the backbone never saw; "
+                    "saved as splits.npz's retrain). 0: none.")
 
     @field_validator("beta")
     @classmethod

@@ -51,6 +51,8 @@ class Task:
     task_meta: dict[str, Any] = field(default_factory=dict)  # how the labels and splits were built
     preprocessor: Any = None  # TablePreprocessor for CSV/Parquet sources
     raw_input: dict[str, Any] | None = None  # the raw input format predict checks (raw_input_record)
+    retrain: Split | None = None  # data.retrain_fraction: carved from the training split, never trained on
+    retrain_indices: np.ndarray | None = None  # its pool indices (splits.npz's retrain)
 
     @property
     def num_classes(self) -> int:
@@ -79,7 +81,8 @@ class Task:
             "input_shape": list(self.input_shape),
             "kind": self.kind,
             "dtype": str(self.train.x.dtype).removeprefix("torch."),
-            "counts": {s: getattr(self, s).counts for s in ("train", "val", "test")},
+            "counts": {s: getattr(self, s).counts for s in ("train", "val", "test")}
+            | ({"retrain": self.retrain.counts} if self.retrain is not None else {}),
             "imbalance_ratio": self.imbalance_ratio,
         }
         if self.is_binary:
@@ -262,6 +265,9 @@ def build_task(data_cfg) -> Task:
                       seed=data_cfg.seed, n_test_external=pool.n_test, val_from=data_cfg.val_from,
                       num_classes=len(names), profile=data_cfg.profile if multiclass else "binary",
                       step_fraction=data_cfg.step_fraction, class_names=names)
+    retrain_ix = None
+    if data_cfg.retrain_fraction > 0:
+        idx, retrain_ix = carve_retrain(idx, labels, data_cfg.retrain_fraction, data_cfg.seed, names)
     tmeta.update({"beta": data_cfg.beta, "val_from": data_cfg.val_from, "val_fraction": val_fraction,
                   "test_fraction": None if pool.has_test else data_cfg.test_fraction,
                   "min_holdout_positives": data_cfg.min_holdout_positives, "seed": data_cfg.seed,
@@ -297,6 +303,30 @@ def build_task(data_cfg) -> Task:
     train = split(idx.train)
     raw = (raw_input_record(pool, None, preprocessor, {k: v[idx.train] for k, v in pool.columns.items()})
            if pool.x is None else raw_input_record(pool, train.x))
+    if retrain_ix is not None:
+        tmeta["retrain_fraction"] = data_cfg.retrain_fraction
     return Task(train=train, val=split(idx.val), test=split(idx.test), class_names=names,
                 indices=idx, input_shape=input_shape, kind=pool.kind, normalizer=norm, source_meta=pool.meta,
-                task_meta=tmeta, preprocessor=preprocessor, raw_input=raw)
+                task_meta=tmeta, preprocessor=preprocessor, raw_input=raw,
+                retrain=None if retrain_ix is None else split(retrain_ix), retrain_indices=retrain_ix)
+
+
+def carve_retrain(idx: SplitIndices, labels: np.ndarray, fraction: float, seed: int, names: list[str]
+                  ) -> tuple[SplitIndices, np.ndarray]:
+    """(indices with a smaller training split, retraining indices): ``floor(fraction * n_c)`` of every class
+    ``c`` of the training split, drawn with the data seed, held out from training (``data.retrain_fraction``)."""
+    rng = np.random.default_rng([int(seed), 0x7E7A])
+    keep, carved = [], []
+    for c in range(len(names)):
+        ix = idx.train[labels[idx.train] == c]
+        ix = ix[rng.permutation(len(ix))]
+        m = int(np.floor(fraction * len(ix)))
+        if m == 0 or m == len(ix):
+            raise ValueError(f"data.retrain_fraction={fraction:g} leaves class {names[c]!r} ({len(ix)} training "
+                             f"samples) with no sample {'to retrain on' if m == 0 else 'to train on'}; choose a "
+                             f"fraction between {1 / len(ix) if len(ix) else 0:.3g} and "
+                             f"{(len(ix) - 1) / len(ix) if len(ix) else 0:.3g}")
+        carved.append(ix[:m])
+        keep.append(ix[m:])
+    return (SplitIndices(train=np.sort(np.concatenate(keep)), val=idx.val, test=idx.test),
+            np.sort(np.concatenate(carved)))

@@ -41,13 +41,21 @@ class LoadedRun:
         return [int(v) for v in self.data["counts"]["train"]]
 
     def task(self) -> Task:
-        """Rebuild the data splits, checking them against the indices saved at training time."""
+        """Rebuild the data splits, checking them against the indices saved at training time. A run written by
+        ``lossdial retrain`` validates on its selection half only (the other half fitted its last layer)."""
         task = build_task(self.config.data)
         saved = np.load(RunDir(self.path).splits)
         for k in ("train", "val", "test"):
             if not np.array_equal(saved[k], getattr(task.indices, k)):
                 raise RunError(f"the {k} split rebuilt from {self.path}/config.yaml differs from splits.npz; "
                                f"the data source or library version changed since training")
+        if "retrain" in saved.files and not np.array_equal(saved["retrain"], task.retrain_indices):
+            raise RunError(f"the retrain split (data.retrain_fraction) rebuilt from {self.path}/config.yaml differs "
+                           f"from splits.npz; the data source or library version changed since training")
+        if "retrain_select" in saved.files:  # a retrained last layer: validation = the selection half
+            from lossdial.retrain.run import restrict_to_selection
+
+            task = restrict_to_selection(task, saved)
         return task
 
 

@@ -66,7 +66,8 @@ def _training(loaded) -> dict[str, Any]:
             "lambda_distributions": dict(cfg.lct.lambdas) if loaded.is_lct else None,
             "optimizer": cfg.optim.name, "lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay,
             "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
-            "ema_decay": cfg.train.ema_decay, "seed": cfg.seed, "data_seed": cfg.data.seed}
+            "ema_decay": cfg.train.ema_decay, "seed": cfg.seed, "data_seed": cfg.data.seed,
+            "last_layer_retraining": loaded.data.get("retrain")}
 
 
 def _base_card_multiclass(loaded) -> dict[str, Any]:
@@ -173,7 +174,27 @@ def _training_lines(card: dict[str, Any]) -> list[str]:
             f"- loss: {t['loss']} {t['loss_params']}" + (f"; LCT over {t['lambda_distributions']}"
                                                          if t["lambda_distributions"] else ""),
             f"- {t['optimizer']} lr {t['lr']} wd {t['weight_decay']}, {t['epochs']} epochs, batch {t['batch_size']}, "
-            f"EMA {t['ema_decay']}, seed {t['seed']} (data seed {t['data_seed']})"]
+            f"EMA {t['ema_decay']}, seed {t['seed']} (data seed {t['data_seed']})"] + _retrain_lines(t)
+
+
+def _retrain_lines(t: dict[str, Any]) -> list[str]:
+    """The card's lines for a run written by ``lossdial retrain`` (``training.last_layer_retraining``)."""
+    r = t.get("last_layer_retraining")
+    if not r:
+        return []
+    omega = f"omega* = {r['omega_star']:.4g}" if r.get("omega_star") is not None else "omega* undefined"
+    lines = ["", "## Last-layer retraining", "",
+             f"- backbone of `{r['source_run']}`; retrained: {r['retrained']}",
+             f"- weighting {r['weighting']}, alpha {r['alpha']:g}, pca {r['pca']}; {r['split']}",
+             f"- retraining samples per class {r['n_retrain']}, selection samples per class {r['n_select']}"
+             + (f"; per group {r['n_per_group']}" if r.get("n_per_group") else ""),
+             f"- d = {r['d']}, d_eff = {r['d_eff']:.4g}"
+             + (f" ({r['n_components']} PCA components)" if r.get("n_components") is not None else "")
+             + f"; {omega}; feasible at the requested dimension: {'yes' if r['feasible'] else 'no'}",
+             f"- class weights {[round(v, 4) for v in r['class_weight']]}"
+             + (f", group weights {r['group_weight']}" if r.get("group_weight") else "")]
+    lines += [f"- note: {n}" for n in r.get("notes", [])]
+    return lines
 
 
 _PRIOR_WORDS = {"train": "the training class prior", "uniform": "the uniform class prior", "given": "a given class prior"}

@@ -124,7 +124,8 @@ def _write_run_header(run: RunDir, cfg: Config, task: Task, space) -> None:
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, cfg.to_yaml())
     write_json(run.data, task.describe())
-    np.savez(run.splits, train=task.indices.train, val=task.indices.val, test=task.indices.test)
+    extra = {} if task.retrain_indices is None else {"retrain": task.retrain_indices}
+    np.savez(run.splits, train=task.indices.train, val=task.indices.val, test=task.indices.test, **extra)
     if space is not None:
         write_json(run.lambda_space, space.to_dict())
 
