@@ -25,6 +25,11 @@ Methods (fixed hyperparameters):
 - lossdial_lct: the same with ``lct="tau~L(0,3,0.33)"``; (tau, threshold) picked on the inner split.
 - lossdial_vs_nopick: lossdial_vs trained on the whole training fold at its default dial (threshold 0.5,
   multi-class t = 0; VS's tau = 1 already aims at the balanced error): what the inner split costs or buys.
+- lossdial_vs_ssl: lossdial_vs + Joint-SSL with SCARF views (``ssl_weight=1.0``, ``ssl_corruption=0.6``,
+  ``ssl_temperature=0.5``: the defaults of SCARF and of the Simplifying recipe, not tuned here); same split,
+  epochs and pick as lossdial_vs.
+- lossdial_vs_smooth: lossdial_vs + class-conditional label smoothing (``smoothing_a_max=0.2``,
+  ``smoothing_a_min=0``, the docs' example value, not tuned here); same split, epochs and pick.
 - logreg_balanced: LogisticRegression(class_weight="balanced", max_iter=2000).
 - hgb_balanced: HistGradientBoostingClassifier(class_weight="balanced", random_state=0).
 - random_forest: RandomForestClassifier(n_estimators=200, random_state=0).
@@ -32,8 +37,9 @@ Methods (fixed hyperparameters):
   replacement=True, bootstrap=False, random_state=0).
 - smote_logreg: imblearn SMOTE(k_neighbors=min(5, positives in the fold - 1), random_state=0) then
   LogisticRegression(max_iter=2000).
-Not included: Joint-SSL with feature corruption (SCARF-style) and class-conditional smoothing as "Simplifying"
-ingredients: the ``ssl`` config lives on another branch and is not in this one.
+
+``--reuse PATH.json`` takes the fold rows of the methods a previous run's JSON already has (same datasets and
+folds) and trains only the others; the report lists which methods were reused and from which commit.
 
 Metrics on each test fold: ROC-AUC, average precision, balanced accuracy, G-mean (sqrt(TPR * TNR); multi-class:
 the geometric mean of the per-class recalls), F1 of the positive class (multi-class: macro F1; AUC and AP:
@@ -66,10 +72,13 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LCT_LAW = "tau~L(0,3,0.33)"
-METHODS = ("lossdial_vs", "lossdial_lct", "lossdial_vs_nopick", "logreg_balanced", "hgb_balanced", "random_forest", "balanced_rf",
-           "smote_logreg")
-LOSSDIAL = ("lossdial_vs", "lossdial_lct", "lossdial_vs_nopick")
-PICKED = ("lossdial_vs", "lossdial_lct")
+METHODS = ("lossdial_vs", "lossdial_lct", "lossdial_vs_nopick", "lossdial_vs_ssl", "lossdial_vs_smooth", "logreg_balanced",
+           "hgb_balanced", "random_forest", "balanced_rf", "smote_logreg")
+LOSSDIAL = ("lossdial_vs", "lossdial_lct", "lossdial_vs_nopick", "lossdial_vs_ssl", "lossdial_vs_smooth")
+PICKED = ("lossdial_vs", "lossdial_lct", "lossdial_vs_ssl", "lossdial_vs_smooth")
+#: the "Simplifying" ingredients that apply to tables, on top of lossdial_vs (same split, epochs and pick)
+INGREDIENTS = {"lossdial_vs_ssl": {"ssl_weight": 1.0, "ssl_corruption": 0.6, "ssl_temperature": 0.5},
+               "lossdial_vs_smooth": {"smoothing_a_max": 0.2, "smoothing_a_min": 0.0}}
 METRICS = ("roc_auc", "ap", "balanced_accuracy", "g_mean", "f1")
 MULTICLASS_SET = "satimage"
 INNER_VAL = 0.25
@@ -165,7 +174,8 @@ def fit_lossdial(method: str, Xtr, ytr, seed: int):
     from lossdial.sklearn import LossDialClassifier
 
     Xa, Xb, ya, yb = train_test_split(Xtr, ytr, test_size=INNER_VAL, stratify=ytr, random_state=seed)
-    est = LossDialClassifier(lct=LCT_LAW if method == "lossdial_lct" else None, random_state=seed).fit(Xa, ya)
+    est = LossDialClassifier(lct=LCT_LAW if method == "lossdial_lct" else None, random_state=seed,
+                             **INGREDIENTS.get(method, {})).fit(Xa, ya)
     if len(est.classes_) == 2:
         est.pick(Xb, yb, maximize="balanced_accuracy", min_tp=int(min(5, yb.sum())))
     else:
@@ -200,12 +210,12 @@ def run_fold(task: tuple) -> list[dict]:
     warnings.filterwarnings("ignore")
     from sklearn.pipeline import make_pipeline
 
-    name, kind, repeat, fold, train_ix, test_ix = task
+    name, kind, repeat, fold, train_ix, test_ix, methods = task
     X, y = load_binary(name) if kind == "binary" else load_multiclass(name)
     Xtr, Xte, ytr, yte = X.iloc[train_ix], X.iloc[test_ix], y[train_ix], y[test_ix]
     n_classes = int(y.max()) + 1
     rows = []
-    for method in METHODS:
+    for method in methods:
         t0 = time.perf_counter()
         pre = preprocessor(Xtr).fit(Xtr)
         if method == "lossdial_vs_nopick":
@@ -234,8 +244,25 @@ def fold_tasks(name: str, kind: str, repeats: int) -> list[tuple]:
     out = []
     for r in range(repeats):
         for k, (tr, te) in enumerate(StratifiedKFold(5, shuffle=True, random_state=r).split(X, y)):
-            out.append((name, kind, r, k, tr, te))
+            out.append((name, kind, r, k, tr, te, METHODS))
     return out
+
+
+def reuse_rows(path: Path, tasks: list[tuple]) -> tuple[list[dict], list[tuple], dict]:
+    """The fold rows of ``path`` (a previous run's JSON) for the methods it has on every one of ``tasks``'s folds,
+    and the tasks left with only the other methods."""
+    old = json.loads(path.read_text())
+    have: dict = {}
+    for r in old["folds"]:
+        have.setdefault((r["dataset"], r["task"], r["repeat"], r["fold"]), {})[r["method"]] = r
+    keys = [(t[0], t[1], t[2], t[3]) for t in tasks]
+    methods = [m for m in METHODS if all(m in have.get(k, {}) for k in keys)]
+    rows = [have[k][m] for k in keys for m in methods]
+    todo = [m for m in METHODS if m not in methods]
+    left = [t[:6] + (tuple(todo),) for t in tasks] if todo else []
+    return rows, left, {"from": str(path), "methods": methods,
+                        "commit": old["meta"]["versions"].get("lossdial_commit"),
+                        "wall_seconds": old["meta"].get("wall_seconds"), "cpu_seconds": old["meta"].get("cpu_seconds")}
 
 
 # -------------------------------------------------------------------------------------------------- summary
@@ -250,7 +277,7 @@ def per_dataset(rows: list[dict], kind: str) -> dict[str, dict[str, dict[str, fl
 
 
 def summarise(table: dict) -> dict:
-    from scipy.stats import rankdata, wilcoxon
+    from scipy.stats import rankdata
 
     datasets = sorted(table)
     summary: dict = {"n_datasets": len(datasets), "mean": {}, "mean_rank": {}, "wilcoxon": {}}
@@ -261,19 +288,24 @@ def summarise(table: dict) -> dict:
         summary["mean_rank"][metric] = dict(zip(METHODS, ranks.mean(axis=0).tolist()))
         base = [m for m in METHODS if m not in LOSSDIAL]
         best = min(base, key=lambda m: summary["mean_rank"][metric][m])
-        tests = {}
-        for m in PICKED + ("lossdial_vs_nopick",):
-            a, b = vals[:, METHODS.index(m)], vals[:, METHODS.index(best)]
-            diff = a - b
-            wins, losses = int((diff > 1e-12).sum()), int((diff < -1e-12).sum())
-            try:
-                stat, p = wilcoxon(a, b)
-            except ValueError:  # every difference is zero
-                stat, p = float("nan"), 1.0
-            tests[m] = {"vs": best, "statistic": float(stat), "p_value": float(p), "wins": wins, "losses": losses,
-                        "ties": len(datasets) - wins - losses, "mean_difference": float(diff.mean())}
-        summary["wilcoxon"][metric] = tests
+        summary["wilcoxon"][metric] = {m: _paired(vals, m, best) for m in PICKED + ("lossdial_vs_nopick",)}
+        summary.setdefault("ingredients", {})[metric] = {m: _paired(vals, m, "lossdial_vs") for m in INGREDIENTS}
     return summary
+
+
+def _paired(vals, m: str, other: str) -> dict:
+    """Two-sided Wilcoxon signed-rank of method ``m`` against ``other`` over the datasets (rows of ``vals``)."""
+    from scipy.stats import wilcoxon
+
+    a, b = vals[:, METHODS.index(m)], vals[:, METHODS.index(other)]
+    diff = a - b
+    wins, losses = int((diff > 1e-12).sum()), int((diff < -1e-12).sum())
+    try:
+        stat, p = wilcoxon(a, b)
+    except ValueError:  # every difference is zero
+        stat, p = float("nan"), 1.0
+    return {"vs": other, "statistic": float(stat), "p_value": float(p), "wins": wins, "losses": losses,
+            "ties": len(a) - wins - losses, "mean_difference": float(diff.mean())}
 
 
 def speed_figure() -> dict:
@@ -291,6 +323,7 @@ def speed_figure() -> dict:
     out = {}
     for name, est in (("lossdial_vs", LossDialClassifier(random_state=0)),
                       ("lossdial_lct", LossDialClassifier(lct=LCT_LAW, random_state=0)),
+                      *((m, LossDialClassifier(random_state=0, **kw)) for m, kw in INGREDIENTS.items()),
                       ("logreg_balanced", LogisticRegression(class_weight="balanced", max_iter=2000)),
                       ("hgb_balanced", HistGradientBoostingClassifier(class_weight="balanced", random_state=0))):
         t0 = time.perf_counter()
@@ -346,7 +379,13 @@ def write_report(out: Path, args, meta: dict, rows: list[dict]) -> None:
          f"- wall time: {meta['wall_seconds'] / 60:.1f} min, CPU time {meta['cpu_seconds'] / 60:.1f} min (all "
          f"processes; / 2 = the wall time on two idle cores) for {len(binary)} binary datasets + "
          f"{len(multi)} multi-class, {meta['n_folds']} (dataset, fold) tasks",
-         f"- protocol: {meta['protocol']}", ""]
+         f"- protocol: {meta['protocol']}"]
+    if meta.get("reused"):
+        r = meta["reused"]
+        L.append(f"- reused (``--reuse``): the fold rows of {', '.join(r['methods'])} come from the run of commit "
+                 f"{r['commit']} ({r['wall_seconds'] / 60:.1f} min wall, {r['cpu_seconds'] / 60:.1f} min CPU then); "
+                 f"this run trained only the other methods (the times above are this run's)")
+    L.append("")
     if meta.get("speed"):
         s = meta["speed"]
         L += ["## Fit time, 3000 rows x 30 features (defaults, one thread, same process, same load)", "",
@@ -370,6 +409,13 @@ def write_report(out: Path, args, meta: dict, rows: list[dict]) -> None:
         for metric in METRICS:
             for m, t in summary["wilcoxon"][metric].items():
                 L.append(f"| {metric} | {m} | {t['vs']} | {t['mean_difference']:+.4f} | {t['wins']} / {t['ties']} / "
+                         f"{t['losses']} | {t['p_value']:.3g} |")
+        L += ["", "### The Simplifying ingredients against lossdial_vs (same split, epochs and pick; Wilcoxon, "
+              "two-sided)", "", "| metric | method | mean difference vs lossdial_vs | wins / ties / losses | p |",
+              "|---|---|---:|---|---:|"]
+        for metric in METRICS:
+            for m, t in summary["ingredients"][metric].items():
+                L.append(f"| {metric} | {m} | {t['mean_difference']:+.4f} | {t['wins']} / {t['ties']} / "
                          f"{t['losses']} | {t['p_value']:.3g} |")
         L += ["", "Published anchor: the smote_variants study (104 datasets of this collection; kNN / SVM / tree / "
               "MLP classifiers) reports mean AUC 0.901-0.904 for its ten best oversamplers. Mean ROC-AUC here: "
@@ -398,6 +444,7 @@ def main() -> None:
     ap.add_argument("--datasets", default=None, help="comma list of KEEL names instead of the rule (for debugging)")
     ap.add_argument("--no-multiclass", action="store_true", help="skip the multi-class set")
     ap.add_argument("--no-speed", action="store_true", help="skip the fit-time figure")
+    ap.add_argument("--reuse", default=None, help="a previous run's JSON: reuse its fold rows for the methods it has")
     ap.add_argument("--out", default=None, help="output path without suffix (default benchmarks/results/tabular_MODE)")
     args = ap.parse_args()
     _need("imblearn")
@@ -412,11 +459,16 @@ def main() -> None:
         tasks += fold_tasks(MULTICLASS_SET, "multiclass", repeats)
     speed = {} if args.no_speed else speed_figure()
     rows: list[dict] = []
+    reused: dict = {}
+    if args.reuse:
+        rows, tasks, reused = reuse_rows(Path(args.reuse), tasks)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for k, fold_rows in enumerate(pool.map(run_fold, tasks)):
             rows.extend(fold_rows)
             print(f"[{k + 1}/{len(tasks)}] {fold_rows[0]['dataset']} fold {fold_rows[0]['fold']} "
                   f"({(time.time() - start) / 60:.1f} min)", flush=True)
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows.sort(key=lambda r: (r["task"], r["dataset"], r["repeat"], r["fold"], order[r["method"]]))
     import resource
 
     cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
@@ -425,7 +477,8 @@ def main() -> None:
             "command": "python benchmarks/tabular.py " + " ".join(sys.argv[1:]),
             "machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "jobs": args.jobs,
             "load_at_start": round(load, 1), "versions": _versions(), "wall_seconds": time.time() - start,
-            "n_folds": len(tasks), "datasets": chosen, "speed": speed,
+            "n_folds": len({(r["dataset"], r["repeat"], r["fold"]) for r in rows}), "datasets": chosen,
+            "speed": speed, "reused": reused,
             "protocol": ("stratified 5-fold, one pass (seed 0)" if args.quick else
                          "repeated stratified 5-fold x 2 (seeds 0, 1)")
             + f"; LossDial picks on a stratified {INNER_VAL:.0%} of each training fold (maximize balanced_accuracy), "

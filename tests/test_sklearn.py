@@ -32,7 +32,8 @@ def _expected_failures(estimator):
             "two fits differ (the weighted loss is the same in expectation, not bit for bit)"}
 
 
-@parametrize_with_checks([tiny(), tiny(lct="tau~L(0,3,0.33)", film_hidden=8)],
+@parametrize_with_checks([tiny(), tiny(lct="tau~L(0,3,0.33)", film_hidden=8),
+                          tiny(ssl_weight=1.0, smoothing_a_max=0.2)],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
@@ -356,3 +357,99 @@ def test_lam_names_left_out_take_their_law_mean(binary_data):
     np.testing.assert_array_equal(est.set_params(lam={"tau": 1.0}).predict_proba(X),
                                   est.set_params(lam={"tau": 1.0, "gamma": 0.15}).predict_proba(X))
     assert np.abs(est.predict_proba(X) - est.set_params(lam={"tau": 1.0, "gamma": 0.0}).predict_proba(X)).max() > 0
+
+
+# ------------------------------------------------------------------------------ the Simplifying ingredients
+def _nt_xent_np(a, b, t):
+    """SimCLR's NT-Xent over the 2B rows of [a; b], by hand in NumPy (float64)."""
+    u = np.concatenate([a, b])
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    n = len(a)
+    total = 0.0
+    for i in range(2 * n):
+        s = {j: float(u[i] @ u[j]) / t for j in range(2 * n) if j != i}
+        total += -s[(i + n) % (2 * n)] + np.log(sum(np.exp(v) for v in s.values()))
+    return total / (2 * n)
+
+
+def test_ssl_and_smoothing_objective_is_smoothed_ce_plus_mu_nt_xent_by_hand(monkeypatch):
+    """Each step's loss equals the class-conditionally smoothed, logit-adjusted CE of the batch's rows plus
+    mu * NT-Xent of the projected features of the rows and of their SCARF corruptions (values drawn from every
+    training row, not only the batch's)."""
+    import copy
+
+    import lossdial.train.simplifying as simplifying
+
+    X, y = make_classification(n_samples=24, n_features=5, n_informative=3, weights=[0.75], random_state=2)
+    seen = []
+    real = simplifying.joint_ssl_forward
+
+    def spy(model, projector, x, x2, z, supervised="first"):
+        seen.append(dict(model=copy.deepcopy(model.state_dict()), proj=copy.deepcopy(projector.state_dict()),
+                         x=x.detach().numpy().astype(np.float64), x2=x2.detach().numpy().astype(np.float64)))
+        return real(model, projector, x, x2, z, supervised)
+
+    monkeypatch.setattr(simplifying, "joint_ssl_forward", spy)
+    est = LossDialClassifier(hidden=(6,), loss="logit_adjust", loss_params={"tau": 1.0}, smoothing_a_max=0.2,
+                             ssl_weight=0.7, ssl_temperature=0.3, ssl_corruption=0.4, epochs=1, batch_size=12,
+                             random_state=0).fit(X, y)
+    assert len(seen) == 2
+    xs = (X - X.mean(axis=0)) / X.std(axis=0)  # the rows, standardised by hand
+    counts = np.bincount(y)
+    a = np.where(counts == counts.min(), 0.2, 0.0)  # two classes: the rarer a_max, the other a_min = 0
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    losses, outside = [], 0
+    for step in seen:
+        x, x2 = step["x"], step["x2"]
+        order = [int(np.argmin(np.abs(xs - r).sum(axis=1))) for r in x]  # which rows the batch holds
+        assert len(set(order)) == 12 and np.allclose(x, xs[order], atol=1e-5)
+        # second view: round(0.4 * 5) = 2 features per row, each a value of the same column of a training row
+        changed = ~np.isclose(x2, x)
+        assert (changed.sum(axis=1) <= 2).all() and changed.sum() > 12
+        assert all(np.isclose(x2[i, j], xs[:, j]).any() for i in range(12) for j in range(5))
+        outside += sum(not np.isclose(x2[i, j], x[:, j]).any() for i in range(12) for j in range(5))
+        w = {k: v.numpy().astype(np.float64) for k, v in step["model"].items()}
+        p = {k: v.numpy().astype(np.float64) for k, v in step["proj"].items()}
+        f1 = relu(x @ w["backbone.net.1.weight"].T + w["backbone.net.1.bias"])
+        f2 = relu(x2 @ w["backbone.net.1.weight"].T + w["backbone.net.1.bias"])
+        z = f1 @ w["fc.weight"].T + w["fc.bias"] + np.log(counts / counts.sum())  # logit adjustment, tau = 1
+        logp = z - z.max(axis=1, keepdims=True)
+        logp = logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))
+        yb = y[order]
+        q = (1 - a[yb])[:, None] * np.eye(2)[yb] + a[yb][:, None] / 2
+        sup = float(-(q * logp).sum(axis=1).mean())
+        h = lambda f: relu(f @ p["net.0.weight"].T + p["net.0.bias"]) @ p["net.2.weight"].T + p["net.2.bias"]  # noqa
+        assert p["net.0.weight"].shape == (256, 6) and p["net.2.weight"].shape == (128, 256)  # SCARF-sized head
+        losses.append(sup + 0.7 * _nt_xent_np(h(f1), h(f2), 0.3))
+    assert outside > 0  # donors come from the whole table, not just the batch
+    assert est.loss_curve_[0] == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_ssl_and_smoothing_parameters_are_validated_at_fit_naming_them(binary_data):
+    X, y = binary_data
+    for kw, text in ((dict(ssl_corruption=0.3), "ssl_corruption apply to Joint-SSL, which is off"),
+                     (dict(ssl_temperature=0.1), "ssl_temperature apply to Joint-SSL"),
+                     (dict(ssl_weight=1.0, ssl_corruption=1.0), r"ssl_corruption: must be a fraction in \(0, 1\)"),
+                     (dict(ssl_weight=0.0), "ssl_weight: must be > 0"),
+                     (dict(ssl_weight=1.0, ssl_temperature=0), "ssl_temperature"),
+                     (dict(smoothing_a_min=0.1), "smoothing_a_min=0.1 applies with smoothing_a_max"),
+                     (dict(smoothing_a_max=1.0), r"smoothing_a_max: must be in \[0, 1\)"),
+                     (dict(smoothing_a_max=0.1, smoothing_a_min=0.2), r"smoothing_a_min: must be in \[0, a_max\]"),
+                     (dict(smoothing_a_max=0.1, loss="smoothing"), "already is class-conditional smoothing")):
+        est = tiny(**kw)
+        assert est.get_params()[next(iter(kw))] == next(iter(kw.values()))  # stored untouched
+        with pytest.raises(ValueError, match=text):
+            est.fit(X, y)
+
+
+def test_ssl_fit_is_deterministic_and_leaves_the_global_rng_alone(binary_data):
+    X, y = binary_data
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    a = tiny(ssl_weight=1.0, smoothing_a_max=0.2).fit(X, y)
+    after = torch.rand(3)
+    b = tiny(ssl_weight=1.0, smoothing_a_max=0.2).fit(X, y)
+    assert torch.equal(before, after)
+    assert np.array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert not np.array_equal(a.predict_proba(X), tiny().fit(X, y).predict_proba(X))

@@ -461,11 +461,25 @@ class SSLConfig(_Section):
     projector_dim: int = Field(128, ge=1, description="Projector output size.")
     supervised: Literal["first", "both"] = Field(
         "first", description="The supervised loss on the first view (default) or on both views.")
+    views: Literal["augment", "corruption"] | None = Field(
+        None, description="How the two views are made: augment (two draws of train.augment; images) or corruption "
+                          "(SCARF: the row itself and a copy with a fraction ssl.corruption of its features replaced "
+                          "by the same features of random training rows; tables). null: resolved at load from "
+                          "data.source (images: augment, tables: corruption; npz: must be set).")
+    corruption: float = Field(
+        0.6, description="ssl.views: corruption: the fraction c in (0, 1) of each row's features replaced "
+                         "(round(c * d) of d features, at least 1; SCARF's default 0.6).")
 
     @model_validator(mode="after")
     def _positive(self) -> "SSLConfig":
         if self.weight is not None and not self.weight > 0:
             raise _PathError("weight", f"must be > 0 to turn Joint-SSL on (null: off), got {self.weight}")
+        if not 0 < self.corruption < 1:
+            raise _PathError("corruption", f"must be a fraction in (0, 1) of each row's features (SCARF: 0.6), got "
+                                           f"{self.corruption}")
+        if self.views == "augment" and self.corruption != type(self).model_fields["corruption"].default:
+            raise _PathError("corruption", "applies to ssl.views: corruption (tables), but ssl.views is augment; "
+                                           "remove ssl.corruption or set ssl.views: corruption")
         changed = _changed(self)
         if self.weight is None and changed:
             raise _PathError("weight", f"ssl sets {', '.join(sorted(changed))} but weight is null, so Joint-SSL is "
@@ -475,6 +489,11 @@ class SSLConfig(_Section):
     @property
     def enabled(self) -> bool:
         return self.weight is not None
+
+
+#: data.source values whose samples are images / table rows (``ssl.views`` resolves from them; npz can be either).
+IMAGE_SOURCES = ("digits", "image_folder", "cifar10", "cifar100", "cifar10_jpeg")
+TABLE_SOURCES = ("breast_cancer", "csv", "parquet")
 
 
 #: Task types whose training split has class counts (SAM's asymmetric and groups modes need them).
@@ -539,14 +558,36 @@ class Config(_Section):
             raise _PathError("optim.sam.mode", f"{sam.mode} needs the training class counts, which a "
                                                f"{self.data.task} task does not have; use optim.sam.mode: sam")
         if self.ssl.enabled:
-            if self.train.augment == "none":
+            self._resolve_ssl_views()
+            if self.ssl.views == "augment" and self.train.augment == "none":
                 raise _PathError("train.augment", "is none, but Joint-SSL (ssl.weight) contrasts two augmented "
                                                   "views of each batch, which would be identical; set "
                                                   "train.augment (e.g. crop_flip) or remove ssl.weight")
+            if self.ssl.views == "corruption" and self.train.augment != "none":
+                raise _PathError("train.augment", f"is {self.train.augment}, but ssl.views: corruption makes the "
+                                                  f"views of table rows, which train.augment (images) does not "
+                                                  f"apply to; set train.augment: none")
             if self.train.compile != "off":
                 raise _PathError("train.compile", "Joint-SSL runs the backbone and the head as separate calls, "
                                                   "which train.compile does not cover; set train.compile: off")
         return self
+
+    def _resolve_ssl_views(self) -> None:
+        """``ssl.views`` null -> augment for image sources, corruption for table sources (written into the config,
+        so --print-config and config.yaml show it); an explicit choice must fit the source."""
+        src, views = self.data.source, self.ssl.views
+        if views is None:
+            if src not in IMAGE_SOURCES + TABLE_SOURCES:
+                raise _PathError("ssl.views", f"data.source {src} may hold images or a table, so the Joint-SSL views "
+                                              f"must be named: set ssl.views: augment (images, two draws of "
+                                              f"train.augment) or corruption (table rows, SCARF)")
+            self.ssl.views = "augment" if src in IMAGE_SOURCES else "corruption"
+        elif views == "corruption" and src in IMAGE_SOURCES:
+            raise _PathError("ssl.views", f"corruption makes views of table rows (SCARF), but data.source {src} "
+                                          f"holds images; use ssl.views: augment with train.augment")
+        elif views == "augment" and src in TABLE_SOURCES:
+            raise _PathError("ssl.views", f"augment draws image augmentations, but data.source {src} is a table; "
+                                          f"use ssl.views: corruption (SCARF feature corruption)")
 
     @model_validator(mode="after")
     def _loss_and_lambda(self) -> "Config":

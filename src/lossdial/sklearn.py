@@ -65,7 +65,14 @@ _PARAM_OF_KEY = (
     ("model.backbone_kwargs", "hidden / dropout"), ("model.film_hidden", "film_hidden"), ("model.film", "film"),
     ("optim.name", "optimizer"), ("optim.lr", "learning_rate"), ("optim.weight_decay", "weight_decay"),
     ("train.epochs", "epochs"), ("train.batch_size", "batch_size"), ("train.device", "device"), ("seed", "random_state"),
+    ("loss.smoothing.a_max", "smoothing_a_max"), ("loss.smoothing.a_min", "smoothing_a_min"),
+    ("loss.smoothing", "smoothing_a_max"), ("ssl.weight", "ssl_weight"), ("ssl.corruption", "ssl_corruption"),
+    ("ssl.temperature", "ssl_temperature"),
 )
+
+#: Joint-SSL's projector in the estimator: Linear(F, 256) -> ReLU -> Linear(256, 128) (SCARF's head width, not
+#: the 2048 of the image recipe, which would dwarf a small MLP)
+_SSL_PROJECTOR = (256, 128)
 
 
 def _label(v) -> Any:
@@ -117,6 +124,20 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
         Binary: the decision threshold on ``predict_proba[:, 1]`` (None: 0.5).
     adjustment : float or None, default=None
         Multi-class: the post-hoc logit adjustment t (None: 0).
+    smoothing_a_max : float or None, default=None
+        Class-conditional label smoothing (Shwartz-Ziv et al. 2023; ``loss.smoothing``): the smoothing of the
+        rarest class, in [0, 1); None: off. Not for ``loss="smoothing"`` (which already is it).
+    smoothing_a_min : float, default=0.0
+        The smoothing of the most frequent class, in [0, smoothing_a_max] (classes between: interpolated in
+        log-count). With ``lct``, ``a_max`` may be a dial like ``tau`` (``lct="a_max~U(0,0.3)"``).
+    ssl_weight : float or None, default=None
+        Joint-SSL (``ssl``): mu in ``loss + mu * NT-Xent`` of two views of each batch, the rows and their SCARF
+        corruptions (Bahri et al. 2022), through a projector ``Linear(F, 256) -> ReLU -> Linear(256, 128)`` on the
+        MLP's features; None: off.
+    ssl_corruption : float, default=0.6
+        The fraction of each row's features replaced by the same features of random training rows (SCARF's 0.6).
+    ssl_temperature : float, default=0.5
+        NT-Xent temperature.
     random_state : int, RandomState or None, default=None
         Seeds initialisation, shuffling and lambda draws (separate streams). With an int, ``fit`` on the CPU is
         reproducible bit for bit.
@@ -150,8 +171,9 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden=(64, 64), dropout=0.0, loss="vs", loss_params=None, lct=None, film="identity",
                  film_hidden=64, optimizer="adamw", learning_rate=1e-3, weight_decay=1e-4, epochs=50,
-                 batch_size="auto", lam=None, threshold=None, adjustment=None, random_state=None, device="cpu",
-                 verbose=0):
+                 batch_size="auto", lam=None, threshold=None, adjustment=None, smoothing_a_max=None,
+                 smoothing_a_min=0.0, ssl_weight=None, ssl_corruption=0.6, ssl_temperature=0.5, random_state=None,
+                 device="cpu", verbose=0):
         self.hidden = hidden
         self.dropout = dropout
         self.loss = loss
@@ -167,6 +189,11 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
         self.lam = lam
         self.threshold = threshold
         self.adjustment = adjustment
+        self.smoothing_a_max = smoothing_a_max
+        self.smoothing_a_min = smoothing_a_min
+        self.ssl_weight = ssl_weight
+        self.ssl_corruption = ssl_corruption
+        self.ssl_temperature = ssl_temperature
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -221,6 +248,22 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"loss_params must be a dict such as {{'omega': 0.5, 'tau': 1.0}} or None, got "
                                  f"{self.loss_params!r}")
             raw["loss"]["params"] = dict(self.loss_params)
+        if self.smoothing_a_max is not None:
+            raw["loss"]["smoothing"] = {"a_max": self.smoothing_a_max, "a_min": self.smoothing_a_min}
+        elif self.smoothing_a_min != 0.0:
+            raise ValueError(f"smoothing_a_min={self.smoothing_a_min!r} applies with smoothing_a_max (class-conditional "
+                             f"smoothing is off while smoothing_a_max is None); set smoothing_a_max, e.g. 0.2")
+        if self.ssl_weight is not None:
+            raw["ssl"] = {"weight": self.ssl_weight, "views": "corruption", "corruption": self.ssl_corruption,
+                          "temperature": self.ssl_temperature, "projector_hidden": _SSL_PROJECTOR[0],
+                          "projector_dim": _SSL_PROJECTOR[1]}
+            raw["data"]["source"] = "csv"  # a table (the estimator never reads a source; ssl.views checks its kind)
+        else:
+            off = [n for n, v, d in (("ssl_corruption", self.ssl_corruption, 0.6),
+                                     ("ssl_temperature", self.ssl_temperature, 0.5)) if v != d]
+            if off:
+                raise ValueError(f"{' and '.join(off)} apply to Joint-SSL, which is off while ssl_weight is None; set "
+                                 f"ssl_weight (e.g. 1.0)")
         if self.lct is not None:
             from lossdial.conditioning import parse_lct
 
@@ -246,7 +289,9 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
         """
         from lossdial.data.loader import EpochOrder, derive_seed, make_generator
         from lossdial.data.task import Normalizer
+        from lossdial.losses.ssl import nt_xent
         from lossdial.train.distributed import loss_parts
+        from lossdial.train.simplifying import build_projector, joint_ssl_forward, second_view
         from lossdial.train.factory import (build_lambda_space, build_loss_fn, build_model_from_config,
                                             build_optimizer, build_scheduler, resolve_device)
 
@@ -281,9 +326,12 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
                                         len(classes)).to(dev)
         loss_fn = build_loss_fn(cfg, counts.tolist()).to(dev)
         order = EpochOrder(len(x), cfg.train.batch_size, shuffle=True, seed=derive_seed(seed, 0x5FF1))
-        optimizer = build_optimizer(cfg, model)
+        projector = build_projector(cfg, model.feature_dim)  # Joint-SSL's g (None without ssl_weight)
+        trainable = model if projector is None else torch.nn.ModuleList([model, projector.to(dev)])
+        optimizer = build_optimizer(cfg, trainable)
         scheduler = build_scheduler(cfg, optimizer, len(order))
         lam_gen = make_generator(seed, 0x1A3B)
+        aug_gen = make_generator(seed, 0xA06E)  # the corruption draws (the training loop's augmentation stream)
         curve: list[float] = []
         t0 = time.perf_counter()
         fork = [dev] if dev.type == "cuda" else []
@@ -300,9 +348,16 @@ class LossDialClassifier(ClassifierMixin, BaseEstimator):
                         lam_cpu = space.sample(len(ix), lam_gen)
                         z = space.encode(lam_cpu, batch_size=len(ix)).to(dev)
                         lam = {k: v.to(dev) for k, v in lam_cpu.items()}
-                    num, den = loss_parts(loss_fn, model(x[ix], z), yt[ix], lam,
-                                          None if wt is None else wt[ix])
+                    if projector is None:
+                        logits, extra = model(x[ix], z), None
+                    else:  # SCARF views: the rows and their corruption; the supervised loss on the rows
+                        x2 = second_view(cfg, x[ix], x, aug_gen)
+                        logits, h1, h2 = joint_ssl_forward(model, projector, x[ix], x2, z)
+                        extra = cfg.ssl.weight * nt_xent(h1, h2, cfg.ssl.temperature)
+                    num, den = loss_parts(loss_fn, logits, yt[ix], lam, None if wt is None else wt[ix])
                     loss = num / den.clamp_min(torch.finfo(num.dtype).tiny)
+                    if extra is not None:
+                        loss = loss + extra
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

@@ -20,6 +20,9 @@ depend on the image size for translations; Invert added for AutoAugment): each s
 :func:`apply_ops` call, an image whose sub-policy operation is not applied getting the identity.
 :func:`random_erasing` (Zhong et al. 2020) is torchvision's ``RandomErasing`` (scale (0.02, 0.33), ratio
 (0.3, 3.3), 10 attempts, fill 0) with every image's draws made in one vectorised call.
+
+Table rows have one augmentation, for Joint-SSL's second view (``ssl.views: corruption``):
+:func:`corrupt_features`, SCARF's feature corruption (Bahri et al., ICLR 2022).
 """
 
 from __future__ import annotations
@@ -485,3 +488,40 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, paddin
     if erasing > 0:
         x = random_erasing(x, generator, erasing)
     return x
+
+
+# ------------------------------------------------------------------------------------------ table rows (SCARF)
+def corrupted_count(num_features: int, fraction: float) -> int:
+    """How many of a row's ``num_features`` features :func:`corrupt_features` replaces: ``round(fraction * d)``
+    (halves round up), at least 1 so the two views always differ, at most d."""
+    if num_features < 1:
+        raise ValueError(f"feature corruption needs at least one feature, got {num_features}")
+    if not 0 < fraction < 1:
+        raise ValueError(f"the corruption fraction must be in (0, 1), got {fraction}")
+    return min(num_features, max(1, math.floor(fraction * num_features + 0.5)))
+
+
+def corrupt_features(x: torch.Tensor, pool: torch.Tensor, fraction: float,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """SCARF's corrupted view of table rows (Bahri, Jiang, Tay, Metzler, ICLR 2022): ``(x_tilde, mask)``.
+
+    For each row of ``x`` [B, d], a uniformly random subset of ``q = corrupted_count(d, fraction)`` features is
+    chosen (``mask`` [B, d], bool, exactly q True per row), and each chosen entry ``(i, j)`` is replaced by
+    ``pool[r, j]`` for a row ``r`` drawn uniformly from the ``N`` rows of ``pool`` [N, d] (the training split:
+    SCARF's "empirical marginal distribution of the feature over the training set"), independently per entry.
+    The other entries are copied. Draws come from the CPU ``generator`` (one ``rand`` [B, d] for the subsets,
+    then one ``randint`` [B, d] for the donor rows, whatever the mask) and are moved to ``x``'s device.
+    """
+    if x.ndim != 2 or pool.ndim != 2 or x.shape[1] != pool.shape[1]:
+        raise ValueError(f"feature corruption takes table rows [B, d] and a pool [N, d] with the same d, got "
+                         f"{list(x.shape)} and {list(pool.shape)}")
+    if pool.shape[0] < 1:
+        raise ValueError("feature corruption needs a non-empty pool of rows to draw values from")
+    b, d = x.shape
+    q = corrupted_count(d, fraction)
+    order = torch.rand(b, d, generator=generator).argsort(dim=1)
+    mask = torch.zeros(b, d, dtype=torch.bool).scatter_(1, order[:, :q], True)
+    donors = torch.randint(pool.shape[0], (b, d), generator=generator)
+    mask, donors = to_device(mask, x.device), to_device(donors, pool.device)
+    values = pool[donors, torch.arange(d, device=pool.device)].to(device=x.device, dtype=x.dtype)
+    return torch.where(mask, values, x), mask

@@ -165,7 +165,7 @@ def _train_run(cfg: Config, run: RunDir, resume: bool, force: bool, callback: Ca
                            f"splits.npz (did the data or library version change?)")
     space = build_lambda_space(cfg)
     build_loss_fn(cfg, task.class_counts)  # per-class loss.params against the real class count, before any write
-    simplifying.check_run(cfg, resolve_loader_kind(cfg, task), dctx is not None, task.class_counts)
+    simplifying.check_run(cfg, resolve_loader_kind(cfg, task), dctx is not None, task.class_counts, task.kind)
     if not resuming and (dctx is None or dctx.is_main):
         _write_run_header(run, cfg, task, space)
 
@@ -264,8 +264,7 @@ def _train(cfg: Config, run: RunDir, task: Task, space, dev: torch.device, resum
                 raw = xb
                 xb = augment_batch(raw, tc.augment, aug_gen, tc.crop_padding, tc.random_erasing)
                 if projector is not None:  # Joint-SSL's second view, from the same stream right after the first
-                    x2 = task.normalizer(augment_batch(raw, tc.augment, aug_gen, tc.crop_padding,
-                                                       tc.random_erasing))
+                    x2 = task.normalizer(simplifying.second_view(cfg, raw, loader.x, aug_gen))
             xb = task.normalizer(xb)
             if layout is not torch.contiguous_format:
                 xb = xb.contiguous(memory_format=layout)

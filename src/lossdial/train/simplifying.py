@@ -16,12 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from lossdial.config import Config
+from lossdial.data.augment import augment_batch, corrupt_features
 from lossdial.data.loader import derive_seed
 from lossdial.losses.ssl import nt_xent
 from lossdial.optim.sam import (Objective, SharpnessAware, asymmetric_class_weights, minority_classes,
                                 split_objective)
 
-__all__ = ["ProjectionHead", "StepObjective", "build_projector", "build_sam", "check_run"]
+__all__ = ["ProjectionHead", "StepObjective", "build_projector", "build_sam", "check_run", "joint_ssl_forward",
+           "second_view"]
 
 
 class ProjectionHead(nn.Module):
@@ -36,8 +38,14 @@ class ProjectionHead(nn.Module):
         return self.net(f)
 
 
-def check_run(cfg: Config, loader_kind: str, distributed: bool, class_counts) -> None:
-    """Refuse the combinations this module cannot train (before the run directory is written)."""
+def check_run(cfg: Config, loader_kind: str, distributed: bool, class_counts, data_kind: str | None = None) -> None:
+    """Refuse the combinations this module cannot train (before the run directory is written). ``data_kind``:
+    the task's "image" or "table" (checked against ``ssl.views``; an npz source is known only here)."""
+    views = cfg.ssl.views
+    if cfg.ssl.enabled and data_kind is not None and (views == "corruption") != (data_kind == "table"):
+        fit = "corruption (SCARF feature corruption)" if data_kind == "table" else "augment with train.augment"
+        raise ValueError(f"ssl.views: {views} does not fit this data ({data_kind}s from data.source "
+                         f"{cfg.data.source}); set ssl.views: {fit}")
     s = cfg.optim.sam
     if s.enabled and s.mode == "groups":
         minority_classes(class_counts, s.minority_below)  # raises if a group is empty
@@ -69,6 +77,33 @@ def build_sam(cfg: Config, params, module: nn.Module) -> SharpnessAware | None:
         return None
     return SharpnessAware(params, module, rho=s.rho, adaptive=s.adaptive, eta=s.eta, mode=s.mode,
                           rho_min=s.rho_min, rho_maj=s.rho_maj)
+
+
+def second_view(cfg: Config, raw: Tensor, pool: Tensor | None, generator: torch.Generator) -> Tensor:
+    """Joint-SSL's second view of the raw batch ``raw`` (before normalisation), from ``generator`` (the run's
+    augmentation stream, drawn right after the first view): another draw of ``train.augment``
+    (``ssl.views: augment``), or the rows with a fraction ``ssl.corruption`` of their features replaced by the
+    same features of random rows of ``pool``, the raw training split (``ssl.views: corruption``, SCARF; the
+    first view is then the row itself)."""
+    tc = cfg.train
+    if cfg.ssl.views == "corruption":
+        return corrupt_features(raw, pool, cfg.ssl.corruption, generator)[0]
+    return augment_batch(raw, tc.augment, generator, tc.crop_padding, tc.random_erasing)
+
+
+def joint_ssl_forward(model: nn.Module, projector: nn.Module, x: Tensor, x2: Tensor, z: Tensor | None,
+                      supervised: str = "first") -> tuple[Tensor, Tensor, Tensor]:
+    """One backbone pass on ``[x; x2]``: ``(logits, h1, h2)`` with ``h = projector(features)`` of each view
+    (before FiLM) and the logits of the first view (``supervised: first``, [B, C]) or of both ([2B, C], the
+    first view's rows first, both at ``z``)."""
+    n = x.shape[0]
+    f = model.features(torch.cat([x, x2]))
+    if supervised == "first":
+        logits = model.head(f[:n], z)
+    else:
+        logits = model.head(f, None if z is None else torch.cat([z, z]))
+    h = projector(f)
+    return logits, h[:n], h[n:]
 
 
 def _at_least_f32(t: Tensor) -> Tensor:
@@ -113,15 +148,11 @@ class StepObjective:
                 logits = self.net(x, z)
             else:
                 n = len(y)
-                f = self.model.features(torch.cat([x, x2]))
-                if self.ssl.supervised == "first":
-                    logits = self.model.head(f[:n], z)
-                else:
-                    logits = self.model.head(f, None if z is None else torch.cat([z, z]))
+                logits, h1, h2 = joint_ssl_forward(self.model, self.projector, x, x2, z, self.ssl.supervised)
+                if self.ssl.supervised == "both":
                     y, lam = torch.cat([y, y]), _twice(lam, n)
-                h = _at_least_f32(self.projector(f))
         if self.projector is not None:
-            extra = self.ssl.weight * nt_xent(h[:n], h[n:], self.ssl.temperature)
+            extra = self.ssl.weight * nt_xent(_at_least_f32(h1), _at_least_f32(h2), self.ssl.temperature)
         logits = _at_least_f32(logits)
         if self.mode == "sam":
             sup = (self.loss_fn(logits, y, lam=lam) if self.dctx is None
