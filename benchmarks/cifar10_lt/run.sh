@@ -12,13 +12,17 @@
 # Usage: bash benchmarks/cifar10_lt/run.sh full|quick [OUT]
 #   full   configs/cifar10_lt_exp100.yaml and configs/cifar10_lt_exp10.yaml, the 200-epoch recipe, seeds 0 1 2,
 #          every method's seeds (and the whole VS grid) trained as one stack (--stacked): meant for a GPU.
-#   quick  the same protocol, scripts and grid on the bundled digits with an exponential long tail
-#          (configs/demo_digits_lt.yaml, ratio 20, small CNN, EPOCHS=30 by default), 3 seeds, sequential, CPU:
-#          a check of the pipeline in ~25 min of a shared 2-core CPU, not a CIFAR number (one CIFAR-10-LT
-#          ResNet-32 epoch alone takes 2.5-13 min of wall clock on such a machine; see the results file).
+#   quick  the same protocol, scripts and 4 x 4 grid on the bundled digits with an exponential long tail
+#          (configs/demo_digits_lt.yaml, ratio 20, small CNN, its own recipe, EPOCHS=30 by default), 3 seeds,
+#          sequential, one torch thread, CPU: a check of the pipeline and of the methods' order, not a CIFAR
+#          number. The CIFAR-10-LT part of the CPU results is a 2-epoch, 1-seed check without the VS grid:
+#            CONFIGS=configs/cifar10_lt_exp100.yaml EPOCHS=2 SEEDS=1 WARMUP=0.05 GRID="" run.sh quick OUT
+#          (one ResNet-32 epoch at ratio 100 costs about 65 CPU-seconds; on a CPU shared with other jobs that
+#          is 4-5 min of wall clock, so the CIFAR grid and 3 seeds do not fit a short CPU run).
 # Environment (optional): PY (python; default the repo's .venv), CONFIGS (space-separated), EPOCHS, SEEDS
-#   (a count), WARMUP (warm-up epochs), GRID ("" for no VS grid), LCT, LAMBDA (the LCT model's validation grid), STACKED=0|1, DEVICE (e.g. cuda), NICE
-#   (a prefix such as "nice -n 10"). Runs are resumable: the same command reuses finished runs.
+#   (a count), WARMUP (warm-up epochs; default the config's), GRID ("" for no VS grid), LCT, LAMBDA (the LCT
+#   model's validation grid), STACKED=0|1, DEVICE (e.g. cuda), NICE (a prefix such as "nice -n 10").
+#   Runs are resumable: the same command reuses finished runs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 MODE=${1:?usage: run.sh full|quick [OUT]}

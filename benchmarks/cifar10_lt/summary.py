@@ -1,7 +1,7 @@
 """The table of benchmarks/cifar10_lt/run.sh: per config, mean ± sample std over seeds of each method's test
 metrics (each chosen on validation by `lossdial compare`), training time per seed, and the published anchors.
 
-Usage: python benchmarks/cifar10_lt/summary.py OUT [--title TEXT] > benchmarks/results/cifar10_lt_<mode>.md
+Usage: python benchmarks/cifar10_lt/summary.py OUT [OUT ...] [--title TEXT] [--note TEXT] > benchmarks/results/cifar10_lt_<mode>.md
 """
 import argparse
 import json
@@ -61,7 +61,7 @@ def chosen(d, method, metric="balanced_accuracy"):
 def table(cfg_dir: Path):
     name = cfg_dir.name
     anchors = ANCHORS.get(name, {})
-    print(f"\n## {name}\n")
+    print(f"\n### {name}\n")
     first = json.loads((cfg_dir / "ce" / "compare.json").read_text())
     print(f"- seeds: {first['protocol']['seeds']} (mean ± sample std, ddof 1); data seed(s) "
           f"{first['settings']['data_seeds']}; chosen on `{first['protocol']['picked_on']}`, scored once on "
@@ -108,21 +108,27 @@ def table(cfg_dir: Path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("out", type=Path)
+    ap.add_argument("outs", type=Path, nargs="+", help="run.sh output folders (one section each)")
     ap.add_argument("--title", default="CIFAR-10-LT protocol (issue 12)")
+    ap.add_argument("--note", action="append", default=[], help="a paragraph under the title (repeatable)")
     a = ap.parse_args()
-    print(f"# {a.title}\n")
-    settings = (a.out / "settings.txt").read_text().strip().splitlines()
-    for line in settings:
-        print(f"- {line}")
-    wall = a.out / "wall.txt"
-    if wall.is_file():
-        print("- wall clock per compare call (s): " + "; ".join(wall.read_text().split("\n")).strip("; "))
-    print("\nCommands (`lossdial compare`, from benchmarks/cifar10_lt/run.sh):\n\n```")
-    print((a.out / "commands.txt").read_text().strip())
-    print("```")
-    for cfg_dir in sorted(p for p in a.out.iterdir() if (p / "ce" / "compare.json").is_file()):
-        table(cfg_dir)
+    print(f"# {a.title}")
+    for note in a.note:
+        print(f"\n{note}")
+    for out in a.outs:
+        settings = (out / "settings.txt").read_text().strip().splitlines()
+        configs = next(ln for ln in settings if ln.startswith("configs:")).split(":", 1)[1].strip()
+        print(f"\n## {configs}\n")
+        for line in settings:
+            print(f"- {line}")
+        wall = out / "wall.txt"
+        if wall.is_file():
+            print("- wall clock per compare call (s): " + "; ".join(wall.read_text().split("\n")).strip("; "))
+        print("\nCommands (`lossdial compare`, from benchmarks/cifar10_lt/run.sh):\n\n```")
+        print((out / "commands.txt").read_text().strip())
+        print("```")
+        for cfg_dir in sorted(p for p in out.iterdir() if (p / "ce" / "compare.json").is_file()):
+            table(cfg_dir)
 
 
 if __name__ == "__main__":
