@@ -13,7 +13,7 @@
 #   full   configs/cifar10_lt_exp100.yaml and configs/cifar10_lt_exp10.yaml, the 200-epoch recipe, seeds 0 1 2,
 #          every method's seeds (and the whole VS grid) trained as one stack (--stacked): meant for a GPU.
 #   quick  the same protocol, scripts and 4 x 4 grid on the bundled digits with an exponential long tail
-#          (configs/demo_digits_lt.yaml, ratio 20, small CNN, its own recipe, EPOCHS=30 by default), 3 seeds,
+#          (configs/demo_digits_lt.yaml, ratio 20, small CNN, its own 60-epoch recipe), 3 seeds,
 #          sequential, one torch thread, CPU: a check of the pipeline and of the methods' order, not a CIFAR
 #          number. The CIFAR-10-LT part of the CPU results is a 2-epoch, 1-seed check without the VS grid:
 #            CONFIGS=configs/cifar10_lt_exp100.yaml EPOCHS=2 SEEDS=1 WARMUP=0.05 GRID="" run.sh quick OUT
@@ -31,7 +31,7 @@ PY=${PY:-$ROOT/.venv/bin/python}
 case $MODE in
   full)  CONFIGS=${CONFIGS:-"configs/cifar10_lt_exp100.yaml configs/cifar10_lt_exp10.yaml"}; EPOCHS=${EPOCHS:-200}
          STACKED=${STACKED:-1} ;;
-  quick) CONFIGS=${CONFIGS:-"configs/demo_digits_lt.yaml"}; EPOCHS=${EPOCHS:-30}; STACKED=${STACKED:-0}
+  quick) CONFIGS=${CONFIGS:-"configs/demo_digits_lt.yaml"}; EPOCHS=${EPOCHS:-60}; STACKED=${STACKED:-0}
          NICE=${NICE:-"nice -n 10"}
          # one torch thread per process: on a CPU shared with other jobs, 2 threads made a 30-epoch digits run
          # 13x slower (145 s vs 11 s) and a CIFAR-10-LT epoch 3x slower (767 s vs 255 s), measured 2026-11-30
