@@ -54,7 +54,7 @@ cd "$ROOT"
   echo "configs: $CONFIGS"; echo "epochs: $EPOCHS (DRW from epoch $DRW); warm-up epochs: ${WARMUP:-config}"; echo "seeds: $SEEDS"; echo "grid: $GRID"
   echo "lct: $LCT"; echo "lct lambda grid: $LAMBDA"; echo "stacked: $STACKED"; echo "device: ${DEVICE:-config}"
   echo "OMP_NUM_THREADS: ${OMP_NUM_THREADS:-unset}"
-  echo "machine: $(uname -m), $(nproc) cores; $("$PY" -c 'import platform, torch; print(platform.platform(), "python", platform.python_version(), "torch", torch.__version__, "cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")')"
+  echo "machine: $(uname -m), $(nproc --all) cores; $("$PY" -c 'import platform, torch; print(platform.platform(), "python", platform.python_version(), "torch", torch.__version__, "cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")')"
 } > "$OUT/settings.txt"
 cmp() {  # cmp NAME CONFIG ARGS...: one `lossdial compare` into OUT/<config name>/NAME, timed, logged
   local name=$1 cfg=$2; shift 2

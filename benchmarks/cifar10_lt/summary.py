@@ -79,7 +79,7 @@ def table(cfg_dir: Path):
         f = cfg_dir / folder / "compare.json"
         d = json.loads(f.read_text()) if f.is_file() else {"summary": {}}
         if method not in d["summary"]:
-            print(f"| {label.format(spec='')} | " + " | ".join("(not run)" for _ in METRICS) + " | | |")
+            print(f"| {label.format(spec='').replace('  ', ' ')} | " + " | ".join("(not run)" for _ in METRICS) + " | | |")
             continue
         label = label.format(spec=next(m["spec"] for m in d["methods"] if m["name"] == method))
         summ = d["summary"][method]
