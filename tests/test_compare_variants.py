@@ -52,12 +52,16 @@ def test_parse_variant_and_refusals():
                      (".x=optim.lr=1", "names its run directory"), ("x=optim.lr=1,,optim.lr=2", "x: .*empty override"),
                      ("x=optim..lr=1", "x: .*empty key path"), ("x=optim.lr=[1", "never closed"),
                      ("x=optim.lr=1,optim.lr=2", "sets optim.lr twice"), ("x=seed=3", "seed cannot be"),
-                     ("x=data.seed=3", "data.seed cannot be")]:
+                     ("x=data.seed=3", "data.seed cannot be"),
+                     ("x=data.val_fraction=0.5", "x: data.val_fraction cannot be.*same validation and test split"),
+                     ("x=optim.lr=0.1,data.source=breast_cancer", "x: data.source cannot be"),
+                     ("x=data={source: digits}", "x: data cannot be")]:
         with pytest.raises(CompareError, match=msg):
             parse_variant(bad)
     # the mapping spelling gets the same checks
     for bad, msg in [({"x": []}, "has no override"), ({"x y": ["optim.lr=1"]}, "names its run directory"),
-                     ({"x": ["seed=1"]}, "seed cannot be"), ({"x": ["optim.lr"]}, "must look like key.path=value")]:
+                     ({"x": ["seed=1"]}, "seed cannot be"), ({"x": ["optim.lr"]}, "must look like key.path=value"),
+                     ({"x": ["data.in_memory=false"]}, "x: data.in_memory cannot be")]:
         with pytest.raises(CompareError, match=msg):
             build_methods(None, None, bad)
     with pytest.raises(CompareError, match="'a' is used twice"):

@@ -208,7 +208,8 @@ _VARIANT_EG = 'e.g. --variant "sam=optim.sam.rho=0.05" or "small_batch=train.bat
 
 def check_variant(name: str, overrides: Sequence[str]) -> tuple[str, list[str]]:
     """One variant's checks (both spellings of ``variants``): a run-directory name, at least one override, each
-    read by :func:`~lossdial.config.parse_override`, no key twice, none of the keys compare sets itself."""
+    read by :func:`~lossdial.config.parse_override`, no key twice, none of the keys compare sets itself, and no
+    ``data.*`` key (every row is scored on the same split at the same prevalence)."""
     if not name or not set(name) <= _NAME_CHARS or name.startswith("."):
         raise CompareError(f"--variant {name!r}: a variant's name names its run directory: use letters, digits, "
                            f"_ . - (not starting with .)")
@@ -222,6 +223,10 @@ def check_variant(name: str, overrides: Sequence[str]) -> tuple[str, list[str]]:
             raise CompareError(f"--variant {name}: {exc}; {_VARIANT_EG}") from None
         if key in _VARIANT_FIXED:
             raise CompareError(f"--variant {name}: {key} cannot be a variant's override: {_VARIANT_FIXED[key]}")
+        if key == "data" or key.startswith("data."):
+            raise CompareError(f"--variant {name}: {key} cannot be a variant's override: a data.* key can change "
+                               f"the splits, their counts or the prevalence, and every row must be scored on the same "
+                               f"validation and test split; set it for all rows with --set {key}=...")
         if key in seen:
             raise CompareError(f"--variant {name} sets {key} twice; keep one")
         seen.add(key)
