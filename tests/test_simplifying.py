@@ -333,6 +333,22 @@ def test_lct_draws_the_smoothing_strength_per_batch():
 # ------------------------------------------------------------------------------------------------------
 # knobs and refusals
 # ------------------------------------------------------------------------------------------------------
+def test_smoothing_a_max_is_open_at_one_in_the_library_and_the_config_alike():
+    """a_max = 1 replaces the rarest class's label by the uniform distribution: refused by the loss itself (as a
+    setting and as a per-sample lambda), by loss.smoothing and by an LCT law reaching 1, all saying [0, 1)."""
+    with pytest.raises(ValueError, match=r"a_max must be finite and in \[0, 1\)"):
+        build_loss("vs", [90, 10], smoothing={"a_max": 1.0})
+    loss = build_loss("vs", [90, 10], smoothing={"a_max": 0.999})  # just below 1 is allowed
+    z, y = torch.zeros(2, 2), torch.tensor([0, 1])
+    loss(z, y, lam={"a_max": 0.999})
+    with pytest.raises(ValueError, match=r"a_max must be finite and in \[0, 1\)"):
+        loss(z, y, lam={"a_max": torch.tensor([0.5, 1.0])})
+    with pytest.raises(ConfigError, match=r"loss.smoothing.a_max: must be in \[0, 1\)"):
+        _cfg(["loss.smoothing={a_max: 1.0}"])
+    with pytest.raises(ConfigError, match=r"lct.lambda.a_max: U\(0.1,1\) reaches 1.*\[0, 1\)"):
+        _cfg(["loss.smoothing={a_max: 0.2}", "lct.lambda={a_max: 'U(0.1,1)'}", "evaluate.lambda=a_max=0.1:0.9:3"])
+
+
 def test_linear_lr_scaling():
     cfg = _cfg(["optim.lr=0.2", "train.batch_size=32", "optim.lr_scaling=linear", "optim.reference_batch_size=128"])
     opt = build_optimizer(cfg, nn.Linear(2, 2))
