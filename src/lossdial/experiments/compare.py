@@ -878,14 +878,16 @@ class CompareResult:
 
         imp_metric = next((p["importance_metric"] for p in self.sensitivity["methods"].values()
                            if p.get("importance_metric")), "")
+        imp = (f"; importances: fANOVA of the loss parameters for val {imp_metric} (mean over seeds)" if imp_metric
+               else "; no importances (no method varies loss parameters over three or more runs or trials)")
+        at = self.sensitivity.get("at", "")
         return "\n".join(["", "## Sensitivity", "",
-                          "Range (mean over seeds of max - min, then mean min–max) of each metric on validation across "
+                          "Range (mean over seeds of max - min, then mean min–max) of each metric on validation"
+                          + (f" at {at}" if at else "") + " across "
                           "what a method varies: an LCT run's lambda grid (dialled after training), a grid's runs or a "
                           "search's complete trials (chosen before training); seed std: the test score's sample std "
-                          "across seeds at the point picked on validation; importances: fANOVA of the loss parameters "
-                          f"for val {imp_metric} "
-                          "(mean over seeds).", "", markdown(self.sensitivity), "", "![sensitivity](sensitivity.png)",
-                          ""])
+                          f"across seeds at the point picked on validation{imp}.", "", markdown(self.sensitivity), "",
+                          "![sensitivity](sensitivity.png)", ""])
 
     def prevalence_text(self) -> str:
         if self.is_multiclass:
