@@ -145,15 +145,19 @@ def test_group_sam_with_two_radii_perturbs_each_group_on_its_own():
 
 
 def test_batchnorm_running_stats_are_updated_once_per_sam_step():
+    """A Linear before the BatchNorm makes its input differ between w and the perturbed w + e: the running stats
+    must come from the pass at w (the perturbed pass must not update them)."""
     torch.manual_seed(0)
-    bn = nn.BatchNorm1d(3)
-    net = nn.Sequential(bn, nn.Linear(3, 1))
+    lin, bn = nn.Linear(3, 3), nn.BatchNorm1d(3)
+    net = nn.Sequential(lin, bn, nn.Linear(3, 1))
     x = torch.randn(8, 3)
+    with torch.no_grad():
+        h = x @ lin.weight.T + lin.bias  # the BatchNorm's input at w, by hand
     sam = SharpnessAware(list(net.parameters()), net, rho=0.5)
     sam.gradients(lambda: Objective((net(x) ** 2).mean()))
-    # by hand: one update with momentum 0.1 from (0, 1), on the batch seen at w
-    np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * x.mean(0).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * x.var(0, unbiased=True).numpy(), rtol=1e-6)
+    # by hand: one update with momentum 0.1 from (0, 1), on the BatchNorm's input seen at w
+    np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * h.mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * h.var(0, unbiased=True).numpy(), rtol=1e-6)
     assert int(bn.num_batches_tracked) == 1
     assert bn.track_running_stats  # restored after the perturbed pass
 
