@@ -428,3 +428,31 @@ def test_a_trial_is_stale_when_its_process_is_gone_or_its_heartbeat_is_old():
     assert not _is_stale({**beat, "host": "elsewhere"}, None, now, grace=60)  # pids mean nothing here
     assert _is_stale({**beat, "host": "elsewhere", "time": now - 61}, None, now, grace=60)  # silent too long
     assert _is_stale(None, now - 61, now, grace=60) and not _is_stale(None, now - 5, now, grace=60)  # no beat yet
+
+
+def test_multiclass_tune_objective_is_the_accuracy_at_the_given_prior_best_over_t(tmp_path):
+    """Multi-class: a trial's objective is compare's validation value -- accuracy at the given class prior q
+    (sum_c q_c recall_c), best over the adjustment grid t (scores z - t log pi) -- written out here."""
+    import numpy as np
+
+    from lossdial.evaluate import load_run
+    from lossdial.evaluate.multiclass import DEFAULT_T_GRID
+    from lossdial.evaluate.scoring import score_lambdas
+
+    cfg = packaged_config_path("demo_digits_lt")
+    q = np.arange(1, 11, dtype=float)
+    q /= q.sum()
+    res = tune(cfg, out=tmp_path / "o", space="tau~U(0,2)", trials=1, overrides=TINY + ["train.epochs=1"],
+               sampler="random", sampler_seed=0, metric="accuracy", prior=list(q))
+    loaded = load_run(res.best["run_dir"])
+    task = loaded.task()
+    z = score_lambdas(loaded.model, task.val.x, None, loaded.space, transform=task.normalizer, output="logits")[0]
+    y = task.val.y.numpy()
+    counts = np.asarray(json.loads((Path(res.best["run_dir"]) / "data.json").read_text())["counts"]["train"], float)
+    log_pi = np.log(counts / counts.sum())
+    acc = [sum(q[c] * np.mean(np.argmax(z - t * log_pi, axis=1)[y == c] == c) for c in range(10))
+           for t in DEFAULT_T_GRID]
+    assert res.best["value"] == pytest.approx(max(acc), abs=1e-9)
+    assert res.scoring["prior"] == pytest.approx(list(q))
+    with pytest.raises(TuneError, match="--prevalence"):
+        tune(cfg, out=tmp_path / "p", space="tau~U(0,2)", trials=1, overrides=TINY, prevalence=0.1)
