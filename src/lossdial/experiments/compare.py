@@ -859,7 +859,7 @@ class CompareResult:
         lines = ["", "## Tuned baseline", "",
                  f"Per seed, an Optuna search of the baseline ({tuned['sampler'].upper()}, Optuna's defaults: its first "
                  f"10 trials are random) over {tuned['space']}, {tuned['budget']} trials chosen on validation "
-                 f"{tuned['metric']} ({tuned.get('scoring') or 'at the prevalence above'}); the best trial is the "
+                 f"{tuned['metric']} {tuned.get('scoring') or 'at the prevalence above'}; the best trial is the "
                  f"method's one run, picked on and scored like a baseline on "
                  f"every metric (so metrics other than {tuned['metric']} show what tuning for {tuned['metric']} "
                  f"gives them). Its train s counts every trial.", "",

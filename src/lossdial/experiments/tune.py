@@ -693,7 +693,11 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
     result = _result(st_study, optuna, out=out, name=name, storage_text=storage_text, space=sp, metric=key,
                      direction=direction, sampler=sampler, pruner=pruner, trials=trials, identity=identity,
                      seed=seed, config_text=config_text)
-    result.scoring = scoring
+    result.scoring = dict(scoring)
+    if "prevalence" in scoring and prevalence is None and result.best is not None:
+        data = RunDir(result.best["run_dir"]).data
+        if data.is_file():  # the training prevalence, as a number (every trial shares the data)
+            result.scoring["value"] = float(json.loads(data.read_text())["train_prevalence"])
     if score_test:
         result.test = _best_on_test(st_study, result, device, prevalence=prevalence, prior=prior,
                                     adjustments=adjustments, shot_thresholds=tuple(base.evaluate.shot_thresholds))
@@ -817,10 +821,11 @@ class TuneResult:
             pr = sc["prior"] if isinstance(sc["prior"], str) else "(" + ", ".join(f"{v:.3g}" for v in sc["prior"]) + ")"
             return f"at class prior {pr}, best over the adjustment t grid as compare picks"
         p = sc.get("prevalence", "training prevalence")
-        pv = p if isinstance(p, str) else f"{p:.4g} (given)"
+        pv = f"prevalence {p:.4g} (given)" if not isinstance(p, str) else \
+            f"the training prevalence {sc['value']:.4g}" if "value" in sc else "the training prevalence"
         pruned = "; a pruned trial's value is its last per-epoch report, at the split's own prevalence" \
             if self.pruner != "none" else ""
-        return f"at prevalence {pv} (AP, Brier; negatives reweighted), as compare reports them{pruned}"
+        return f"at {pv} (AP, Brier; negatives reweighted), as compare reports them{pruned}"
 
     def markdown(self) -> str:
         names = self.names
