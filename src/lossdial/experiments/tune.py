@@ -725,7 +725,7 @@ def _trial_value(path: Path, key: str, device: str | None, *, prevalence, prior,
     from lossdial.evaluate import load_run
     from lossdial.experiments.compare import validation_objective
 
-    loaded = load_run(path, device=device or "cpu")
+    loaded = load_run(path, device=device or "auto")  # as compare scores (eval_device)
     return validation_objective(loaded, key, prevalence=prevalence, prior=prior, adjustments=adjustments)
 
 
@@ -756,7 +756,7 @@ def _best_on_test(study, result: "TuneResult", device: str | None, *, prevalence
                                               task_metrics)
 
     members = [(f"trial_{best['number']}", path)]
-    dev = device or "cpu"
+    dev = device or "auto"
     if "prior" in (result.scoring or {}):
         counts = RunDir(path).read_json(RunDir(path).data)["counts"]["train"]
         specs = task_metrics("multiclass", [counts], shot_thresholds=shot_thresholds)
