@@ -52,12 +52,16 @@ def test_parse_variant_and_refusals():
                      (".x=optim.lr=1", "names its run directory"), ("x=optim.lr=1,,optim.lr=2", "x: .*empty override"),
                      ("x=optim..lr=1", "x: .*empty key path"), ("x=optim.lr=[1", "never closed"),
                      ("x=optim.lr=1,optim.lr=2", "sets optim.lr twice"), ("x=seed=3", "seed cannot be"),
-                     ("x=data.seed=3", "data.seed cannot be")]:
+                     ("x=data.seed=3", "data.seed cannot be"),
+                     ("x=data.val_fraction=0.5", "x: data.val_fraction cannot be.*same validation and test split"),
+                     ("x=optim.lr=0.1,data.source=breast_cancer", "x: data.source cannot be"),
+                     ("x=data={source: digits}", "x: data cannot be")]:
         with pytest.raises(CompareError, match=msg):
             parse_variant(bad)
     # the mapping spelling gets the same checks
     for bad, msg in [({"x": []}, "has no override"), ({"x y": ["optim.lr=1"]}, "names its run directory"),
-                     ({"x": ["seed=1"]}, "seed cannot be"), ({"x": ["optim.lr"]}, "must look like key.path=value")]:
+                     ({"x": ["seed=1"]}, "seed cannot be"), ({"x": ["optim.lr"]}, "must look like key.path=value"),
+                     ({"x": ["data.in_memory=false"]}, "x: data.in_memory cannot be")]:
         with pytest.raises(CompareError, match=msg):
             build_methods(None, None, bad)
     with pytest.raises(CompareError, match="'a' is used twice"):
@@ -127,3 +131,43 @@ def test_binary_cli_mixes_variants_with_baseline_grid(tmp_path):
         "crop_flip_randaugment"
     picks = {p["method"]: p for p in d["picks"] if p["metric"] == "auc"}
     assert picks["lctlaw"]["lambda"] is not None and picks["baseline"]["lambda"] is None
+
+
+def test_cli_variant_and_tuned_together(tmp_path):
+    """--variant and --tuned in one compare: the rows base, the variant and tuned; the tuned study of the seed ran
+    exactly --budget trials, its one trial is the tuned row's run, and its objective is the validation AP at the
+    training prevalence the table states (scikit-learn, negatives reweighted). The Sensitivity paragraph names
+    no empty metric when no method has importances (one trial, one run each)."""
+    optuna = pytest.importorskip("optuna")
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    from lossdial.evaluate import load_run
+    from lossdial.evaluate.scoring import score_lambdas
+
+    args = ["compare", str(packaged_config_path("demo_digits")), "--variant", "smallb=train.batch_size=32",
+            "--tuned", "tau~U(0,3)", "--budget", "1", "--seeds", "1", "--out", str(tmp_path), "-q"]
+    args += [a for ov in TINY + ["train.epochs=1"] for a in ("--set", ov)]
+    res = CliRunner().invoke(app, args, terminal_width=250)
+    assert res.exit_code == 0, res.output
+    d = json.loads((tmp_path / "compare.json").read_text())
+    assert [m["name"] for m in d["methods"]] == ["base", "smallb", "tuned"]
+    assert {p["method"] for p in d["picks"]} == {"base", "smallb", "tuned"}
+    journal = tmp_path / "tuned" / "seed0" / "tune.journal"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name=storage.get_all_studies()[0].study_name, storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"]  # --budget 1
+    run = trials[0].user_attrs["run_dir"]
+    assert {p["run"] for p in d["picks"] if p["method"] == "tuned"} == {run}
+    assert d["settings"]["tuned"]["budget"] == 1 and d["settings"]["tuned"]["studies"]["0"]["finished"] == 1
+    loaded = load_run(run)
+    task = loaded.task()
+    s = score_lambdas(loaded.model, task.val.x, None, loaded.space, transform=task.normalizer)[0]
+    y = task.val.y.numpy()
+    pi = d["prevalence"]["values"][0]
+    w = np.where(y == 1, pi / (y == 1).sum(), (1 - pi) / (y == 0).sum())
+    assert trials[0].value == pytest.approx(average_precision_score(y, s, sample_weight=w), abs=1e-9)
+    tuned_ap = next(p for p in d["picks"] if p["method"] == "tuned" and p["metric"] == "ap")
+    assert tuned_ap["val"] == pytest.approx(trials[0].value, abs=1e-12)  # the row's val AP is the objective
+    md = (tmp_path / "compare.md").read_text()
+    assert "for val  (" not in md and "no importances" in md

@@ -205,3 +205,31 @@ def test_exact_intervals_do_not_collapse_where_the_bootstrap_does():
     # an interior case against scipy's beta quantiles directly: recall 30 of 40
     ex = exact_intervals({"tp": 30, "fp": 5, "positives": 40, "negatives": 200}, prevalence=0.5)
     assert ex["recall"] == pytest.approx([beta.ppf(0.025, 30, 11), beta.ppf(0.975, 31, 10)])
+
+
+def test_a_spec_with_a_recall_constraint_and_no_objective_picks_the_most_precise_point():
+    """SelectionSpec's default objective follows resolve_objective (the rule of `lossdial pick`): under a recall
+    constraint, the point of highest precision, found here by brute force over every threshold."""
+    from lossdial.evaluate.select import SelectionSpec, choose_point
+
+    # 36 positives interleaved with 36 negatives on top, then 3 negatives, then the last 4 positives, then 121
+    # negatives: recall 0.9 is most precise at the 36th positive, F1 is best at recall 1 (precision lower)
+    y = np.r_[np.tile([1, 0], 36), np.zeros(3), np.ones(4), np.zeros(121)].astype(int)
+    s = np.linspace(1.0, 0.0, len(y))
+    best_p, best_f1_p, best_f1 = -1.0, None, -1.0
+    for t in np.unique(s):  # predict positive when s >= t
+        tp = int(((s >= t) & (y == 1)).sum())
+        fp = int(((s >= t) & (y == 0)).sum())
+        if tp < 5 or tp / 40 < 0.9:
+            continue
+        p = tp / (tp + fp)
+        best_p = max(best_p, p)
+        f1 = 2 * p * (tp / 40) / (p + tp / 40)
+        if f1 > best_f1:
+            best_f1, best_f1_p = f1, p
+    assert best_f1_p != pytest.approx(best_p)  # the data tell the two objectives apart
+    val = SweepResult(lambdas=[{"tau": 0.0}], scores=s[None], labels=y, split="val")
+    point = choose_point(val, SelectionSpec(name="x", constraint="recall>=0.9"))
+    assert point.objective == "precision"
+    assert point.metrics["precision"] == pytest.approx(best_p)
+    assert point.metrics["recall"] >= 0.9

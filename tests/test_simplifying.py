@@ -145,15 +145,19 @@ def test_group_sam_with_two_radii_perturbs_each_group_on_its_own():
 
 
 def test_batchnorm_running_stats_are_updated_once_per_sam_step():
+    """A Linear before the BatchNorm makes its input differ between w and the perturbed w + e: the running stats
+    must come from the pass at w (the perturbed pass must not update them)."""
     torch.manual_seed(0)
-    bn = nn.BatchNorm1d(3)
-    net = nn.Sequential(bn, nn.Linear(3, 1))
+    lin, bn = nn.Linear(3, 3), nn.BatchNorm1d(3)
+    net = nn.Sequential(lin, bn, nn.Linear(3, 1))
     x = torch.randn(8, 3)
+    with torch.no_grad():
+        h = x @ lin.weight.T + lin.bias  # the BatchNorm's input at w, by hand
     sam = SharpnessAware(list(net.parameters()), net, rho=0.5)
     sam.gradients(lambda: Objective((net(x) ** 2).mean()))
-    # by hand: one update with momentum 0.1 from (0, 1), on the batch seen at w
-    np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * x.mean(0).numpy(), rtol=1e-6)
-    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * x.var(0, unbiased=True).numpy(), rtol=1e-6)
+    # by hand: one update with momentum 0.1 from (0, 1), on the BatchNorm's input seen at w
+    np.testing.assert_allclose(bn.running_mean.numpy(), 0.1 * h.mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(bn.running_var.numpy(), 0.9 + 0.1 * h.var(0, unbiased=True).numpy(), rtol=1e-6)
     assert int(bn.num_batches_tracked) == 1
     assert bn.track_running_stats  # restored after the perturbed pass
 
@@ -333,6 +337,22 @@ def test_lct_draws_the_smoothing_strength_per_batch():
 # ------------------------------------------------------------------------------------------------------
 # knobs and refusals
 # ------------------------------------------------------------------------------------------------------
+def test_smoothing_a_max_is_open_at_one_in_the_library_and_the_config_alike():
+    """a_max = 1 replaces the rarest class's label by the uniform distribution: refused by the loss itself (as a
+    setting and as a per-sample lambda), by loss.smoothing and by an LCT law reaching 1, all saying [0, 1)."""
+    with pytest.raises(ValueError, match=r"a_max must be finite and in \[0, 1\)"):
+        build_loss("vs", [90, 10], smoothing={"a_max": 1.0})
+    loss = build_loss("vs", [90, 10], smoothing={"a_max": 0.999})  # just below 1 is allowed
+    z, y = torch.zeros(2, 2), torch.tensor([0, 1])
+    loss(z, y, lam={"a_max": 0.999})
+    with pytest.raises(ValueError, match=r"a_max must be finite and in \[0, 1\)"):
+        loss(z, y, lam={"a_max": torch.tensor([0.5, 1.0])})
+    with pytest.raises(ConfigError, match=r"loss.smoothing.a_max: must be in \[0, 1\)"):
+        _cfg(["loss.smoothing={a_max: 1.0}"])
+    with pytest.raises(ConfigError, match=r"lct.lambda.a_max: U\(0.1,1\) reaches 1.*\[0, 1\)"):
+        _cfg(["loss.smoothing={a_max: 0.2}", "lct.lambda={a_max: 'U(0.1,1)'}", "evaluate.lambda=a_max=0.1:0.9:3"])
+
+
 def test_linear_lr_scaling():
     cfg = _cfg(["optim.lr=0.2", "train.batch_size=32", "optim.lr_scaling=linear", "optim.reference_batch_size=128"])
     opt = build_optimizer(cfg, nn.Linear(2, 2))

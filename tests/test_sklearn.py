@@ -16,7 +16,7 @@ from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from lossdial.evaluate.sweep import MIN_TP, NoFeasiblePoint, SweepResult
+from lossdial.evaluate.sweep import MIN_TP, NoFeasiblePoint
 from lossdial.sklearn import LossDialClassifier
 
 TINY = dict(hidden=(16,), epochs=4, batch_size=32, learning_rate=1e-2, random_state=0)
@@ -152,17 +152,28 @@ def test_pick_binary_matches_a_brute_force_threshold_search(binary_data):
     np.testing.assert_array_equal(est.predict(Xv), (s >= best[1]).astype(int))
 
 
-def test_pick_lct_agrees_with_the_library_pick_on_the_same_scores(binary_data, lct_model):
+def test_pick_lct_matches_a_brute_force_search_over_lambda_and_threshold(binary_data, lct_model):
+    """pick(at="recall>=0.7", maximize="balanced_accuracy") over a lambda grid: the best balanced accuracy among
+    every (lambda, threshold) with recall >= 0.7 and at least 5 true positives (min_tp), searched here by hand."""
     X, y = binary_data
     est = clone(lct_model).fit(X[:300], y[:300])
     Xv, yv = X[300:], y[300:]
-    grid = [{"tau": v} for v in (0.0, 1.0, 2.0, 3.0)]
-    scores = np.stack([est.set_params(lam=p).predict_proba(Xv)[:, 1] for p in grid])
-    ref = SweepResult(lambdas=grid, scores=scores, labels=yv, prevalence=y[:300].mean()).pick(
-        "recall>=0.7", "balanced_accuracy")
+    taus = (0.0, 1.0, 2.0, 3.0)
+    scores = {t: est.set_params(lam={"tau": t}).predict_proba(Xv)[:, 1] for t in taus}
+    pos, neg = yv == 1, yv == 0
+
+    def point(s, thr):  # predict positive when s >= thr: (recall, balanced accuracy, true positives)
+        tp = int((s[pos] >= thr).sum())
+        tnr = float((s[neg] < thr).mean())
+        return tp / pos.sum(), (tp / pos.sum() + tnr) / 2, tp
+
+    best = max(point(s, thr)[1] for s in scores.values() for thr in np.unique(s)
+               if point(s, thr)[0] >= 0.7 and point(s, thr)[2] >= 5)
     est.pick(Xv, yv, at="recall>=0.7", maximize="balanced_accuracy", lambdas="tau=0,1,2,3")
-    assert est.lam == ref.lam and est.threshold == ref.threshold
-    assert est.operating_point_["metrics"]["balanced_accuracy"] == ref.metrics["balanced_accuracy"]
+    recall, bal, _ = point(scores[est.lam["tau"]], est.threshold)
+    assert recall >= 0.7 and bal == pytest.approx(best, abs=1e-12)
+    assert est.operating_point_["metrics"]["balanced_accuracy"] == pytest.approx(best, abs=1e-12)
+    np.testing.assert_array_equal(est.predict(Xv) == est.classes_[1], scores[est.lam["tau"]] >= est.threshold)
 
 
 def test_pick_multiclass_matches_a_brute_force_search_over_t():

@@ -277,9 +277,14 @@ def test_sensitivity_ranges_importances_and_seed_spread_by_hand():
 
 
 def test_report_sensitivity_matches_a_fresh_evaluation(tmp_path):
-    """The report panel's LCT range is the min/max over the lambda grid of the validation metrics, checked against
-    scoring the saved model again (evaluate_run) on that grid."""
-    from lossdial.evaluate import evaluate_run, load_run
+    """The report panel's LCT range is the min/max over the lambda grid of the validation metrics at the page's
+    prevalence (the training prevalence, as the rest of the page), checked against the saved model's scores on
+    that grid with AUC, AP and Brier written out (scikit-learn, negatives reweighted to the prevalence)."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from lossdial.evaluate import load_run
+    from lossdial.evaluate.scoring import score_lambdas
     from lossdial.experiments.sensitivity import final_rows
     from lossdial.report.sensitivity import add_to_report
     from lossdial.train import train
@@ -288,15 +293,24 @@ def test_report_sensitivity_matches_a_fresh_evaluation(tmp_path):
     train(cfg, tmp_path / "lct")
     loaded = load_run(tmp_path / "lct")
     grid = [r["lambda"] for r in final_rows(tmp_path / "lct")]
-    fresh = evaluate_run(loaded, grid, split="val")
+    task = loaded.task()
+    scores = score_lambdas(loaded.model, task.val.x, grid, loaded.space, transform=task.normalizer)
+    y = task.val.y.numpy()
+    counts = json.loads((tmp_path / "lct" / "data.json").read_text())["counts"]["train"]
+    pi = counts[1] / sum(counts)
+    w = np.where(y == 1, pi / (y == 1).sum(), (1 - pi) / (y == 0).sum())
+    fresh = {"auc": [roc_auc_score(y, s) for s in scores],
+             "ap": [average_precision_score(y, s, sample_weight=w) for s in scores],
+             "brier": [pi * np.mean((1 - s[y == 1]) ** 2) + (1 - pi) * np.mean(s[y == 0] ** 2) for s in scores]}
     page = tmp_path / "report.html"
     page.write_text("<html><body><p>x</p></body></html>")
     add_to_report(page, [loaded])
     panel = json.loads((tmp_path / "sensitivity.json").read_text())
     got = panel["methods"][str(tmp_path / "lct")]["range"]
     for k in ("auc", "ap", "brier"):
-        vals = [r["metrics"][k] for r in fresh]
+        vals = fresh[k]
         assert (got[k]["min"], got[k]["max"]) == pytest.approx((min(vals), max(vals)), abs=1e-6)
+    assert f"{pi:.4g}" in panel["split"]
     assert page.read_text().index("Sensitivity") < page.read_text().index("</body>")
 
 
@@ -315,6 +329,37 @@ def test_compare_tuned_refuses_a_space_beyond_the_loss_before_training(tmp_path)
     assert not (tmp_path / "c").exists()
 
 
+def _val_ap_by_hand(run, prevalence):
+    """AP of a run's validation scores by scikit-learn: each negative weighted (1 - pi) / negatives and each
+    positive pi / positives, so positives are a fraction pi (None: unweighted, the split's own prevalence)."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    from lossdial.evaluate import load_run
+    from lossdial.evaluate.scoring import score_lambdas
+
+    loaded = load_run(run)
+    task = loaded.task()
+    s = score_lambdas(loaded.model, task.val.x, None, loaded.space, transform=task.normalizer)[0]
+    y = task.val.y.numpy()
+    if prevalence is None:
+        return average_precision_score(y, s)
+    w = np.where(y == 1, prevalence / (y == 1).sum(), (1 - prevalence) / (y == 0).sum())
+    return average_precision_score(y, s, sample_weight=w)
+
+
+def test_tune_objective_is_the_ap_at_the_given_prevalence_and_tune_json_states_it(tmp_path):
+    res = tune(CONFIG, out=tmp_path / "o", space="tau~U(0,3)", trials=1, overrides=TINY + ["train.epochs=1"],
+               sampler="random", sampler_seed=0, prevalence=0.3)
+    assert res.best["value"] == pytest.approx(_val_ap_by_hand(res.best["run_dir"], 0.3), abs=1e-9)
+    data = json.loads((tmp_path / "o" / "tune.json").read_text())
+    assert data["scoring"] == {"prevalence": 0.3} and "0.3 (given)" in data["scoring_text"]
+    assert "0.3 (given)" in (tmp_path / "o" / "tune.md").read_text()
+    with pytest.raises(TuneError, match="measured its trials at"):  # continuing it at another prevalence
+        tune(CONFIG, out=tmp_path / "o", space="tau~U(0,3)", trials=2, overrides=TINY + ["train.epochs=1"],
+             prevalence=0.2)
+
+
 def test_compare_tuned_picks_the_best_trial_and_counts_every_trials_time(tmp_path):
     from lossdial.experiments import compare
 
@@ -328,10 +373,12 @@ def test_compare_tuned_picks_the_best_trial_and_counts_every_trials_time(tmp_pat
         best = max(trials, key=lambda t: t.value)  # AP: higher is better
         picks = [p for p in res.picks if p["method"] == "tuned" and p["seed"] == s]
         assert {p["run"] for p in picks} == {best.user_attrs["run_dir"]}
-        # the study's value is the validation AP the trial's run wrote
-        assert best.value == pytest.approx(
-            [json.loads(line) for line in (Path(best.user_attrs["run_dir"]) / "metrics.jsonl").open()][-1]
-            ["rows"][0]["metrics"]["ap"])
+        # the study's value is the best trial's validation AP at the training prevalence, as the table reports
+        # AP (not at the validation split's own prevalence, which the training loop's final rows use)
+        run = Path(best.user_attrs["run_dir"])
+        counts = json.loads((run / "data.json").read_text())["counts"]["train"]
+        assert best.value == pytest.approx(_val_ap_by_hand(run, counts[1] / sum(counts)), abs=1e-9)
+        assert best.value != pytest.approx(_val_ap_by_hand(run, None), abs=1e-4)  # the two prevalences differ
         total += sum(json.loads((Path(t.user_attrs["run_dir"]) / "COMPLETE").read_text())["seconds"] for t in trials)
         rng = res.sensitivity["methods"]["tuned"]["range"]["ap"]["per_seed"][res.seeds.index(s)]
         assert rng == pytest.approx([min(t.value for t in trials), max(t.value for t in trials)])
@@ -381,3 +428,31 @@ def test_a_trial_is_stale_when_its_process_is_gone_or_its_heartbeat_is_old():
     assert not _is_stale({**beat, "host": "elsewhere"}, None, now, grace=60)  # pids mean nothing here
     assert _is_stale({**beat, "host": "elsewhere", "time": now - 61}, None, now, grace=60)  # silent too long
     assert _is_stale(None, now - 61, now, grace=60) and not _is_stale(None, now - 5, now, grace=60)  # no beat yet
+
+
+def test_multiclass_tune_objective_is_the_accuracy_at_the_given_prior_best_over_t(tmp_path):
+    """Multi-class: a trial's objective is compare's validation value -- accuracy at the given class prior q
+    (sum_c q_c recall_c), best over the adjustment grid t (scores z - t log pi) -- written out here."""
+    import numpy as np
+
+    from lossdial.evaluate import load_run
+    from lossdial.evaluate.multiclass import DEFAULT_T_GRID
+    from lossdial.evaluate.scoring import score_lambdas
+
+    cfg = packaged_config_path("demo_digits_lt")
+    q = np.arange(1, 11, dtype=float)
+    q /= q.sum()
+    res = tune(cfg, out=tmp_path / "o", space="tau~U(0,2)", trials=1, overrides=TINY + ["train.epochs=1"],
+               sampler="random", sampler_seed=0, metric="accuracy", prior=list(q))
+    loaded = load_run(res.best["run_dir"])
+    task = loaded.task()
+    z = score_lambdas(loaded.model, task.val.x, None, loaded.space, transform=task.normalizer, output="logits")[0]
+    y = task.val.y.numpy()
+    counts = np.asarray(json.loads((Path(res.best["run_dir"]) / "data.json").read_text())["counts"]["train"], float)
+    log_pi = np.log(counts / counts.sum())
+    acc = [sum(q[c] * np.mean(np.argmax(z - t * log_pi, axis=1)[y == c] == c) for c in range(10))
+           for t in DEFAULT_T_GRID]
+    assert res.best["value"] == pytest.approx(max(acc), abs=1e-9)
+    assert res.scoring["prior"] == pytest.approx(list(q))
+    with pytest.raises(TuneError, match="--prevalence"):
+        tune(cfg, out=tmp_path / "p", space="tau~U(0,2)", trials=1, overrides=TINY, prevalence=0.1)

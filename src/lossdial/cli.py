@@ -992,7 +992,7 @@ def report(
                                 adjustments=adjustment)
             from lossdial.report.sensitivity import add_to_report
 
-            add_to_report(page, loaded)  # the sensitivity panel: table, figure, sensitivity.json
+            add_to_report(page, loaded, prevalence=prevalence, prior=prior)  # the sensitivity panel, its json
     except (ValueError, KeyError) as exc:
         _fail(_exc_text(exc))
     console.print(f"report: {page}")
@@ -1366,6 +1366,11 @@ def tune(
                                         "the space, never from --out)."),
     device: Optional[str] = typer.Option(None, help="Training device (default: train.device of the config)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    prevalence: Optional[float] = typer.Option(None, help="Binary runs: the prevalence each trial's AP / Brier is "
+                                               "measured at (default: the training prevalence, as compare and pick "
+                                               "use)."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="Multi-class runs: the deployment class prior of "
+                                        "Acc@prior, NLL and ECE: train (default), uniform, or p1,...,pC summing to 1."),
 ) -> None:
     """Optuna search of the baseline's hyperparameters, chosen on validation; the best trial scored once on test.
     Start the same command on several processes or machines (one --storage) to share the study; re-run it to
@@ -1394,7 +1399,7 @@ def tune(
         with _WarningLines(), _progress(quiet) as progress:
             result = tune_fn(config, out=out, space=space, trials=trials, metric=metric, overrides=overrides,
                              sampler=sampler, pruner=pruner, storage=storage, study=study, device=device,
-                             callback=_TuneProgress(progress, key))
+                             callback=_TuneProgress(progress, key), prevalence=prevalence, prior=prior)
     except KeyboardInterrupt:
         err_console.print("interrupted; run the same command again to continue the study (this worker's running "
                           "trial is retried)")
@@ -1402,10 +1407,10 @@ def tune(
     except (TuneError, ConfigError, RunError, ValueError, KeyError) as exc:
         _fail(_exc_text(exc))
     t = Table(title=f"lossdial tune: {result.study_name}", title_justify="left",
-              caption=f"baseline (LCT off) trials, chosen on validation {result.metric}; "
-                      f"{len(result.finished)} of {result.target_trials} finished; "
+              caption=f"baseline (LCT off) trials, chosen on validation {result.metric} "
+                      f"{result.scoring_text()}; {len(result.finished)} of {result.target_trials} finished; "
                       f"{result.train_seconds:.0f} s of training", caption_justify="left")
-    names = [p.split("~")[0] for p in result.space.split()]
+    names = result.names
     for h in ["trial", "state", *names, f"val {result.metric}", "s"]:
         t.add_column(h, justify="left" if h == "state" else "right", no_wrap=True)
     for r in result.trials:

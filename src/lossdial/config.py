@@ -242,9 +242,11 @@ class SmoothingConfig(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> "SmoothingConfig":
-        if not 0 <= self.a_max < 1:
-            raise _PathError("a_max", f"must be in [0, 1) (a_max = 1 would replace the rarest class's label by "
-                                      f"the uniform distribution), got {self.a_max}")
+        from lossdial.losses.base import SMOOTHING_RANGES, _within, describe_range
+
+        if not _within(float(self.a_max), SMOOTHING_RANGES["a_max"]):  # the losses' own range: one rule
+            raise _PathError("a_max", f"must be in {describe_range(SMOOTHING_RANGES['a_max'])} (a_max = 1 would "
+                                      f"replace the rarest class's label by the uniform distribution), got {self.a_max}")
         if not 0 <= self.a_min <= self.a_max:
             raise _PathError("a_min", f"must be in [0, a_max] = [0, {self.a_max}] (rarer classes get more "
                                       f"smoothing), got {self.a_min}")
@@ -730,10 +732,6 @@ def check_loss_settings(cfg: "Config") -> None:
     laws = parse_laws(cfg.lct.lambdas) if cfg.lct.enabled else {}
     if cfg.loss.smoothing is not None:  # loss.smoothing adds a_max / a_min to the family's hyperparameters
         _check_laws(cfg, _SmoothedView(cls), who, {**params, **cfg.loss.smoothing.model_dump()}, laws)
-        top = laws.get("a_max")
-        if top is not None and top.support[1] >= 1:
-            raise _PathError("lct.lambda.a_max", f"{top.spec()} reaches {top.support[1]:g}; smoothing a_max must "
-                                                 f"stay below 1 (loss.smoothing)")
     else:
         _check_laws(cfg, cls, who, params, laws)
     if cfg.data.task == "binary":

@@ -54,7 +54,7 @@ DEFAULT_SWEEP_POINTS = 33
 class SelectionSpec:
     """How to choose a point; see :meth:`SweepResult.pick` for ``conservative`` and ``min_tp``.
 
-    Binary runs: ``objective`` (None: ``"f1"``), ``conservative``, ``confidence``, ``prevalence``, ``costs``,
+    Binary runs: ``objective`` (None: :func:`resolve_objective`'s default for the constraint), ``conservative``, ``confidence``, ``prevalence``, ``costs``,
     ``min_tp``. Multi-class runs (:meth:`MultiClassSweepResult.pick`): ``objective`` (None:
     ``"balanced_accuracy"``), ``prior`` (the deployment class prior, None: ``"train"``) and ``adjustments`` (the
     t grid, None: :data:`DEFAULT_T_GRID`); the binary-only options are refused there.
@@ -72,10 +72,12 @@ class SelectionSpec:
     adjustments: str | Sequence[float] | None = None  # multi-class: the t grid
 
     def resolved_objective(self, task: str) -> str:
-        """The objective, or the task type's default (binary ``f1``, multi-class ``balanced_accuracy``)."""
+        """The objective, or the task type's default by :func:`resolve_objective`'s rule (multi-class
+        ``balanced_accuracy``; binary: precision under a recall constraint, recall under a precision constraint,
+        else ``f1``)."""
         if self.objective is not None:
             return self.objective
-        return "balanced_accuracy" if task == "multiclass" else "f1"
+        return resolve_objective(task, self.constraint)
 
 
 def resolve_objective(task: str, constraint: str | None, maximize: str | None = None, minimize: str | None = None,

@@ -208,7 +208,8 @@ _VARIANT_EG = 'e.g. --variant "sam=optim.sam.rho=0.05" or "small_batch=train.bat
 
 def check_variant(name: str, overrides: Sequence[str]) -> tuple[str, list[str]]:
     """One variant's checks (both spellings of ``variants``): a run-directory name, at least one override, each
-    read by :func:`~lossdial.config.parse_override`, no key twice, none of the keys compare sets itself."""
+    read by :func:`~lossdial.config.parse_override`, no key twice, none of the keys compare sets itself, and no
+    ``data.*`` key (every row is scored on the same split at the same prevalence)."""
     if not name or not set(name) <= _NAME_CHARS or name.startswith("."):
         raise CompareError(f"--variant {name!r}: a variant's name names its run directory: use letters, digits, "
                            f"_ . - (not starting with .)")
@@ -222,6 +223,10 @@ def check_variant(name: str, overrides: Sequence[str]) -> tuple[str, list[str]]:
             raise CompareError(f"--variant {name}: {exc}; {_VARIANT_EG}") from None
         if key in _VARIANT_FIXED:
             raise CompareError(f"--variant {name}: {key} cannot be a variant's override: {_VARIANT_FIXED[key]}")
+        if key == "data" or key.startswith("data."):
+            raise CompareError(f"--variant {name}: {key} cannot be a variant's override: a data.* key can change "
+                               f"the splits, their counts or the prevalence, and every row must be scored on the same "
+                               f"validation and test split; set it for all rows with --set {key}=...")
         if key in seen:
             raise CompareError(f"--variant {name} sets {key} twice; keep one")
         seen.add(key)
@@ -516,6 +521,38 @@ def _test_output(cache: dict, i: int, lr, lam, task, output: str) -> np.ndarray:
     return cache[key]
 
 
+def pick_on_validation(val, spec: MetricSpec) -> tuple[Any, float]:
+    """The point ``spec`` picks on a validation sweep (binary :class:`SweepResult` at its prevalence, multi-class
+    :class:`MultiClassSweepResult` over (lambda, t) at its prior) and its validation value: the one rule of a
+    compare row's ``val`` and of a tuned search's trial objective (:func:`validation_objective`)."""
+    from lossdial.evaluate.sweep import MultiClassSweepResult
+
+    point = val.pick(spec.constraint, spec.objective)
+    if isinstance(val, MultiClassSweepResult):
+        return point, float(point.metrics[spec.key])
+    return point, _test_value(spec, point.metrics)
+
+
+def validation_objective(loaded, key: str, *, prevalence: float | None = None, prior=None, adjustments=None,
+                         task=None) -> float:
+    """A run's validation value of metric ``key`` as compare reports it: the run's validation sweep (binary: at
+    ``prevalence``, None: the training prevalence, :func:`~lossdial.evaluate.select.run_prevalence`; multi-class:
+    at the class ``prior`` over the ``adjustments`` grid) and :func:`pick_on_validation`. ``lossdial tune`` and
+    ``compare --tuned`` score each trial with it, so the search optimises the number the tables report."""
+    from lossdial.evaluate.select import run_prevalence, sweep_split
+
+    if loaded.task_type.name == "multiclass":
+        specs = {s.key: s for s in MULTICLASS_METRICS}
+        val = sweep_split(loaded, "val", None, prior=prior, adjustments=adjustments, task=task)
+    else:
+        specs = {s.key: s for s in METRICS}
+        val = sweep_split(loaded, "val", None, prevalence=run_prevalence(loaded, prevalence), task=task)
+    if key not in specs:
+        raise CompareError(f"{key!r} is not a {loaded.task_type.name} metric compare reports; choose one of "
+                           f"{', '.join(specs)}")
+    return pick_on_validation(val, specs[key])[1]
+
+
 def _evaluate_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *, lct_lambdas, prevalence,
                     device: str) -> list[dict[str, Any]]:
     """Pick every metric's point on the pooled validation sweep of `members`; score each once on test."""
@@ -546,7 +583,7 @@ def _evaluate_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *, 
     test_scores: dict[tuple[int, str], np.ndarray] = {}
     out = []
     for spec in METRICS:
-        point = pooled.pick(spec.constraint, spec.objective)  # validation only; test is not read here
+        point, val_value = pick_on_validation(pooled, spec)  # validation only; test is not read here
         i, lam = cands[point.index]
         lr = loaded[i]
         m_test = binary_metrics(y_test, _test_output(test_scores, i, lr, lam, task, "positive"),
@@ -557,7 +594,7 @@ def _evaluate_group(members: list[tuple[str, Path]], task_cache: _TaskCache, *, 
             "run": str(members[i][1]),
             "lambda": lam if lr.is_lct else None,
             "threshold": point.threshold if spec.constraint or spec.objective == "f1" else None,
-            "val": _test_value(spec, point.metrics),
+            "val": val_value,
             "test": _test_value(spec, m_test),
             "test_recall": float(m_test["recall"]) if spec.objective == "precision" else None,
             "candidates": len(cands),
@@ -600,7 +637,7 @@ def _evaluate_multiclass_group(members: list[tuple[str, Path]], task_cache: _Tas
     test_logits: dict[tuple[int, str], np.ndarray] = {}
     out = []
     for spec in metrics:
-        point = pooled.pick(None, spec.objective)  # validation only; test is not read here
+        point, val_value = pick_on_validation(pooled, spec)  # validation only; test is not read here
         i, lam = cands[point.index]
         lr = loaded[i]
         z_test = _test_output(test_logits, i, lr, lam, task, "logits")
@@ -614,7 +651,7 @@ def _evaluate_multiclass_group(members: list[tuple[str, Path]], task_cache: _Tas
             "run": str(members[i][1]),
             "lambda": lam if lr.is_lct else None,
             "adjustment": point.adjustment,
-            "val": float(point.metrics[spec.key]),
+            "val": val_value,
             "test": float(m_test[spec.key]),
             "candidates": len(pooled.table),
             "prior": [float(v) for v in class_prior(val.prior, counts)],
@@ -822,7 +859,8 @@ class CompareResult:
         lines = ["", "## Tuned baseline", "",
                  f"Per seed, an Optuna search of the baseline ({tuned['sampler'].upper()}, Optuna's defaults: its first "
                  f"10 trials are random) over {tuned['space']}, {tuned['budget']} trials chosen on validation "
-                 f"{tuned['metric']}; the best trial is the method's one run, picked on and scored like a baseline on "
+                 f"{tuned['metric']} {tuned.get('scoring') or 'at the prevalence above'}; the best trial is the "
+                 f"method's one run, picked on and scored like a baseline on "
                  f"every metric (so metrics other than {tuned['metric']} show what tuning for {tuned['metric']} "
                  f"gives them). Its train s counts every trial.", "",
                  "| seed | best trial | parameters | val " + tuned["metric"] + " | finished trials | train s |",
@@ -840,14 +878,16 @@ class CompareResult:
 
         imp_metric = next((p["importance_metric"] for p in self.sensitivity["methods"].values()
                            if p.get("importance_metric")), "")
+        imp = (f"; importances: fANOVA of the loss parameters for val {imp_metric} (mean over seeds)" if imp_metric
+               else "; no importances (no method varies loss parameters over three or more runs or trials)")
+        at = self.sensitivity.get("at", "")
         return "\n".join(["", "## Sensitivity", "",
-                          "Range (mean over seeds of max - min, then mean min–max) of each metric on validation across "
+                          "Range (mean over seeds of max - min, then mean min–max) of each metric on validation"
+                          + (f" at {at}" if at else "") + " across "
                           "what a method varies: an LCT run's lambda grid (dialled after training), a grid's runs or a "
                           "search's complete trials (chosen before training); seed std: the test score's sample std "
-                          "across seeds at the point picked on validation; importances: fANOVA of the loss parameters "
-                          f"for val {imp_metric} "
-                          "(mean over seeds).", "", markdown(self.sensitivity), "", "![sensitivity](sensitivity.png)",
-                          ""])
+                          f"across seeds at the point picked on validation{imp}.", "", markdown(self.sensitivity), "",
+                          "![sensitivity](sensitivity.png)", ""])
 
     def prevalence_text(self) -> str:
         if self.is_multiclass:
@@ -952,7 +992,7 @@ def compare(config: Config | str | Path, *, out: str | Path,
         for m in methods:
             if m.kind == "tuned":
                 studies[s] = _run_tuned(base, m, s, base.data.seed + (i if vary_data_seed else 0), out, device,
-                                        callback)
+                                        callback, prevalence=prevalence, prior=prior, adjustments=adjustments)
     t_eval = time.perf_counter()
 
     task_cache = _TaskCache()
@@ -1021,7 +1061,8 @@ def compare(config: Config | str | Path, *, out: str | Path,
         result.task, result.metric_specs = "multiclass", specs
         result.adjustments = parse_adjustments(adjustments)
         result.settings["prior"] = "train" if prior is None else prior
-    result.sensitivity = _sensitivity(result, runs, studies)
+    result.sensitivity = _sensitivity(result, runs, studies, prevalence=prevalence, prior=prior, device=eval_device,
+                                      task_cache=task_cache)
     result.write()
     return result
 
@@ -1050,8 +1091,10 @@ def _tuned_method(base: Config, space: str | None, budget: int | None, metric: s
 
 
 def _run_tuned(base: Config, method: Method, seed: int, data_seed: int, out: Path, device: str | None,
-               callback: Any):
-    """One seed's search (resumed if its study exists): OUT/tuned/seedS/{tune.journal, study-*/trial_*}."""
+               callback: Any, *, prevalence=None, prior=None, adjustments=None):
+    """One seed's search (resumed if its study exists): OUT/tuned/seedS/{tune.journal, study-*/trial_*}; each
+    trial scored at the compare's ``prevalence`` (binary) or ``prior`` and ``adjustments`` (multi-class), as the
+    table scores every row (:func:`validation_objective`)."""
     from lossdial.data.loader import derive_seed
     from lossdial.experiments.tune import tune
 
@@ -1061,7 +1104,8 @@ def _run_tuned(base: Config, method: Method, seed: int, data_seed: int, out: Pat
     opts = method.options
     res = tune(cfg, out=out / "tuned" / f"seed{seed}", space=method.spec, trials=opts["budget"], metric=opts["metric"],
                sampler="tpe", pruner="none", sampler_seed=derive_seed(seed, 0x7E5E) % 2 ** 32, loss_only=True,
-               device=device, callback=_call(callback, "tune_callback", seed), score_test=False)
+               device=device, callback=_call(callback, "tune_callback", seed), score_test=False,
+               prevalence=prevalence, prior=prior, adjustments=adjustments)
     if res.best is None:
         raise CompareError(f"the tuned search of seed {seed} finished no trial; see {res.files.get('md')}")
     return res
@@ -1072,13 +1116,15 @@ def _tuned_settings(methods: list[Method], studies: dict) -> dict[str, Any] | No
     if m is None:
         return None
     return {"space": m.spec, **m.options, "sampler": "tpe",
+            "scoring": next(iter(studies.values())).scoring_text() if studies else None,
             "studies": {str(s): {"study": t.study_name, "storage": t.storage, "best_trial": t.best["number"],
                                  "best_params": t.best["params"], "best_val": t.best["value"],
                                  "finished": len(t.finished), "train_seconds": t.train_seconds}
                         for s, t in studies.items()}}
 
 
-def _sensitivity(result: "CompareResult", runs: list[PlannedRun], studies: dict) -> dict[str, Any] | None:
+def _sensitivity(result: "CompareResult", runs: list[PlannedRun], studies: dict, *, prevalence=None, prior=None,
+                 device: str = "cpu", task_cache=None) -> dict[str, Any] | None:
     """The sensitivity panel (:mod:`lossdial.experiments.sensitivity`) of a compare."""
     from lossdial.experiments.sensitivity import compare_sensitivity
 
@@ -1088,11 +1134,12 @@ def _sensitivity(result: "CompareResult", runs: list[PlannedRun], studies: dict)
         if m.kind == "tuned":
             paths[m.name] = [[Path(t["run_dir"]) for t in st.trials if t["state"] == "complete"]
                              for _, st in sorted(studies.items())]
-            names[m.name] = [e.split("~")[0] for e in m.spec.split()]
+            names[m.name] = next(iter(studies.values())).names if studies else []
         else:
             paths[m.name] = [[r.path for r in runs if r.method == m.name and r.seed == s] for s in result.seeds]
             names[m.name] = sorted({k for _, p in m.members for k in p}) if m.kind == "baseline" else []
-    return compare_sensitivity(result, paths, names)
+    return compare_sensitivity(result, paths, names, prevalence=prevalence, prior=prior, device=device,
+                               task_cache=task_cache)
 
 
 def _check_task_options(base: Config, *, prevalence, prior, adjustments) -> bool:

@@ -1,6 +1,8 @@
 """The sensitivity panel: how much a result hinges on a hyperparameter chosen before training.
 
-For each method, on the validation split (the rows each run's final evaluation wrote, ``metrics.jsonl``):
+For each method, on the validation split (each run scored again at the lambdas of its final evaluation, at the
+prevalence -- binary -- or class prior -- multi-class -- of the page or table it sits in, :func:`val_rows`; the
+rows the training loop wrote are at the validation split's own prevalence, so they are not used):
 
 * an LCT run: each metric's range (min, max) across the lambda grid it was evaluated on (its support, swept);
 * a baseline grid: the range across the grid's runs, and fANOVA parameter importances of the loss parameters;
@@ -33,6 +35,32 @@ def final_rows(path: str | Path) -> list[dict[str, Any]]:
         if rec.get("event") == "final":
             return rec.get("rows", [])
     return []
+
+
+def val_rows(run: Any, *, prevalence: float | None = None, prior: Any = None, device: str = "cpu",
+             task_cache: Any = None) -> list[dict[str, Any]]:
+    """A finished run's validation rows (one per lambda of its final evaluation; one for a baseline, its
+    ``lambda`` the loss parameters) at ``prevalence`` (binary; None: the training prevalence, as compare and pick
+    use) or the class ``prior`` (multi-class; None: ``"train"``). ``run``: a run directory or a loaded run;
+    ``task_cache``: an object whose ``get(loaded)`` returns the run's data task (compare's cache)."""
+    from lossdial.evaluate import evaluate_run, load_run
+    from lossdial.evaluate.select import run_prevalence
+
+    loaded = load_run(run, device=device) if isinstance(run, (str, Path)) else run
+    lambdas = [r["lambda"] for r in final_rows(loaded.path)] if loaded.is_lct else None
+    task = task_cache.get(loaded) if task_cache is not None else None
+    if loaded.task_type.name == "multiclass":
+        return evaluate_run(loaded, lambdas, split="val", task=task, prior=prior)
+    return evaluate_run(loaded, lambdas, split="val", task=task, prevalence=run_prevalence(loaded, prevalence))
+
+
+def at_text(multiclass: bool, prevalence: float | None = None, prior: Any = None) -> str:
+    """Where the panel's values are measured, in words (stated in its ``split``)."""
+    if multiclass:
+        pr = "train" if prior is None else prior if isinstance(prior, str) else \
+            "(" + ", ".join(f"{float(v):.3g}" for v in prior) + ")"
+        return f"class prior {pr}, t = 0"
+    return "the training prevalence" if prevalence is None else f"prevalence {float(prevalence):.4g}"
 
 
 def metric_range(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float] | None:
@@ -81,9 +109,11 @@ def seed_spread(values: Sequence[float | None]) -> dict[str, Any]:
 
 
 def compare_sensitivity(result, run_paths: Mapping[str, Sequence[Sequence[Path]]],
-                        param_names: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+                        param_names: Mapping[str, Sequence[str]], *, prevalence: float | None = None,
+                        prior: Any = None, device: str = "cpu", task_cache: Any = None) -> dict[str, Any]:
     """The panel of a compare: ``run_paths[method]`` lists per seed the run directories the method varies over
-    (an LCT method: its one run; a grid: its runs; a tuned baseline: its complete trials' runs)."""
+    (an LCT method: its one run; a grid: its runs; a tuned baseline: its complete trials' runs); validation
+    values at the compare's ``prevalence`` (binary) or ``prior`` (multi-class), :func:`val_rows`."""
     task = "multiclass" if result.is_multiclass else "binary"
     picked = {s.key for s in result.metric_specs}
     metrics = [k for k in PANEL_METRICS[task] if k in picked]
@@ -94,35 +124,41 @@ def compare_sensitivity(result, run_paths: Mapping[str, Sequence[Sequence[Path]]
         for paths in run_paths.get(m.name, []):
             rows = []
             for p in paths:
-                rows.extend(final_rows(p))
+                rows.extend(val_rows(p, prevalence=prevalence, prior=prior, device=device, task_cache=task_cache))
             groups.append(rows)
         panel = method_panel(m.kind, groups, metrics, importance_metric=imp_metric,
                              param_names=param_names.get(m.name, ()))
         panel["label"] = m.label
         panel["seed_spread"] = {k: seed_spread(result.summary[m.name][k]["values"]) for k in metrics}
         methods[m.name] = panel
-    return {"split": "val (ranges, importances); test (seed spread at the point picked on val)",
-            "metrics": metrics, "methods": methods}
+    at = at_text(task == "multiclass", prevalence, prior)
+    return {"split": f"val at {at} (ranges, importances); test (seed spread at the point picked on val)",
+            "at": at, "metrics": metrics, "methods": methods}
 
 
-def runs_sensitivity(loaded_runs: Sequence[Any]) -> dict[str, Any]:
+def runs_sensitivity(loaded_runs: Sequence[Any], *, prevalence: float | None = None, prior: Any = None
+                     ) -> dict[str, Any]:
     """The panel of ``lossdial report``'s runs: each LCT run across its lambda grid; the baseline runs given
-    (two or more) across one another. No seeds here (one run each)."""
+    (two or more) across one another. No seeds here (one run each). Validation values at the page's
+    ``prevalence`` (binary; None: the first run's training prevalence, as the page) or ``prior``."""
     tasks = {r.task_type.name for r in loaded_runs}
     task = tasks.pop() if len(tasks) == 1 else "binary"
     metrics = list(PANEL_METRICS[task])
+    if task == "binary" and prevalence is None and loaded_runs:  # the page's: the first run's training prevalence
+        prevalence = float(loaded_runs[0].data["train_prevalence"])
     methods: dict[str, Any] = {}
     for r in loaded_runs:
         if r.is_lct:
-            panel = method_panel("lct", [final_rows(r.path)], metrics)
+            panel = method_panel("lct", [val_rows(r, prevalence=prevalence, prior=prior)], metrics)
             panel["label"] = f"LCT {Path(r.path).name}"
             methods[str(r.path)] = panel
     base = [r for r in loaded_runs if not r.is_lct]
     if len(base) >= 2:
-        rows = [row for r in base for row in final_rows(r.path)]
+        rows = [row for r in base for row in val_rows(r, prevalence=prevalence, prior=prior)]
         names = sorted({k for row in rows for k in row["lambda"]})
         panel = method_panel("runs", [rows], metrics, importance_metric=metrics[1] if task == "binary" else metrics[0],
                              param_names=names)
         panel["label"] = f"{len(base)} baseline runs"
         methods["baselines"] = panel
-    return {"split": "val", "metrics": metrics, "methods": methods}
+    at = at_text(task == "multiclass", prevalence, prior)
+    return {"split": f"val at {at}", "at": at, "metrics": metrics, "methods": methods}

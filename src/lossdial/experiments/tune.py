@@ -423,7 +423,8 @@ def default_study_name(base: Config, space: SearchSpace) -> str:
     return f"{base.name}: {space.canonical()}"
 
 
-def _study_attrs(base: Config, space: SearchSpace, metric: str, direction: str) -> dict[str, Any]:
+def _study_attrs(base: Config, space: SearchSpace, metric: str, direction: str,
+                 scoring: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = base.to_dict()
     for path in _IGNORED_KEYS:
         found, _ = _walk(cfg, path)
@@ -433,7 +434,7 @@ def _study_attrs(base: Config, space: SearchSpace, metric: str, direction: str) 
                 node = node[part]
             node.pop(path[-1])
     return {"format_version": TUNE_FORMAT_VERSION, "space": space.canonical(), "metric": metric,
-            "direction": direction, "config": cfg}
+            "direction": direction, "config": cfg, "scoring": scoring}
 
 
 def _check_study(study, want: dict[str, Any], name: str, storage_text: str) -> None:
@@ -452,6 +453,11 @@ def _check_study(study, want: dict[str, Any], name: str, storage_text: str) -> N
     if have.get("metric") != want["metric"]:
         raise TuneError(f"study {name!r} in {storage_text} optimises --metric {have.get('metric')!r}, not "
                         f"{want['metric']!r}; give that metric to continue it, or a new --study NAME")
+    if have.get("scoring") != want["scoring"]:
+        raise TuneError(f"study {name!r} in {storage_text} measured its trials at {have.get('scoring')}, not "
+                        f"{want['scoring']} (--prevalence / --prior); give those to continue it, or a new --study "
+                        f"NAME (a study made before lossdial measured trials at the training prevalence cannot be "
+                        f"continued: its values are at the validation split's own prevalence)")
     if have.get("config") != want["config"]:
         keys = _diff(have.get("config") or {}, want["config"])
         raise TuneError(f"study {name!r} in {storage_text} was created with another config (differs at: "
@@ -537,7 +543,8 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
          storage: str | Path | None = None, study: str | None = None, device: str | None = None,
          callback: TuneCallback | None = None, sampler_seed: int | None = None, loss_only: bool = False,
          heartbeat_interval: int = 10, grace_period: float = 60.0, poll_seconds: float = 2.0,
-         score_test: bool = True) -> "TuneResult":
+         score_test: bool = True, prevalence: float | None = None, prior: str | Sequence[float] | None = None,
+         adjustments: str | Sequence[float] | None = None) -> "TuneResult":
     """Run (or continue, or join) a search of the baseline; write OUT/tune.json|csv|md and figures.
 
     Args:
@@ -555,6 +562,12 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
             whose worker process is gone (same host), or silent for ``grace_period`` s, is failed and retried.
         poll_seconds: how often a worker waiting on other workers' running trials looks again.
         score_test: score the best trial's run on test at the end (once per best trial; recorded in the study).
+        prevalence: binary runs: the positive prevalence of AP, Brier and the precision-type metrics (None: the
+            training prevalence); prior, adjustments: multi-class runs: the deployment class prior (None:
+            ``"train"``) and the t grid. A trial's objective is its run's validation value as ``lossdial compare``
+            reports it at these (:func:`~lossdial.experiments.compare.validation_objective`), never the split's
+            own prevalence; the pruner's per-epoch values are the training loop's (the split's own prevalence,
+            t = 0), comparable with one another at one epoch.
     """
     optuna = _optuna()
     from lossdial.data.loader import derive_seed
@@ -572,6 +585,13 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
         given = load_config(config, list(overrides))
         config_text = str(config)
     base = baseline_config(given)
+    from lossdial.experiments.compare import CompareError, _check_task_options
+
+    try:
+        _check_task_options(base, prevalence=prevalence, prior=prior, adjustments=adjustments)
+    except CompareError as exc:
+        raise TuneError(str(exc)) from None
+    scoring = scoring_point(base, prevalence=prevalence, prior=prior, adjustments=adjustments)
     key, higher = tune_metric(base, metric, pruning=pruner != "none")
     direction = "maximize" if higher else "minimize"
     sp = parse_search_space(space, base, loss_only=loss_only)
@@ -589,7 +609,7 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
     except Exception as exc:
         raise TuneError(f"--storage {storage_text} cannot be opened as an Optuna storage (study {name!r}): "
                         f"{type(exc).__name__}: {exc}") from None
-    _check_study(st_study, _study_attrs(base, sp, key, direction), name, storage_text)
+    _check_study(st_study, _study_attrs(base, sp, key, direction, scoring), name, storage_text)
     st_study._storage.set_study_system_attr(st_study._study_id, f"lossdial:worker:{identity['worker']}",
                              {**identity, "sampler": sampler, "sampler_seed": seed, "out": str(out.resolve())})
     run_root = _run_root(out, name)
@@ -622,7 +642,7 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
         cb = _TrialCallback(trial, key, pruner != "none", _call(callback, "train_callback", trial.number))
         res = train(cfg, path, resume=resume, force=force, device=device, callback=cb)
         trial.set_user_attr("train_seconds", _complete_seconds(path, res.seconds))
-        value = res.final["rows"][0]["metrics"][key]
+        value = _trial_value(path, key, device, prevalence=prevalence, prior=prior, adjustments=adjustments)
         if pruner != "none":
             trial.report(float(value), cfg.train.epochs)
         return float(value)
@@ -673,10 +693,40 @@ def tune(config: Config | str | Path, *, out: str | Path, space: str, trials: in
     result = _result(st_study, optuna, out=out, name=name, storage_text=storage_text, space=sp, metric=key,
                      direction=direction, sampler=sampler, pruner=pruner, trials=trials, identity=identity,
                      seed=seed, config_text=config_text)
+    result.scoring = dict(scoring)
+    if "prevalence" in scoring and prevalence is None and result.best is not None:
+        data = RunDir(result.best["run_dir"]).data
+        if data.is_file():  # the training prevalence, as a number (every trial shares the data)
+            result.scoring["value"] = float(json.loads(data.read_text())["train_prevalence"])
     if score_test:
-        result.test = _best_on_test(st_study, result, device)
+        result.test = _best_on_test(st_study, result, device, prevalence=prevalence, prior=prior,
+                                    adjustments=adjustments, shot_thresholds=tuple(base.evaluate.shot_thresholds))
     result.write()
     return result
+
+
+def scoring_point(base: Config, *, prevalence: float | None = None, prior=None, adjustments=None
+                  ) -> dict[str, Any]:
+    """Where a study's values are measured, as recorded in the study and tune.json (``scoring``): binary, the
+    positive prevalence (the given one, or the training prevalence's name: it is known per run); multi-class,
+    the class prior and the t grid."""
+    from lossdial.evaluate.tasktype import task_type
+
+    if task_type(base.data.task).name == "multiclass":
+        return {"prior": "train" if prior is None else (prior if isinstance(prior, str) else [float(v) for v in prior]),
+                "adjustments": None if adjustments is None else
+                (adjustments if isinstance(adjustments, str) else [float(v) for v in adjustments])}
+    return {"prevalence": "training prevalence" if prevalence is None else float(prevalence)}
+
+
+def _trial_value(path: Path, key: str, device: str | None, *, prevalence, prior, adjustments) -> float:
+    """A finished trial's objective: its run's validation ``key`` by compare's rule
+    (:func:`~lossdial.experiments.compare.validation_objective`), at ``prevalence`` / ``prior``."""
+    from lossdial.evaluate import load_run
+    from lossdial.experiments.compare import validation_objective
+
+    loaded = load_run(path, device=device or "auto")  # as compare scores (eval_device)
+    return validation_objective(loaded, key, prevalence=prevalence, prior=prior, adjustments=adjustments)
 
 
 def _complete_seconds(path: Path, fallback: float) -> float:
@@ -686,8 +736,11 @@ def _complete_seconds(path: Path, fallback: float) -> float:
     return s if s > 0 else float(fallback)
 
 
-def _best_on_test(study, result: "TuneResult", device: str | None) -> dict[str, Any] | None:
-    """The best trial's test metrics: scored once (here, if its run directory is reachable), kept in the study."""
+def _best_on_test(study, result: "TuneResult", device: str | None, *, prevalence=None, prior=None,
+                  adjustments=None, shot_thresholds=None) -> dict[str, Any] | None:
+    """The best trial's test metrics: scored once (here, if its run directory is reachable), kept in the study;
+    by compare's rule (:func:`~lossdial.experiments.compare._evaluate_group`: each metric's point picked on
+    validation, test scored there) at ``prevalence`` / ``prior``, the values the objective was measured at."""
     best = result.best
     if best is None:
         return None
@@ -699,12 +752,20 @@ def _best_on_test(study, result: "TuneResult", device: str | None) -> dict[str, 
         return {"trial": best["number"], "metrics": None,
                 "note": f"the best trial's run directory {path} is not on this machine; score it with `lossdial "
                         f"evaluate {path} --split test` where it is"}
-    from lossdial.evaluate import evaluate_run, load_run
+    from lossdial.experiments.compare import (_evaluate_group, _evaluate_multiclass_group, _TaskCache,
+                                              task_metrics)
 
-    loaded = load_run(path, device=device or "cpu")
-    row = evaluate_run(loaded, split="test")[0]
-    rec = {"trial": best["number"], "run_dir": str(path),
-           "metrics": {k: v for k, v in row["metrics"].items() if isinstance(v, (int, float)) or v is None}}
+    members = [(f"trial_{best['number']}", path)]
+    dev = device or "auto"
+    if "prior" in (result.scoring or {}):
+        counts = RunDir(path).read_json(RunDir(path).data)["counts"]["train"]
+        specs = task_metrics("multiclass", [counts], shot_thresholds=shot_thresholds)
+        rows = _evaluate_multiclass_group(members, _TaskCache(), metrics=specs, lct_lambdas=None, prior=prior,
+                                          adjustments=adjustments, device=dev)
+    else:
+        rows = _evaluate_group(members, _TaskCache(), lct_lambdas=None, prevalence=prevalence, device=dev)
+    rec = {"trial": best["number"], "run_dir": str(path), "scoring": result.scoring,
+           "metrics": {r["metric"]: r["test"] for r in rows}}
     study.set_user_attr(TEST_ATTR, json.loads(json.dumps(rec, default=lambda v: None)))
     return rec
 
@@ -730,6 +791,8 @@ class TuneResult:
     importances: dict[str, float] | None = None
     test: dict[str, Any] | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    scoring: dict[str, Any] | None = None  # scoring_point: the prevalence / prior the values are measured at
+    names: list[str] = field(default_factory=list)  # the space's parameter names (SearchSpace.names)
 
     @property
     def finished(self) -> list[dict[str, Any]]:
@@ -744,20 +807,34 @@ class TuneResult:
         return {"format_version": TUNE_FORMAT_VERSION, "config": self.config, "study": self.study_name,
                 "storage": self.storage, "space": self.space, "metric": self.metric, "direction": self.direction,
                 "sampler": self.sampler, "pruner": self.pruner, "trials_target": self.target_trials,
+                "scoring": self.scoring, "scoring_text": self.scoring_text(),
                 "protocol": {"trains": "the baseline (lct.enabled: false) at each trial's parameters",
                              "chosen_on": "val", "scored_on": "test (the best trial only, once)"},
                 "finished": len(self.finished), "train_seconds": self.train_seconds,
                 "best": self.best, "test": self.test, "importances": self.importances, "worker": self.worker,
                 "trials": self.trials}
 
+    def scoring_text(self) -> str:
+        """Where the trial values are measured, in words."""
+        sc = self.scoring or {}
+        if "prior" in sc:
+            pr = sc["prior"] if isinstance(sc["prior"], str) else "(" + ", ".join(f"{v:.3g}" for v in sc["prior"]) + ")"
+            return f"at class prior {pr}, best over the adjustment t grid as compare picks"
+        p = sc.get("prevalence", "training prevalence")
+        pv = f"prevalence {p:.4g} (given)" if not isinstance(p, str) else \
+            f"the training prevalence {sc['value']:.4g}" if "value" in sc else "the training prevalence"
+        pruned = "; a pruned trial's value is its last per-epoch report, at the split's own prevalence" \
+            if self.pruner != "none" else ""
+        return f"at {pv} (AP, Brier; negatives reweighted), as compare reports them{pruned}"
+
     def markdown(self) -> str:
-        names = [p.split("~")[0] for p in self.space.split()]
+        names = self.names
         arrow = "↑" if self.direction == "maximize" else "↓"
         lines = [f"# lossdial tune: {self.config}", "",
                  f"Study **{self.study_name}** ({self.storage}); sampler {self.sampler}, pruner {self.pruner}. "
                  f"Each trial trains the **baseline (LCT off)**; chosen on validation {self.metric} {arrow}, the best "
                  f"trial scored once on test. {len(self.finished)} of {self.target_trials} trials finished, "
-                 f"{self.train_seconds:.0f} s of training.", ""]
+                 f"{self.train_seconds:.0f} s of training. Validation and test values {self.scoring_text()}.", ""]
         if self.best is not None:
             bp = " ".join(f"{k}={v:.4g}" for k, v in self.best["params"].items())
             tv = (self.test or {}).get("metrics") or {}
@@ -782,7 +859,7 @@ class TuneResult:
         import csv
         import io
 
-        names = [p.split("~")[0] for p in self.space.split()]
+        names = self.names
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["trial", "state", *names, f"val_{self.metric}", "seconds", "retry_of", "run_dir"])
@@ -826,7 +903,8 @@ def _result(study, optuna, *, out, name, storage_text, space: SearchSpace, metri
     imp = param_importances([r["params"] for r in complete], [r["value"] for r in complete], space.names)
     return TuneResult(out=out, study_name=name, storage=storage_text, space=space.canonical(), metric=metric,
                       direction=direction, sampler=sampler, pruner=pruner, target_trials=trials, trials=rows,
-                      best=best, worker={**identity, "sampler_seed": seed}, config=config_text, importances=imp)
+                      best=best, worker={**identity, "sampler_seed": seed}, config=config_text, importances=imp,
+                      names=space.names)
 
 
 def param_importances(params: Sequence[Mapping[str, float]], values: Sequence[float],
@@ -897,7 +975,7 @@ def _figures(result: TuneResult, out: Path) -> dict[str, Path]:
         ax.set_xlabel("fANOVA importance")
         ax.set_title(f"Parameter importances for val {result.metric}")
         files["importances"] = save_png(fig, out / "tune_importances.png")
-    names = [p.split("~")[0] for p in result.space.split()]
+    names = result.names
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False, sharey=True)
     for ax, n in zip(axes[0], names):
         pts = [t for t in comp if n in t["params"]]

@@ -199,7 +199,9 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
 # --------------------------------------------------------------------------------------------------------
 #: The hyperparameters class-conditional smoothing adds to a family (``loss.smoothing``), their ranges and order.
 SMOOTHING_NAMES: tuple[str, ...] = ("a_max", "a_min")
-SMOOTHING_RANGES: dict[str, tuple[float, float, bool]] = {"a_max": (0.0, 1.0, True), "a_min": (0.0, 1.0, True)}
+#: a_max is open at 1 (a_max = 1 would replace the rarest class's label by the uniform distribution); a_min <= a_max
+#: (``SMOOTHING_ORDER``). ``loss.smoothing`` in the config is checked against these same ranges.
+SMOOTHING_RANGES: dict[str, tuple] = {"a_max": (0.0, 1.0, True, False), "a_min": (0.0, 1.0, True)}
 SMOOTHING_ORDER: tuple[tuple[str, str], ...] = (("a_min", "a_max"),)
 
 
@@ -227,8 +229,13 @@ def smoothed_cross_entropy(logits: Tensor, targets: Tensor, a_y: HparamValue) ->
 # --------------------------------------------------------------------------------------------------------
 # hyperparameter ranges (declared once per family in ``hparam_ranges``; used by the losses and by config load)
 # --------------------------------------------------------------------------------------------------------
-Range = tuple[float, float, bool]
+#: ``(low, high, low_inclusive)`` or ``(low, high, low_inclusive, high_inclusive)`` (high inclusive by default)
+Range = tuple
 _ANY: Range = (-math.inf, math.inf, True)
+
+
+def _range_parts(rng: Range) -> tuple[float, float, bool, bool]:
+    return (rng[0], rng[1], rng[2], rng[3] if len(rng) > 3 else True)
 
 
 def hparam_range(cls: type, name: str) -> Range:
@@ -238,19 +245,21 @@ def hparam_range(cls: type, name: str) -> Range:
 
 
 def describe_range(rng: Range) -> str:
-    """``"[0, 1]"``, ``"(0, inf)"``, ``"[0, inf)"`` or ``"any finite value"``."""
-    low, high, low_inclusive = rng
+    """``"[0, 1]"``, ``"[0, 1)"``, ``"(0, inf)"``, ``"[0, inf)"`` or ``"any finite value"``."""
+    low, high, low_inclusive, high_inclusive = _range_parts(rng)
     if math.isinf(low) and math.isinf(high):
         return "any finite value"
-    return f"{'[' if low_inclusive and not math.isinf(low) else '('}{low:g}, {high:g}{')' if math.isinf(high) else ']'}"
+    close = ')' if math.isinf(high) or not high_inclusive else ']'
+    return f"{'[' if low_inclusive and not math.isinf(low) else '('}{low:g}, {high:g}{close}"
 
 
 def _within(v, rng: Range):
     """Is ``v`` (a float, or a tensor elementwise) finite and inside ``rng``?"""
-    low, high, low_inclusive = rng
+    low, high, low_inclusive, high_inclusive = _range_parts(rng)
     if isinstance(v, Tensor):
-        return torch.isfinite(v) & (v <= high) & ((v >= low) if low_inclusive else (v > low))
-    return math.isfinite(v) and v <= high and (v >= low if low_inclusive else v > low)
+        return torch.isfinite(v) & ((v <= high) if high_inclusive else (v < high)) \
+            & ((v >= low) if low_inclusive else (v > low))
+    return math.isfinite(v) and (v <= high if high_inclusive else v < high) and (v >= low if low_inclusive else v > low)
 
 
 def check_hparam_values(cls: type, name: str, values) -> float | None:

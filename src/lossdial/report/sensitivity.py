@@ -111,14 +111,15 @@ def html_section(panel: dict[str, Any], png: Path | None) -> str:
             + "".join(f"<th>{e(h)}</th>" for h in heads) + f"</tr>{body}</table>{img}")
 
 
-def add_to_report(page: str | Path, runs) -> Path:
+def add_to_report(page: str | Path, runs, *, prevalence: float | None = None, prior=None) -> Path:
     """Add the sensitivity panel of ``runs`` (``lossdial report``'s loaded runs) to the report page ``page``: a
-    table and figure before ``</body>``; sensitivity.json and sensitivity.png beside it."""
+    table and figure before ``</body>``; sensitivity.json and sensitivity.png beside it. Its values are at the
+    page's ``prevalence`` (binary; None: the first run's training prevalence) or class ``prior``."""
     from lossdial.experiments.sensitivity import runs_sensitivity
     from lossdial.rundir import atomic_write_text, write_json
 
     page = Path(page)
-    panel = runs_sensitivity(runs)
+    panel = runs_sensitivity(runs, prevalence=prevalence, prior=prior)
     write_json(page.parent / "sensitivity.json", panel)
     png = figure(panel, page.parent / "sensitivity.png") if panel["methods"] else None
     text = page.read_text()
