@@ -191,9 +191,12 @@ def break_ties(tied: Sequence[int], measures: Sequence[np.ndarray], coords: np.n
         groups.setdefault(root(a), []).append(a)
     run = max(groups.values(), key=lambda g: (len(g), -min(g)))  # members are positions in idx (grid order)
     centre = pts[run].mean(axis=0)
-    dist = [float(np.sum((pts[a] - centre) ** 2)) for a in run]
-    best = min(range(len(run)), key=lambda r: (round(dist[r], 9), run[r]))
-    return idx[run[best]]
+    best, best_dist = run[0], math.inf
+    for a in run:  # in grid order: a later point must be nearer by more than rounding to win
+        dist = float(np.sum((pts[a] - centre) ** 2))
+        if dist < best_dist - 1e-9:
+            best, best_dist = a, dist
+    return idx[best]
 
 
 def clopper_pearson_lower(successes: np.ndarray, n: int, confidence: float = 0.95) -> np.ndarray:
