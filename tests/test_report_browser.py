@@ -314,6 +314,58 @@ def test_binary_dial_matches_the_curve_file_and_the_model_card(browser, binary_r
     assert data["runs"][0]["card"][0]["name"] == "screening"
 
 
+def _synthetic_page(tmp_path, lambdas, scores, y, prevalence):
+    """A dial page for a made-up LCT run: its validation sweep is ``scores`` [K, N] (no training; the run object
+    carries only what the page data reads)."""
+    from types import SimpleNamespace
+
+    from lossdial.evaluate.sweep import SweepResult
+    from lossdial.report.dial import binary_dial_data, dial_section
+    from lossdial.report.html import page_head
+
+    sweep = SweepResult(lambdas=lambdas, scores=scores, labels=y, prevalence=prevalence)
+    run = SimpleNamespace(path=tmp_path / "synthetic", is_lct=True, space=SimpleNamespace(names=list(lambdas[0])))
+    data = binary_dial_data([(run, sweep)], prevalence=prevalence, class_names=["neg", "pos"])
+    page = tmp_path / "ties.html"
+    page.write_text(page_head("ties") + dial_section(data) + "</body></html>")
+    return page, sweep
+
+
+def test_snap_breaks_ties_like_pick(browser, tmp_path):
+    # every lambda ranks the samples alike (a shift of the logit), so the best precision at recall >= 0.8 and its
+    # recall tie at every lambda, and so does AUC; the Brier score at the page's prevalence decides (written out
+    # here: pi mean_pos (1-s)^2 + (1-pi) mean_neg s^2). Grid order would snap to tau=0
+    rng = np.random.RandomState(0)
+    y = (rng.rand(300) < 0.3).astype(int)
+    z = 1.5 * (2 * y - 1) + rng.randn(300)
+    shifts = np.linspace(-3, 1, 9)
+    scores = np.stack([1 / (1 + np.exp(-(z + d))) for d in shifts])
+    lambdas = [{"tau": float(k)} for k in range(9)]
+    pi = 0.2
+    page_path, sweep = _synthetic_page(tmp_path, lambdas, scores, y, pi)
+    brier = [pi * np.mean((1 - s[y == 1]) ** 2) + (1 - pi) * np.mean(s[y == 0] ** 2) for s in scores]
+    k_true = int(np.argmin(brier))
+    assert k_true not in (0, 4)  # neither the first grid point nor the centre of the grid
+    point = sweep.pick("recall>=0.8", "precision")
+    assert point.index == k_true  # pick's own rule, the second implementation
+    page = Page(browser, page_path)
+    page.set("ctl-mode", "recall")
+    page.set("ctl-target", 0.8)
+    assert page.text("lam-tau-value") == f"{k_true:g}", page.text("snap-status")
+    assert page.num("val-precision") == pytest.approx(point.metrics["precision"], abs=6e-4)
+
+    # identical scores at tau 2..6 and 8, noise elsewhere: AUC and Brier tie too, so the centre of the longest
+    # tied run, tau 4 (grid order: tau 2)
+    good = scores[4]
+    scores = np.stack([good if k in (2, 3, 4, 5, 6, 8) else rng.rand(300) for k in range(9)])
+    page_path, sweep = _synthetic_page(tmp_path, lambdas, scores, y, pi)
+    assert sweep.pick("recall>=0.8", "precision").index == 4
+    page = Page(browser, page_path)
+    page.set("ctl-mode", "recall")
+    page.set("ctl-target", 0.8)
+    assert page.text("lam-tau-value") == "4", page.text("snap-status")
+
+
 def test_static_figures_and_tables(binary_report):
     rep = binary_report / "rep"
     text = (rep / "report.html").read_text()
