@@ -177,6 +177,7 @@ def break_ties(tied: Sequence[int], measures: Sequence[np.ndarray], coords: np.n
         return idx[0]
     pts = np.asarray(coords, dtype=float)[idx]
     comp = list(range(len(idx)))  # union-find over Chebyshev-adjacent points
+
     def root(a: int) -> int:
         while comp[a] != a:
             comp[a] = comp[comp[a]]
@@ -723,7 +724,8 @@ class MultiClassSweepResult:
         A row where a metric is undefined (NaN: its group's classes are all absent from this split) neither meets
         a constraint on it nor wins on it. Ties (up to :data:`TIE_TOLERANCE`) go to the higher balanced accuracy
         (unless that is the objective), then the lower NLL (unless that is the objective), then the centre of the
-        widest run of tied rows on the lambda x t grid (:func:`break_ties`), not to the earlier row. Raises :class:`NoFeasiblePoint` with the row closest to the constraint when no row meets it.
+        widest run of tied rows on the lambda x t grid (:func:`break_ties`), not to the earlier row. Raises
+        :class:`NoFeasiblePoint` with the row closest to the constraint when no row meets it.
         """
         self.check_metric(objective, "--minimize" if objective in MULTICLASS_MINIMIZE else "--maximize")
         cons = parse_multiclass_constraint(constraint)
