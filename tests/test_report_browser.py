@@ -125,12 +125,15 @@ def binary_report(tmp_path_factory):
     train(load_config(packaged_config_path("demo_digits"), BIN), root / "lct", device="cpu")
     train(load_config(packaged_config_path("demo_digits"), BIN + ["lct.enabled=false"]), root / "base", device="cpu")
     for args in (["pick", str(root / "lct"), "--at", "recall>=0.8", "--name", "screening", "--n-boot", "30"],
+                 ["sweep", str(root / "lct"), "--lambda", "tau=0:3:7", "--prevalence", "0.5"],
                  ["sweep", str(root / "lct"), "--lambda", "tau=0:3:7", "--prevalence", "0.05"],
                  ["sweep", str(root / "base"), "--prevalence", "0.05"],
                  ["report", str(root / "lct"), str(root / "base"), "--lambda", "tau=0:3:7", "--out",
                   str(root / "rep")]):
         r = runner.invoke(app, args + ["--device", "cpu"])
         assert r.exit_code == 0, (args, r.output)
+        if args[:1] == ["sweep"] and args[-2:] == ["--prevalence", "0.5"]:  # the next sweep overwrites it
+            shutil.copy(root / "lct" / "sweeps" / "val.json", root / "val_prev0.5.json")
     return root
 
 
@@ -162,20 +165,59 @@ def _measures(c, pi, cfp=1.0, cfn=1.0):
             "tn10k": 1e4 * (1 - pi) * (1 - fpr)}
 
 
-def _best(curves, target, pi, min_tp=5, metric="recall"):
+def _best(curves, target, pi, min_tp=5, metric="recall", calibration=None):
     """Best point with recall >= target (highest precision, then recall) or with precision >= target (highest
-    recall, then precision), with >= min_tp true positives, over every lambda (ties: the lower lambda)."""
-    best = None
+    recall, then precision), with >= min_tp true positives, over every lambda. Ties between lambdas (keys equal to
+    1e-9), pick's rule: the higher AUC, then the lower Brier score at pi (``calibration``: tau -> (AUC, Brier at
+    prevalence 1, Brier at prevalence 0)), then the median (the lower, for an even count) of the longest run of
+    consecutive tied taus on the grid; within a lambda the first (highest threshold) of equal keys."""
     other = "precision" if metric == "recall" else "recall"
+    per = {}
     for lam, rows in sorted(curves.items()):
         for r in rows:
             m = _measures(r, pi)
             if r["tp"] < min_tp or math.isnan(m["precision"]) or m[metric] < target - 1e-12:
                 continue
             key = (m[other], m[metric])
-            if best is None or key > best[0]:
-                best = (key, lam, r, m)
-    return best
+            if lam not in per or key > per[lam][0]:
+                per[lam] = (key, lam, r, m)
+    if not per:
+        return None
+
+    def keep_best(lams, value):
+        top = max(value(v) for v in lams)
+        return [v for v in lams if value(v) >= top - 1e-9 * max(1.0, abs(top))]
+    tied = keep_best(list(per), lambda v: per[v][0][0])
+    tied = keep_best(tied, lambda v: per[v][0][1])
+    if len(tied) > 1 and calibration is not None:
+        tied = keep_best(tied, lambda v: calibration[v][0])
+        tied = keep_best(tied, lambda v: -(pi * calibration[v][1] + (1 - pi) * calibration[v][2]))
+    grid = sorted(curves)
+    runs, cur = [], []
+    for v in grid:
+        if v in tied:
+            cur.append(v)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    runs.append(cur)
+    longest = max((r for r in runs if r), key=len)
+    return per[longest[(len(longest) - 1) // 2]]
+
+
+def _calibration(root: Path) -> dict[float, tuple[float, float, float]]:
+    """tau -> (AUC, Brier at prevalence 1, Brier at prevalence 0) of the LCT run, from its two sweep tables: the
+    Brier score at prevalence pi is pi B1 + (1 - pi) B0 (the prevalence-weighted mean of squared errors), so the
+    tables at 0.5 and 0.05 give B1 and B0."""
+    t5 = json.loads((root / "val_prev0.5.json").read_text())["rows"]
+    t05 = json.loads((root / "lct" / "sweeps" / "val.json").read_text())["rows"]
+    out = {}
+    for a, b in zip(t5, t05):
+        assert a["lambda"] == b["lambda"]
+        x, y = a["metrics"]["brier"], b["metrics"]["brier"]  # x = (B1 + B0)/2, y = 0.05 B1 + 0.95 B0
+        b1 = (y - 0.95 * 2 * x) / (0.05 - 0.95)
+        out[a["lambda"]["tau"]] = (a["metrics"]["auc"], b1, 2 * x - b1)
+    return out
 
 
 def test_binary_dial_matches_the_curve_file_and_the_model_card(browser, binary_report, tmp_path):
@@ -233,7 +275,8 @@ def test_binary_dial_matches_the_curve_file_and_the_model_card(browser, binary_r
     page.set("ctl-prevalence", math.log10(0.01))
     page.set("ctl-mode", "recall")
     page.set("ctl-target", 0.9)
-    best = _best(curves, 0.9, 0.01)
+    cal = _calibration(root)
+    best = _best(curves, 0.9, 0.01, calibration=cal)
     assert page.num("val-recall") == pytest.approx(best[3]["recall"], abs=6e-4)
     assert page.num("val-precision") == pytest.approx(best[3]["precision"], abs=6e-4)
     assert page.text("lam-tau-value") == f"{best[1]:g}"
@@ -248,7 +291,7 @@ def test_binary_dial_matches_the_curve_file_and_the_model_card(browser, binary_r
     target = round(float(np.nanmedian(precisions)), 2)
     page.set("ctl-mode", "precision")
     page.set("ctl-target", target)
-    best = _best(curves, target, 0.01, metric="precision")
+    best = _best(curves, target, 0.01, metric="precision", calibration=cal)
     assert best is not None and "snapped" in page.text("snap-status")
     assert page.num("val-recall") == pytest.approx(best[3]["recall"], abs=6e-4)
     assert page.num("val-precision") == pytest.approx(best[3]["precision"], abs=6e-4)
@@ -269,6 +312,58 @@ def test_binary_dial_matches_the_curve_file_and_the_model_card(browser, binary_r
     assert page.num("val-precision") == pytest.approx(card["val"]["precision"], abs=6e-4)
     assert page.text("lam-tau-value") == f"{card['lambda']['tau']:g}"
     assert data["runs"][0]["card"][0]["name"] == "screening"
+
+
+def _synthetic_page(tmp_path, lambdas, scores, y, prevalence):
+    """A dial page for a made-up LCT run: its validation sweep is ``scores`` [K, N] (no training; the run object
+    carries only what the page data reads)."""
+    from types import SimpleNamespace
+
+    from lossdial.evaluate.sweep import SweepResult
+    from lossdial.report.dial import binary_dial_data, dial_section
+    from lossdial.report.html import page_head
+
+    sweep = SweepResult(lambdas=lambdas, scores=scores, labels=y, prevalence=prevalence)
+    run = SimpleNamespace(path=tmp_path / "synthetic", is_lct=True, space=SimpleNamespace(names=list(lambdas[0])))
+    data = binary_dial_data([(run, sweep)], prevalence=prevalence, class_names=["neg", "pos"])
+    page = tmp_path / "ties.html"
+    page.write_text(page_head("ties") + dial_section(data) + "</body></html>")
+    return page, sweep
+
+
+def test_snap_breaks_ties_like_pick(browser, tmp_path):
+    # every lambda ranks the samples alike (a shift of the logit), so the best precision at recall >= 0.8 and its
+    # recall tie at every lambda, and so does AUC; the Brier score at the page's prevalence decides (written out
+    # here: pi mean_pos (1-s)^2 + (1-pi) mean_neg s^2). Grid order would snap to tau=0
+    rng = np.random.RandomState(0)
+    y = (rng.rand(300) < 0.3).astype(int)
+    z = 1.5 * (2 * y - 1) + rng.randn(300)
+    shifts = np.linspace(-3, 1, 9)
+    scores = np.stack([1 / (1 + np.exp(-(z + d))) for d in shifts])
+    lambdas = [{"tau": float(k)} for k in range(9)]
+    pi = 0.2
+    page_path, sweep = _synthetic_page(tmp_path, lambdas, scores, y, pi)
+    brier = [pi * np.mean((1 - s[y == 1]) ** 2) + (1 - pi) * np.mean(s[y == 0] ** 2) for s in scores]
+    k_true = int(np.argmin(brier))
+    assert k_true not in (0, 4)  # neither the first grid point nor the centre of the grid
+    point = sweep.pick("recall>=0.8", "precision")
+    assert point.index == k_true  # pick's own rule, the second implementation
+    page = Page(browser, page_path)
+    page.set("ctl-mode", "recall")
+    page.set("ctl-target", 0.8)
+    assert page.text("lam-tau-value") == f"{k_true:g}", page.text("snap-status")
+    assert page.num("val-precision") == pytest.approx(point.metrics["precision"], abs=6e-4)
+
+    # identical scores at tau 2..6 and 8, noise elsewhere: AUC and Brier tie too, so the centre of the longest
+    # tied run, tau 4 (grid order: tau 2)
+    good = scores[4]
+    scores = np.stack([good if k in (2, 3, 4, 5, 6, 8) else rng.rand(300) for k in range(9)])
+    page_path, sweep = _synthetic_page(tmp_path, lambdas, scores, y, pi)
+    assert sweep.pick("recall>=0.8", "precision").index == 4
+    page = Page(browser, page_path)
+    page.set("ctl-mode", "recall")
+    page.set("ctl-target", 0.8)
+    assert page.text("lam-tau-value") == "4", page.text("snap-status")
 
 
 def test_static_figures_and_tables(binary_report):

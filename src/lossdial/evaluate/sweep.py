@@ -127,6 +127,79 @@ def parse_multiclass_constraint(text: str | None) -> tuple[str, float] | None:
     raise ValueError(f"constraint {text!r} names no multi-class metric; a multi-class run's constraint is {valid}")
 
 
+#: two objective (or tie-break measure) values closer than this, relative to max(1, |value|), are a tie
+TIE_TOLERANCE = 1e-9
+
+
+def _near_best(values: np.ndarray) -> np.ndarray:
+    """Which of ``values`` (higher is better; NaN is worst) tie with the best, up to :data:`TIE_TOLERANCE`."""
+    v = np.asarray(values, dtype=float)
+    if not np.isfinite(v).any():
+        return np.ones(len(v), bool)  # undefined everywhere: the measure says nothing, keep them all
+    top = np.nanmax(v)
+    return np.isfinite(v) & (v >= top - TIE_TOLERANCE * max(1.0, abs(top)))
+
+
+def grid_coordinates(lambdas: Sequence[Mapping[str, float]], extra: Sequence[float] | None = None) -> np.ndarray:
+    """Grid-step coordinates [K, D] of lambda points: per name, the rank of the value among that name's distinct
+    values (so a cartesian grid, evenly or log spaced, is the integer lattice); ``extra``, one more value per
+    point (the multi-class adjustment t), becomes one more coordinate the same way."""
+    names = list(lambdas[0]) if len(lambdas) else []
+    cols = [[float(lam[n]) for lam in lambdas] for n in names]
+    if extra is not None:
+        cols.append([float(v) for v in extra])
+    out = np.zeros((len(lambdas), len(cols)))
+    for d, col in enumerate(cols):
+        out[:, d] = np.searchsorted(np.unique(col), col)
+    return out
+
+
+def break_ties(tied: Sequence[int], measures: Sequence[np.ndarray], coords: np.ndarray) -> int:
+    """The one point of ``tied`` (indices of points that tie on the objective) that pick returns.
+
+    1. ``measures``, in order (each [K], higher is better, NaN worst): keep the tied points whose value ties with
+       the best among them (up to :data:`TIE_TOLERANCE`). These are threshold-free validation measures of each
+       point's model, e.g. AUC then -Brier: among equally good operating points, the better model.
+    2. Still tied: the centre of the widest tied plateau, not its edge. The tied points are split into connected
+       runs on the grid (``coords``: :func:`grid_coordinates`; two points are neighbours when every coordinate
+       differs by at most one grid step); the largest run wins (equal sizes: the run holding the earliest grid
+       index), and within it the point nearest its centroid (equal distances: the earlier grid index). On a
+       one-name grid this is the median of the longest contiguous run of tied lambdas (the lower median for an
+       even run).
+    """
+    idx = sorted(int(i) for i in tied)
+    for m in measures:
+        if len(idx) == 1:
+            return idx[0]
+        vals = np.asarray(m, dtype=float)[idx]
+        idx = [i for i, keep in zip(idx, _near_best(vals)) if keep]
+    if len(idx) == 1:
+        return idx[0]
+    pts = np.asarray(coords, dtype=float)[idx]
+    comp = list(range(len(idx)))  # union-find over Chebyshev-adjacent points
+
+    def root(a: int) -> int:
+        while comp[a] != a:
+            comp[a] = comp[comp[a]]
+            a = comp[a]
+        return a
+    for a in range(len(idx)):
+        for b in range(a + 1, len(idx)):
+            if np.max(np.abs(pts[a] - pts[b]), initial=0.0) <= 1.0 + 1e-9:
+                comp[root(b)] = root(a)
+    groups: dict[int, list[int]] = {}
+    for a in range(len(idx)):
+        groups.setdefault(root(a), []).append(a)
+    run = max(groups.values(), key=lambda g: (len(g), -min(g)))  # members are positions in idx (grid order)
+    centre = pts[run].mean(axis=0)
+    best, best_dist = run[0], math.inf
+    for a in run:  # in grid order: a later point must be nearer by more than rounding to win
+        dist = float(np.sum((pts[a] - centre) ** 2))
+        if dist < best_dist - 1e-9:
+            best, best_dist = a, dist
+    return idx[best]
+
+
 def clopper_pearson_lower(successes: np.ndarray, n: int, confidence: float = 0.95) -> np.ndarray:
     """One-sided Clopper-Pearson lower bound of a binomial proportion (exact, via the beta quantile)."""
     from scipy.stats import beta
@@ -294,6 +367,7 @@ class SweepResult:
     costs: tuple[float, float] = (1.0, 1.0)
     threshold: float = 0.5  # default decision threshold for the table's precision/recall columns
     _table: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _rows: dict[int, dict[str, float]] = field(default_factory=dict, repr=False)  # tie-break metrics per lambda
 
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=float)
@@ -359,8 +433,14 @@ class SweepResult:
         TPR and an upper bound on FPR (Clopper-Pearson, each at 1 - alpha/2) put into
         pi*TPR / (pi*TPR + (1-pi)*FPR) - not a bound on the raw tp / (tp + fp) of this split.
 
-        Ties go to the better secondary metric (recall for precision, precision for recall), then to the
-        earlier lambda. Raises :class:`NoFeasiblePoint` (with the closest point, the one whose constrained
+        Ties (objective values equal up to :data:`TIE_TOLERANCE`; common when changing lambda nearly shifts the
+        scores monotonically, so the best point over thresholds is the same at many lambdas) go to the better
+        secondary metric (recall for precision, precision for recall, else F1), then to the lambda with the higher
+        validation AUC, then the lower Brier score at the prevalence, then to the centre of the widest run of tied
+        lambdas on the grid (:func:`break_ties`) - never to the first grid point because it is first. Among
+        thresholds of one lambda with equal objective and secondary values, the highest wins; the threshold is
+        always a validation score (the midpoint to the next lower score would predict the same on this split).
+        Raises :class:`NoFeasiblePoint` (with the closest point, the one whose constrained
         value - or bound - comes nearest among thresholds with at least ``min_tp`` true positives) if
         nothing qualifies; the message says why, including the best bound this split's size allows.
         """
@@ -381,7 +461,7 @@ class SweepResult:
                              f"no threshold can rest on {min_tp} true positives; use a larger validation split, "
                              f"or lower min_tp knowing the point rests on so few positives")
         sign = 1.0 if objective in MAXIMIZE else -1.0
-        best: tuple | None = None
+        found: list[tuple[tuple[float, float], int, float]] = []  # each lambda's best (key, k, threshold)
         closest: tuple | None = None
         too_few = 0  # thresholds that meet the constraint but rest on fewer than min_tp true positives
         for k in range(len(self.lambdas)):
@@ -419,14 +499,46 @@ class SweepResult:
                 else:
                     thr = self.threshold
                 key = (sign * float(m), 0.0)
-            if best is None or key > best[0]:
-                best = (key, k, thr)
-        if best is not None:
-            return self._point(best[1], best[2], objective, constraint,
-                               (cons[0], conservative, confidence) if cons else None)
+            found.append((key, k, thr))
+        if found:
+            k, thr = self._break_ties(found)
+            return self._point(k, thr, objective, constraint, (cons[0], conservative, confidence) if cons else None)
         if cons is None:
             raise ValueError("no lambda gives a defined value of the objective (is one class missing?)")
         raise self._infeasible(cons, constraint, objective, conservative, confidence, min_tp, too_few, closest)
+
+    def _break_ties(self, found: list[tuple[tuple[float, float], int, float]]) -> tuple[int, float]:
+        """The (lambda index, threshold) pick returns from each lambda's best (key, k, threshold).
+
+        The tied set: the lambdas whose objective ties with the best (up to :data:`TIE_TOLERANCE`), then among
+        those the ones whose secondary key ties with the best. Then :func:`break_ties`: the higher validation AUC
+        (ranking: prevalence-free), then the lower Brier score at :attr:`effective_prevalence` (calibration at the
+        deployment prevalence), then the centre of the widest tied run of lambdas on the grid.
+        """
+        keys = np.array([f[0] for f in found], dtype=float)
+        tied = _near_best(keys[:, 0])
+        tied &= _near_best(np.where(tied, keys[:, 1], np.nan))
+        ks = [f[1] for f in found]
+        tied_k = [ks[i] for i in np.flatnonzero(tied)]
+        if len(tied_k) > 1:
+            auc = np.full(len(self.lambdas), np.nan)
+            neg_brier = np.full(len(self.lambdas), np.nan)
+            for k in tied_k:
+                m = self._lambda_metrics(k)
+                auc[k], neg_brier[k] = m["auc"], -m["brier"]
+            k = break_ties(tied_k, [auc, neg_brier], grid_coordinates(self.lambdas))
+        else:
+            k = tied_k[0]
+        return k, found[ks.index(k)][2]
+
+    def _lambda_metrics(self, k: int) -> dict[str, float]:
+        """The table's metrics of lambda ``k``, computed for that lambda alone when the table is not built."""
+        if self._table is not None:
+            return self._table[k]["metrics"]
+        if k not in self._rows:
+            self._rows[k] = binary_metrics(self.labels, self.scores[k], threshold=self.threshold,
+                                           prevalence=self.prevalence, costs=self.costs)
+        return self._rows[k]
 
     def _infeasible(self, cons, constraint, objective, conservative, confidence, min_tp, too_few, closest
                     ) -> NoFeasiblePoint:
@@ -610,15 +722,17 @@ class MultiClassSweepResult:
         ``constraint``: e.g. ``"few_shot_accuracy>=0.7"`` or ``"nll<=0.5"`` (:func:`parse_multiclass_constraint`).
         ``objective``: one of :data:`MULTICLASS_MAXIMIZE` (maximised) or :data:`MULTICLASS_MINIMIZE` (minimised).
         A row where a metric is undefined (NaN: its group's classes are all absent from this split) neither meets
-        a constraint on it nor wins on it. Ties go to the earlier row (earlier lambda, then smaller t in grid
-        order). Raises :class:`NoFeasiblePoint` with the row closest to the constraint when no row meets it.
+        a constraint on it nor wins on it. Ties (up to :data:`TIE_TOLERANCE`) go to the higher balanced accuracy
+        (unless that is the objective), then the lower NLL (unless that is the objective), then the centre of the
+        widest run of tied rows on the lambda x t grid (:func:`break_ties`), not to the earlier row. Raises
+        :class:`NoFeasiblePoint` with the row closest to the constraint when no row meets it.
         """
         self.check_metric(objective, "--minimize" if objective in MULTICLASS_MINIMIZE else "--maximize")
         cons = parse_multiclass_constraint(constraint)
         if cons is not None:
             self.check_metric(cons[0], "constraint")
         sign = 1.0 if objective in MULTICLASS_MAXIMIZE else -1.0
-        best: tuple[float, int] | None = None
+        value = np.full(len(self.table), np.nan)  # sign * objective of the rows that meet the constraint
         closest: tuple[float, int] | None = None
         for i, row in enumerate(self.table):
             m = row["metrics"]
@@ -631,11 +745,9 @@ class MultiClassSweepResult:
                     closest = (margin, i)
                 if margin < -1e-12:
                     continue
-            o = m[objective]
-            if not math.isnan(o) and (best is None or sign * o > best[0]):
-                best = (sign * o, i)
-        if best is not None:
-            return self._point(best[1], objective, constraint)
+            value[i] = sign * m[objective]
+        if np.isfinite(value).any():
+            return self._point(self._break_ties(np.flatnonzero(_near_best(value)), objective), objective, constraint)
         if cons is None or closest is None:
             what = cons[0] if cons is not None and closest is None else objective
             raise ValueError(f"no (lambda, t) on the {self.split} split gives a defined {what}: the classes it "
@@ -643,6 +755,17 @@ class MultiClassSweepResult:
         point = self._point(closest[1], objective, constraint)
         raise NoFeasiblePoint(f"no (lambda, t) on the {self.split} split meets {constraint.strip()}; the closest is "
                               + describe_multiclass_point(point, cons[0]), point)
+
+    def _break_ties(self, tied: Sequence[int], objective: str) -> int:
+        """The row pick returns among rows tied on the objective: :func:`break_ties` with the higher balanced
+        accuracy, then the lower NLL (each skipped when it is the objective), then the centre of the widest tied
+        run on the grid of (lambda, t) coordinates."""
+        if len(tied) == 1:
+            return int(tied[0])
+        measures = [np.array([sign * r["metrics"][key] for r in self.table], dtype=float)
+                    for key, sign in (("balanced_accuracy", 1.0), ("nll", -1.0)) if key != objective]
+        coords = grid_coordinates([r["lambda"] for r in self.table], [r["adjustment"] for r in self.table])
+        return break_ties(tied, measures, coords)
 
     def _point(self, i: int, objective: str, constraint: str | None) -> OperatingPoint:
         row = self.table[i]

@@ -62,6 +62,59 @@
     NAMES.forEach(function (n) { setText("lam-" + n + "-value", (+MAIN.lambdas[k][n].toPrecision(4)).toString()); });
   }
 
+  /* ---------------------------------------------------------------- ties, as pick breaks them */
+  var TIE_TOL = 1e-9;  // lossdial.evaluate.sweep.TIE_TOLERANCE
+  /* which values (higher is better, undefined worst) tie with the best: lossdial.evaluate.sweep._near_best */
+  function nearBest(vals) {
+    var top = -Infinity;
+    vals.forEach(function (v) { if (def(v) && v > top) { top = v; } });
+    if (top === -Infinity) { return vals.map(function () { return true; }); }
+    return vals.map(function (v) { return def(v) && v >= top - TIE_TOL * Math.max(1, Math.abs(top)); });
+  }
+  /* lossdial.evaluate.sweep.break_ties: among the lambda indices `tied`, keep those tying on each measure in turn
+     (functions of k, higher is better), then the centre of the largest block of grid-adjacent ones (coordinates:
+     each name's rank among its distinct values; adjacent: every coordinate within one step; equal sizes: the
+     block with the earliest index), the index nearest the block's mean position (equal distances: the earlier) */
+  function breakTies(run, tied, measures) {
+    var idx = tied.slice().sort(function (a, b) { return a - b; });
+    measures.forEach(function (f) {
+      if (idx.length < 2) { return; }
+      var keep = nearBest(idx.map(f));
+      idx = idx.filter(function (k, i) { return keep[i]; });
+    });
+    if (idx.length < 2) { return idx[0]; }
+    var ranks = run.lambda_names.map(function (n) {
+      var vals = run.lambdas.map(function (l) { return l[n]; }).sort(function (a, b) { return a - b; });
+      return vals.filter(function (v, i) { return i === 0 || v !== vals[i - 1]; });
+    });
+    var pts = idx.map(function (k) {
+      return run.lambda_names.map(function (n, d) { return ranks[d].indexOf(run.lambdas[k][n]); });
+    });
+    var block = idx.map(function (k, a) { return a; });  // union-find over adjacent points
+    function root(a) { while (block[a] !== a) { a = block[a]; } return a; }
+    for (var a = 0; a < pts.length; a++) {
+      for (var b = a + 1; b < pts.length; b++) {
+        var far = pts[a].some(function (v, d) { return Math.abs(v - pts[b][d]) > 1 + 1e-9; });
+        if (!far && root(a) !== root(b)) { block[root(b)] = root(a); }
+      }
+    }
+    var groups = {}, run_ = null;
+    pts.forEach(function (p, a) { var r = root(a); (groups[r] = groups[r] || []).push(a); });
+    Object.keys(groups).forEach(function (r) {  // members in grid order, so g[0] is the earliest
+      var g = groups[r];
+      if (!run_ || g.length > run_.length || (g.length === run_.length && g[0] < run_[0])) { run_ = g; }
+    });
+    var centre = pts[0].map(function (v, d) {
+      return run_.reduce(function (acc, a) { return acc + pts[a][d]; }, 0) / run_.length;
+    });
+    var best = run_[0], bestD = Infinity;
+    run_.forEach(function (a) {
+      var dd = pts[a].reduce(function (acc, v, d) { return acc + Math.pow(v - centre[d], 2); }, 0);
+      if (dd < bestD - 1e-9) { bestD = dd; best = a; }
+    });
+    return idx[best];
+  }
+
   /* ---------------------------------------------------------------- SVG helpers */
   function el(name, attrs, parent) {
     var e = document.createElementNS(SVGNS, name);
@@ -152,10 +205,13 @@
       };
     }
     /* best point of a run meeting the target: recall >= r (max precision, then recall) or precision >= p
-       (max recall, then precision); at least min_tp validation true positives; ties to the earlier lambda */
+       (max recall, then precision); at least min_tp validation true positives; ties as pick breaks them
+       (breakTies): the higher validation AUC, then the lower Brier score at this prevalence, then the centre of
+       the widest tied run of lambdas - not the earlier lambda */
     function snap(run, metric, target) {
-      var best = null;
+      var found = [];  // each lambda's best point
       run.curves.forEach(function (c, k) {
+        var best = null;
         for (var j = 0; j < c.threshold.length; j++) {
           if (c.tp[j] < D.min_tp) { continue; }
           var m = measures(run, c.tp[j], c.fp[j]);
@@ -167,8 +223,17 @@
             best = { k: k, j: j, key: key, threshold: c.threshold[j], m: m };
           }
         }
+        if (best) { found.push(best); }
       });
-      return best;
+      if (!found.length) { return null; }
+      var keep = nearBest(found.map(function (f) { return f.key[0]; }));
+      found = found.filter(function (f, i) { return keep[i]; });
+      keep = nearBest(found.map(function (f) { return f.key[1]; }));
+      found = found.filter(function (f, i) { return keep[i]; });
+      var k = breakTies(run, found.map(function (f) { return f.k; }), [
+        function (k) { return run.calibration[k].auc; },
+        function (k) { var c = run.calibration[k]; return -(st.pi * c.sq_pos + (1 - st.pi) * c.sq_neg); }]);
+      return found.filter(function (f) { return f.k === k; })[0];
     }
     function cell(id, count, rate, dark) {
       var e = $(id);
