@@ -26,9 +26,9 @@ Settings:
     --setting full     CIFAR-10 automobile vs truck, beta = 100 (configs/cifar10_auto_truck_beta100.yaml),
                        ResNet-32, 200 epochs, 3 seeds, rows base..lct_sam (+ --only to choose); a GPU:
                        python benchmarks/sam_lct_binary.py --setting full --device cuda
-    --setting quick    SHORT CPU VERSION of the same pair: small_cnn (width 16) instead of ResNet-32, 10 epochs,
+    --setting quick    SHORT CPU VERSION of the same pair: small_cnn (width 16) instead of ResNet-32, 8 epochs,
                        1 warm-up epoch, 2 seeds, 2 jobs; far from converged (see the table's note)
-    --setting digits   the packaged digits demo (digit 8 vs rest, beta = 50, small CNN, 40 epochs), 3 seeds, all
+    --setting digits   the packaged digits demo (digit 8 vs rest, beta = 50, small CNN, 40 epochs), 2 seeds, all
                        seven rows: cheap enough on a CPU to see the mechanism rows over seeds
 
 Output: benchmarks/results/sam_lct_binary_SETTING.md and .json. --summarize rebuilds them from an existing
@@ -69,20 +69,21 @@ SETTINGS = {
                      "3 seeds"},
     "quick": {"config": "configs/cifar10_auto_truck_beta100.yaml", "seeds": 2, "jobs": 2, "rows": CORE,
               "extra": ["lct.enabled=false", "model.backbone=small_cnn", "model.backbone_kwargs={width: 16}",
-                        "train.epochs=10", "train.eval_every=0", "schedule.warmup_epochs=1"],
+                        "train.epochs=8", "train.eval_every=0", "schedule.warmup_epochs=1"],
               "what": "SHORT CPU VERSION: CIFAR-10 automobile vs truck, beta = 100 (train 4500 vs 45, validation "
-                      "500 vs 500, test 1000 vs 1000), small_cnn width 16 instead of ResNet-32, 10 epochs (360 "
+                      "500 vs 500, test 1000 vs 1000), small_cnn width 16 instead of ResNet-32, 8 epochs (288 "
                       "steps), 1 warm-up epoch, 2 seeds; far from converged; not the paper's setting"},
-    "digits": {"config": "src/lossdial/configs/demo_digits.yaml", "seeds": 3, "jobs": 2, "rows": list(ROWS),
+    "digits": {"config": "src/lossdial/configs/demo_digits.yaml", "seeds": 2, "jobs": 2, "rows": list(ROWS),
                "extra": ["lct.enabled=false", "train.eval_every=0"],
                "what": "CPU: the packaged digits demo (digit 8 vs the rest, beta = 50, train 973 vs 19, small CNN "
-                       "width 32, 40 epochs), 3 seeds"},
+                       "width 32, 40 epochs), 2 seeds"},
 }
 
 
-def command(setting: str, rows: list[str], seeds: int, out: Path, device: str | None, jobs: int) -> list[str]:
+def command(setting: str, rows: list[str], seeds: int, out: Path, device: str | None, jobs: int,
+            config: str | None = None) -> list[str]:
     s = SETTINGS[setting]
-    cmd = ["lossdial", "compare", s["config"], "--seeds", str(seeds), "--jobs", str(jobs), "--out", str(out), "-q"]
+    cmd = ["lossdial", "compare", config or s["config"], "--seeds", str(seeds), "--jobs", str(jobs), "--out", str(out), "-q"]
     for ov in s["extra"]:
         cmd += ["--set", ov]
     for name in rows:
@@ -147,8 +148,9 @@ def render(setting: str, summary: dict, shown: str, wall: float | None) -> str:
     lines = [f"# SAM x LCT on a binary task ({setting}) ({time.strftime('%Y-%m-%d %H:%M')} UTC)", "",
              f"- setting: {SETTINGS[setting]['what']}",
              f"- machine: {platform.platform()}, {platform.machine()}, Python {platform.python_version()}, "
-             f"torch {torch.__version__}; CPU shared with other jobs (load average 10+ on 2 cores), so "
-             f"`train s` is wall clock under load, not a cost measurement",
+             f"torch {torch.__version__}, {os.cpu_count()} cores; load average when this table was written: "
+             f"{os.getloadavg()[0]:.1f} (a shared machine: `train s`, each row's training time summed over seeds, is "
+             f"wall clock under that load, not a cost measurement)",
              f"- seeds: {summary['seeds']}; picked on validation, scored once on test (compare's protocol); "
              f"std = sample std over seeds",
              *([f"- wall time of the whole compare: {wall:.0f} s"] if wall is not None else []),
@@ -181,6 +183,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--config", default=None, help="another binary config in place of the setting's (e.g. "
+                    "configs/cifar10_cat_dog_beta100.yaml)")
     ap.add_argument("--out", type=Path, default=None, help="compare folder (default /tmp/sam_lct_binary_SETTING)")
     ap.add_argument("--summarize", action="store_true", help="tabulate an existing --out folder, no training")
     ap.add_argument("--print-command", action="store_true")
@@ -195,7 +199,8 @@ def main() -> None:
             ap.error(f"--only: unknown rows {unknown}; choose from {['base', *ROWS]}")
         rows = want
     out = args.out or Path(f"/tmp/sam_lct_binary_{args.setting}")
-    cmd = command(args.setting, rows, args.seeds or s["seeds"], out, args.device, args.jobs or s["jobs"])
+    cmd = command(args.setting, rows, args.seeds or s["seeds"], out, args.device, args.jobs or s["jobs"],
+                  args.config)
     shown = " ".join(shlex.quote(c) for c in cmd)
     if args.print_command:
         print(shown)
@@ -210,7 +215,8 @@ def main() -> None:
         wall = time.perf_counter() - t0
     summary = summarize(out)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    dest = RESULTS / f"sam_lct_binary_{args.setting}"
+    tag = args.setting if not args.config else f"{args.setting}_{Path(args.config).stem}"
+    dest = RESULTS / f"sam_lct_binary_{tag}"
     dest.with_suffix(".md").write_text(render(args.setting, summary, shown, wall))
     dest.with_suffix(".json").write_text(json.dumps({"command": shown, **summary}, indent=1, default=str))
     print(f"wrote {dest}.md and .json")
