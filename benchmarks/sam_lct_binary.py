@@ -122,6 +122,9 @@ def final_val_rows(run: Path) -> list[dict]:
 
 
 def summarize(out: Path) -> dict:
+    if not (out / "compare.json").is_file():
+        raise SystemExit(f"{out}/compare.json not found: the compare has not finished (run the same command again "
+                         f"to continue it), or --out names another folder")
     comp = json.loads((out / "compare.json").read_text())
     seeds = comp["protocol"]["seeds"]
     table = {}
@@ -170,16 +173,40 @@ def render(setting: str, summary: dict, shown: str, wall: float | None) -> str:
         ov = ", ".join(ROWS.get(name, [])) or "(the config + the setting's --set)"
         lines.append(f"| {name} | {ov} | {_fmt(r['test_auc'])} | {_fmt(r['test_ap'])} | {r['val_auc_picked']:.3f} "
                      f"| {r['train_s']:.0f} |")
+    pairs = [(a, b) for a, b in (("vs_sam", "base"), ("lct_sam", "lct"), ("lct_ref_sam", "lct_ref"),
+                                 ("lct_sam_r02", "lct"), ("lct_sam_r03", "lct"), ("vs_sam_r03", "base"))
+             if a in summary["table"] and b in summary["table"]]
+    if pairs:
+        lines += ["", "## What SAM changes, paired by seed (row minus its plain-step row; test, picked on validation)",
+                  "", "| SAM row - plain row | test AUC | test AP | per seed (AUC) |", "|---|---:|---:|---|"]
+        for a, b in pairs:
+            ta, tb = summary["table"][a], summary["table"][b]
+            d_auc = [x - y for x, y in zip(ta["test_auc"], tb["test_auc"])]
+            d_ap = [x - y for x, y in zip(ta["test_ap"], tb["test_ap"])]
+            lines.append(f"| {a} - {b} | {_fmt(d_auc)} | {_fmt(d_ap)} | "
+                         f"{', '.join(f'{d:+.3f}' for d in d_auc)} |")
+        if {"vs_sam", "base", "lct_sam", "lct"} <= set(summary["table"]):
+            t = summary["table"]
+            inter = [(ls - lc) - (vs - b) for ls, lc, vs, b in
+                     zip(t["lct_sam"]["test_auc"], t["lct"]["test_auc"], t["vs_sam"]["test_auc"], t["base"]["test_auc"])]
+            lines += ["", f"Interaction (what SAM does to LCT beyond what it does to the VS baseline), test AUC "
+                          f"(lct_sam - lct) - (vs_sam - base): {_fmt(inter)} (per seed "
+                          f"{', '.join(f'{d:+.3f}' for d in inter)})."]
     if summary["per_lambda"]:
         lams = next(iter(summary["per_lambda"].values()))["lambda"]
         keys = [", ".join(f"{k}={v:g}" for k, v in lam.items()) for lam in lams]
         lines += ["", "## Validation AUC across the lambda grid (LCT rows; mean ± std over seeds)", "",
-                  "| row | " + " | ".join(keys) + " | picked lambda (AUC) per seed |",
+                  "| row | " + " | ".join(keys) + " | lambda picked on val for AUC, per seed |",
                   "|---|" + "---:|" * len(keys) + "---|"]
         for name, p in summary["per_lambda"].items():
             cells = [_fmt(v) for v in p["val_auc"]]
             picked = "; ".join(", ".join(f"{k}={v:g}" for k, v in (lam or {}).items()) for lam in p["picked_lambda"])
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {picked} |")
+        pl = summary["per_lambda"]
+        for a, b in (("lct_sam", "lct"), ("lct_ref_sam", "lct_ref"), ("lct_sam_r02", "lct"), ("lct_sam_r03", "lct")):
+            if a in pl and b in pl and pl[a]["lambda"] == pl[b]["lambda"]:
+                cells = [_fmt([x - y for x, y in zip(va, vb)]) for va, vb in zip(pl[a]["val_auc"], pl[b]["val_auc"])]
+                lines.append(f"| {a} - {b} (paired by seed) | " + " | ".join(cells) + " | |")
     return "\n".join(lines) + "\n"
 
 
