@@ -88,10 +88,11 @@ SETTINGS = {
 
 
 def command(setting: str, rows: list[str], seeds: int, out: Path, device: str | None, jobs: int,
-            config: str | None = None) -> list[str]:
+            config: str | None = None, epochs: int | None = None) -> list[str]:
     s = SETTINGS[setting]
     cmd = ["lossdial", "compare", config or s["config"], "--seeds", str(seeds), "--jobs", str(jobs), "--out", str(out), "-q"]
-    for ov in s["extra"]:
+    extra = [ov for ov in s["extra"] if not (epochs and ov.startswith("train.epochs="))]
+    for ov in extra + ([f"train.epochs={epochs}"] if epochs else []):
         cmd += ["--set", ov]
     for name in rows:
         cmd += ["--variant", f"{name}={','.join(ROWS[name])}"]
@@ -217,6 +218,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--epochs", type=int, default=None, help="train.epochs in place of the setting's")
     ap.add_argument("--config", default=None, help="another binary config in place of the setting's (e.g. "
                     "configs/cifar10_cat_dog_beta100.yaml)")
     ap.add_argument("--out", type=Path, default=None, help="compare folder (default /tmp/sam_lct_binary_SETTING)")
@@ -225,6 +227,9 @@ def main() -> None:
     args = ap.parse_args()
 
     s = SETTINGS[args.setting]
+    if args.epochs:  # the table states the epochs actually trained
+        s = SETTINGS[args.setting] = {**s, "what": f"{s['what']} -- EXCEPT train.epochs = {args.epochs} (--epochs), "
+                                                   f"in place of the epochs stated above"}
     rows = s["rows"]
     if args.only:
         want = [r.strip() for r in args.only.split(",") if r.strip() and r.strip() != "base"]
@@ -234,7 +239,7 @@ def main() -> None:
         rows = want
     out = args.out or Path(f"/tmp/sam_lct_binary_{args.setting}")
     cmd = command(args.setting, rows, args.seeds or s["seeds"], out, args.device, args.jobs or s["jobs"],
-                  args.config)
+                  args.config, args.epochs)
     shown = " ".join(shlex.quote(c) for c in cmd)
     if args.print_command:
         print(shown)
@@ -250,6 +255,7 @@ def main() -> None:
     summary = summarize(out)
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = args.setting if not args.config else f"{args.setting}_{Path(args.config).stem}"
+    tag += f"_e{args.epochs}" if args.epochs else ""
     dest = RESULTS / f"sam_lct_binary_{tag}"
     dest.with_suffix(".md").write_text(render(args.setting, summary, shown, wall))
     dest.with_suffix(".json").write_text(json.dumps({"command": shown, **summary}, indent=1, default=str))
