@@ -90,7 +90,8 @@ SETTINGS = {
 def command(setting: str, rows: list[str], seeds: int, out: Path, device: str | None, jobs: int,
             config: str | None = None, epochs: int | None = None) -> list[str]:
     s = SETTINGS[setting]
-    cmd = ["lossdial", "compare", config or s["config"], "--seeds", str(seeds), "--jobs", str(jobs), "--out", str(out), "-q"]
+    cmd = ["lossdial", "compare", config or s["config"], "--seeds", str(seeds), "--jobs", str(jobs),
+           "--out", str(out), "-q"]
     extra = [ov for ov in s["extra"] if not (epochs and ov.startswith("train.epochs="))]
     for ov in extra + ([f"train.epochs={epochs}"] if epochs else []):
         cmd += ["--set", ov]
@@ -188,8 +189,8 @@ def render(setting: str, summary: dict, shown: str, wall: float | None) -> str:
                          f"{', '.join(f'{d:+.3f}' for d in d_auc)} |")
         if {"vs_sam", "base", "lct_sam", "lct"} <= set(summary["table"]):
             t = summary["table"]
-            inter = [(ls - lc) - (vs - b) for ls, lc, vs, b in
-                     zip(t["lct_sam"]["test_auc"], t["lct"]["test_auc"], t["vs_sam"]["test_auc"], t["base"]["test_auc"])]
+            inter = [(ls - lc) - (vs - b) for ls, lc, vs, b in zip(
+                t["lct_sam"]["test_auc"], t["lct"]["test_auc"], t["vs_sam"]["test_auc"], t["base"]["test_auc"])]
             lines += ["", f"Interaction (what SAM does to LCT beyond what it does to the VS baseline), test AUC "
                           f"(lct_sam - lct) - (vs_sam - base): {_fmt(inter)} (per seed "
                           f"{', '.join(f'{d:+.3f}' for d in inter)})."]

@@ -52,7 +52,6 @@ def probe(run: str, rho: float, batches: int, batch_size: int) -> None:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     groups = [group(n) for n, _ in named]
-    gen = torch.Generator().manual_seed(0)
     x, y = task.train.x, task.train.y
     pos = torch.nonzero(y == 1).flatten()
     neg = torch.nonzero(y == 0).flatten()
