@@ -136,6 +136,24 @@ def test_demo_quick_end_to_end(tmp_path):
     assert base["data"] == lct["data"] and base["seed"] == lct["seed"]  # the same data for both
     n_pos = json.loads((tmp_path / "lct" / "data.json").read_text())["counts"]["train"][1]
     assert re.search(rf"train\s+{n_pos} positives", out)
+    # The table's AP is at the training prevalence (as sweep/pick/report), not at the validation split's own:
+    # sklearn's AP with each validation negative weighted so the positives make up the training prevalence.
+    from sklearn.metrics import average_precision_score
+
+    from lossdial.evaluate import load_run
+    from lossdial.evaluate.scoring import score_lambdas
+
+    run = load_run(tmp_path / "lct")
+    counts = json.loads((tmp_path / "lct" / "data.json").read_text())["counts"]
+    pi = counts["train"][1] / sum(counts["train"])
+    task = run.task()
+    y = task.val.y.numpy()
+    s = score_lambdas(run.model, task.val.x, [{"tau": 0.0}], run.space, transform=task.normalizer)[0]
+    w = np.where(y == 1, 1.0, (1 - pi) / pi * (y == 1).sum() / (y == 0).sum())  # negatives / positives = (1-pi)/pi
+    ap = average_precision_score(y, s, sample_weight=w)
+    row = re.search(r"LCT\s*│\s*tau=0\s*│\s*([\d.]+)\s*│\s*([\d.]+)", out)
+    assert row and abs(float(row.group(2)) - ap) < 6e-4, (row and row.group(0), ap)
+    assert f"training prevalence {pi:.4g}" in out
 
 
 def test_lct_option_sets_the_lambda_space():

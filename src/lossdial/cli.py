@@ -413,14 +413,24 @@ def demo(
     except (RunError, ValueError) as exc:
         _fail(str(exc))
     elapsed = time.perf_counter() - t0
-    title = (f"Validation split ({d['val'][1]} positives / {d['val'][0]} negatives); precision and recall at "
-             f"threshold {lct_cfg.evaluate.threshold:g}")
+    # The table is at the training prevalence, as sweep, pick, report and compare state their numbers (the
+    # training loop's own final rows use the validation split's prevalence).
+    from lossdial.evaluate import evaluate_run, load_run
+    from lossdial.evaluate.select import run_prevalence
+
+    base_run, lct_run = load_run(base.run_dir, device="cpu"), load_run(lct.run_dir, device="cpu")
+    prev = run_prevalence(lct_run, None)
+    base_rows = evaluate_run(base_run, split="val", prevalence=prev)
+    lct_rows = evaluate_run(lct_run, split="val", prevalence=prev)
+    title = (f"Validation split ({d['val'][1]} positives / {d['val'][0]} negatives); AP, Brier and precision at "
+             f"the training prevalence {prev:.4g} (as sweep, pick and report); precision and recall at threshold "
+             f"{lct_cfg.evaluate.threshold:g}")
     keys = list(lct_cfg.lct.lambdas)
-    table = _print_rows(base.final["rows"], title=title, label="baseline", show=False, keys=keys,
+    table = _print_rows(base_rows, title=title, label="baseline", show=False, keys=keys,
                         suffix=" fixed", models=True)
-    _print_rows(lct.final["rows"], title=title, label="LCT", table=table, show=False, keys=keys)
+    _print_rows(lct_rows, title=title, label="LCT", table=table, show=False, keys=keys)
     console.print(table)
-    s = dial_summary(lct.final["rows"])
+    s = dial_summary(lct_rows)
     console.print(
         f"One LCT model, dialled over tau: AUC stays within {s['auc'][0]:.3f}-{s['auc'][1]:.3f} (the ranking "
         f"barely moves) while recall at the default threshold spans {s['recall'][0]:.2f}-{s['recall'][1]:.2f}, "
