@@ -18,24 +18,17 @@ the scale of the penalty), and the number of components after PCA.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
+
+from lossdial.checks import finite_number
 
 __all__ = ["effective_dimension", "group_weights", "max_feasible_d_eff", "omega_star", "within_class_eigenvalues"]
 
 
 def _count(value, what: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{what} must be finite, got {v}")
-    return v
+    return finite_number(value, what)
 
 
 def max_feasible_d_eff(counts: Sequence[float]) -> float:
