@@ -41,3 +41,20 @@ class KillAt:
 def kill_at():
     """``kill_at(step)``: a callback that interrupts training mid-run (see :class:`KillAt`)."""
     return KillAt
+
+
+def assert_same_run_weights(run_a, run_b, checkpoint_parts=()):
+    """Two run directories hold bit-identical evaluation weights (model.safetensors) and, for each name in
+    ``checkpoint_parts``, the same tensors under that key of checkpoint.pt (e.g. the Joint-SSL projector)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(Path(run_a) / "model.safetensors")), load_file(str(Path(run_b) / "model.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ca = torch.load(Path(run_a) / "checkpoint.pt", weights_only=True)
+    cb = torch.load(Path(run_b) / "checkpoint.pt", weights_only=True)
+    for part in checkpoint_parts:
+        for k in ca[part]:
+            assert torch.equal(ca[part][k], cb[part][k]), (part, k)
